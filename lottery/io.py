@@ -1,0 +1,69 @@
+"""Atomic, safe file I/O: every file is written to a temp file then renamed, and tensors load with weights_only.
+
+A run killed mid-write leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from lottery.errors import CorruptFileError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename the temp file onto ``path`` (same directory, so rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False, allow_nan=True)
+            f.write("\n")
+
+    atomic_write(path, write)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); delete or restore it") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """Save a flat ``name -> tensor`` dict (moved to CPU) atomically."""
+    cpu = {k: v.detach().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: torch.save(cpu, tmp))
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a ``name -> tensor`` dict with ``weights_only=True``: a planted pickle cannot execute code."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated zip, foreign pickle, unsupported global: all mean "not our file"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptFileError(f"{path} is not a readable tensor file ({first}); delete it to recompute") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise CorruptFileError(f"{path} does not hold a name -> tensor dict; delete it to recompute")
+    return obj
