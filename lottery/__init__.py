@@ -1,7 +1,36 @@
-"""lottery: lottery-ticket pruning for PyTorch — iterative magnitude pruning with verified rewinding."""
-from lottery.masks import Mask
-from lottery.prune import PRUNERS, prune_by_scores, prune_magnitude, prune_random, random_mask_like
-from lottery.registry import Registry
-from lottery.rewind import rewind, snapshot, verify_rewind
+"""lottery: lottery-ticket pruning for PyTorch — iterative magnitude pruning with verified rewinding.
+
+The public names below load on first use (PEP 562), so ``import lottery`` stays cheap and a user importing only
+the mask utilities never pays for the model zoo or the data sets.
+"""
+from importlib import import_module
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Mask": "lottery.masks",
+    "PRUNERS": "lottery.prune", "prune_by_scores": "lottery.prune", "prune_magnitude": "lottery.prune",
+    "prune_random": "lottery.prune", "random_mask_like": "lottery.prune",
+    "Registry": "lottery.registry",
+    "snapshot": "lottery.rewind", "rewind": "lottery.rewind", "verify_rewind": "lottery.rewind",
+    "Config": "lottery.config",
+    "DATASETS": "lottery.data", "load_dataset": "lottery.data",
+    "INIT_SCHEMES": "lottery.inits", "init_weights": "lottery.inits",
+    "MODELS": "lottery.models", "build_model": "lottery.models",
+    "symmetry_report": "lottery.symmetry",
+    "TrainResult": "lottery.train",  # the function is lottery.train.train (the module owns the name)
+    "run_imp": "lottery.imp",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # cache: later lookups skip this function
+        return value
+    raise AttributeError(f"module 'lottery' has no attribute '{name}'")
+
+
+def __dir__():
+    return __all__

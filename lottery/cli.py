@@ -1,0 +1,126 @@
+"""The ``lottery`` command. It only parses arguments and calls the library; flags are generated from Config."""
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from pathlib import Path
+
+from lottery.config import FIELDS, Config, from_dict, load_toml, parse_list, parse_options
+from lottery.errors import LotteryError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2), like every other user error here."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"lottery: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _flag_type(name: str):
+    """How to read a flag's text, from the field's annotation."""
+    if name == "milestones":
+        return lambda s: parse_list(s, int)
+    hint = typing.get_type_hints(Config)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    base = args[0]
+    if base is dict:
+        return parse_options
+    if base is tuple:
+        return parse_list
+    if base is bool:
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    return base
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.toml", help="experiment file (see experiments/); flags override it")
+    for name, f in FIELDS.items():
+        if f.metadata["flag"]:
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_flag_type(name), default=None,
+                                help=f.metadata["help"], metavar=name.upper())
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace, drop: tuple = ()):
+    """TOML file (if any) overridden by the flags that were given; validated."""
+    settings = load_toml(args.config) if args.config else {}
+    for k in drop:
+        settings.pop(k, None)
+    settings.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
+    return from_dict(settings, source=args.config or "config")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lottery.imp import run_imp
+    from lottery.report import format_table, write_plots
+    from lottery.runs import RunDir
+
+    cfg = config_from_args(args)
+    results = run_imp(cfg)
+    run_path = Path(cfg.out) / cfg.run_name()
+    plots = write_plots(run_path, results)
+    print(format_table(results))
+    print(f"\nrun directory: {run_path}  (plots: {', '.join(p.name for p in plots)})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lottery.report import format_table, write_plots
+    from lottery.runs import RunDir
+
+    run = RunDir(args.run_dir)
+    run.config()  # refuses a directory that is not a run
+    results = run.load_results()
+    if results is None:
+        raise LotteryError(f"{run.path} has no results.json yet; start the run with `lottery run`")
+    plots = write_plots(run.path, results)
+    print(format_table(results))
+    print(f"\nstatus: {results['status']}; plots: {', '.join(str(p) for p in plots)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lottery.data import DATASETS
+    from lottery.inits import INIT_SCHEMES
+    from lottery.models import MODELS
+    from lottery.prune import PRUNERS
+
+    for title, registry in (("models", MODELS), ("data sets", DATASETS), ("init schemes", INIT_SCHEMES),
+                            ("pruning strategies", PRUNERS)):
+        print(f"{title}: {', '.join(sorted(registry))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lottery", description="Lottery-ticket experiments: iterative magnitude pruning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("run", help="run (or resume) one IMP experiment; no flags = MNIST-1D MLP default")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="print the table and write the plots of a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("list", help="registered models, data sets, init schemes and pruning strategies")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LotteryError, FileNotFoundError) as e:
+        print(f"lottery: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lottery: interrupted; finished levels are saved — run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Experiment settings: one frozen dataclass whose fields carry their own help text.
+
+The CLI flags, the TOML keys and the run-directory hash are all generated from these fields, so a setting is
+declared once. Only settings that differ from the defaults enter the hash: adding a new option (with a default
+that changes nothing) keeps every existing run directory valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lottery.errors import ConfigError
+
+CONTROLS = ("reinit", "random_mask")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine")
+_REWIND = re.compile(r"^(init|lr|step:(\d+))$")
+
+
+def _opt(default: Any, help: str, *, hashed: bool = True, flag: bool = True, **meta: Any) -> Any:
+    """A config field: ``help`` is the CLI help; ``hashed=False`` for settings that cannot change results."""
+    kw = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
+    return field(metadata={"help": help, "hashed": hashed, "flag": flag, **meta}, **kw)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One IMP experiment. Defaults: the embedded MNIST-1D MLP run (GUIDE §3) that finishes in minutes on a CPU."""
+
+    name: str = _opt("default", "run name; the directory is runs/<name>-<hash>", hashed=False)
+    model: str = _opt("mlp", "model name (see `lottery list`)")
+    model_options: dict = _opt({}, "extra model options as JSON or key=value,... (e.g. hidden=[300,100])")
+    activation: str = _opt("relu", "nonlinearity: relu, leaky_relu, tanh, sigmoid")
+    dataset: str = _opt("mnist1d", "data set name (see `lottery list`)")
+    dataset_options: dict = _opt({}, "extra data-set options as JSON or key=value,...")
+    data_root: str | None = _opt(None, "directory holding torchvision-format data sets", hashed=False)
+    val_size: int | None = _opt(None, "validation examples carved from the training set (default per data set)")
+    init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`)")
+    init_scale: float = _opt(1.0, "multiply the initial weights by this (too-small / too-large experiments)")
+    init_options: dict = _opt({}, "extra init options as JSON or key=value,... (e.g. std=0.01,bias=1.0)")
+    levels: int = _opt(15, "pruning levels after the dense level 0 (density 0.8^levels at 20 %)")
+    prune_fraction: float = _opt(0.2, "fraction of the remaining weights pruned per level, in (0, 1)")
+    scope: str = _opt("global", "rank weights across all layers (global) or within each layer (layer)")
+    layer_fractions: dict = _opt({}, "per-layer prune fractions overriding --prune-fraction, e.g. fc3.weight=0.1")
+    strategy: str = _opt("magnitude", "pruning strategy (see `lottery list`)")
+    rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0), or lr")
+    controls: tuple = _opt(CONTROLS, "controls per level: reinit,random_mask or none")
+    optimizer: str = _opt("adam", "adam, adamw or sgd (with momentum)")
+    lr: float = _opt(2e-3, "learning rate")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(0.0, "weight decay")
+    batch_size: int = _opt(100, "training batch size")
+    steps: int | None = _opt(2000, "training steps per run (overridden by --epochs)")
+    epochs: float | None = _opt(None, "training epochs per run; sets --steps from the training-set size")
+    schedule: str = _opt("constant", "learning-rate schedule: constant, step (x gamma at milestones) or cosine")
+    milestones: tuple = _opt((), "steps at which the step schedule multiplies the rate by --gamma")
+    gamma: float = _opt(0.1, "step-schedule decay factor")
+    warmup_steps: int = _opt(0, "linear learning-rate warmup steps")
+    eval_every: int = _opt(100, "evaluate on the validation split every N steps (early-stop step)")
+    seed: int = _opt(0, "random seed (init, data order, controls)")
+    device: str = _opt("auto", "auto, cpu or cuda", hashed=False)
+    out: str = _opt("runs", "directory that holds run directories", hashed=False)
+    progress: bool = _opt(True, "show progress bars", hashed=False, flag=False)
+
+    # -- derived ------------------------------------------------------------------------------------------
+    def hashed_settings(self) -> dict:
+        """The non-default settings that can change results: what the run-directory hash covers."""
+        out = {}
+        for f in fields(self):
+            if not f.metadata["hashed"]:
+                continue
+            value = _jsonable(getattr(self, f.name))
+            default = _jsonable(f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            if value != default:
+                out[f.name] = value
+        return out
+
+    def hash(self) -> str:
+        blob = json.dumps(self.hashed_settings(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    def run_name(self) -> str:
+        return f"{self.name}-{self.hash()}"
+
+    def to_dict(self) -> dict:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> "Config":
+        return from_dict({**self.to_dict(), **changes})
+
+    def rewind_step(self) -> int | None:
+        m = _REWIND.match(self.rewind)
+        return int(m.group(2)) if m and m.group(2) else None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in sorted(v.items())}
+    return v
+
+
+FIELDS = {f.name: f for f in fields(Config)}
+
+
+def from_dict(d: dict, source: str = "config") -> Config:
+    """Build and validate a Config; unknown keys are an error naming the key."""
+    unknown = [k for k in d if k not in FIELDS]
+    if unknown:
+        raise ConfigError(f"unknown {source} key '{unknown[0]}'; known keys: {', '.join(FIELDS)}")
+    d = dict(d)
+    for k in ("controls", "milestones"):
+        if k in d and isinstance(d[k], (list, str)):
+            d[k] = parse_list(d[k], int if k == "milestones" else str)
+    cfg = Config(**d)
+    validate(cfg)
+    return cfg
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a TOML experiment file into a flat dict of Config keys (validated by ``from_dict``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing .toml (see experiments/)")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML ({e}); fix the line it names") from None
+
+
+def parse_list(value: Any, kind: type = str) -> tuple:
+    """'a,b' / ['a','b'] -> ('a','b'); 'none' or '' -> ()."""
+    if isinstance(value, str):
+        items = [] if value.strip().lower() in ("", "none") else [s.strip() for s in value.split(",")]
+    else:
+        items = list(value)
+    try:
+        return tuple(kind(x) for x in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"cannot read {value!r} as a list of {kind.__name__}") from None
+
+
+def parse_options(text: str) -> dict:
+    """'{"a": 1}' (JSON) or 'a=1,b=x' -> dict; values parsed as JSON where possible."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"options {text!r} are not valid JSON ({e.msg})") from None
+    out = {}
+    for part in re.split(r",(?![^\[]*\])", text):  # commas inside [...] belong to the value
+        key, sep, raw = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"option {part!r} must look like key=value")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: Config) -> None:
+    """Reject every bad setting up front, before anything is trained or written."""
+    from lottery.data import DATASETS
+    from lottery.inits import INIT_SCHEMES
+    from lottery.models import MODELS
+    from lottery.prune import PRUNERS, SCOPES, check_fraction
+
+    MODELS.get(cfg.model)
+    DATASETS.get(cfg.dataset)
+    INIT_SCHEMES.get(cfg.init)
+    PRUNERS.get(cfg.strategy)
+    check_fraction(cfg.prune_fraction, "prune_fraction")
+    for k, f in cfg.layer_fractions.items():
+        check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)
+    _check(cfg.scope in SCOPES, f"scope must be one of {', '.join(SCOPES)}, got '{cfg.scope}'")
+    _check(_REWIND.match(cfg.rewind) is not None, f"rewind must be init, lr or step:K (K >= 0), got '{cfg.rewind}'")
+    bad = [c for c in cfg.controls if c not in CONTROLS]
+    _check(not bad, f"unknown control '{bad[0] if bad else ''}'; known: {', '.join(CONTROLS)} (or none)")
+    _check(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{cfg.optimizer}'")
+    _check(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got '{cfg.schedule}'")
+    for name in ("levels", "warmup_steps"):
+        v = getattr(cfg, name)
+        _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+    for name in ("batch_size", "eval_every"):
+        v = getattr(cfg, name)
+        _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{name} must be an integer > 0, got {v!r}")
+    _check(cfg.steps is None or (isinstance(cfg.steps, int) and cfg.steps > 0), f"steps must be > 0, got {cfg.steps!r}")
+    _check(cfg.epochs is None or (isinstance(cfg.epochs, (int, float)) and cfg.epochs > 0),
+           f"epochs must be > 0, got {cfg.epochs!r}")
+    _check(cfg.steps is not None or cfg.epochs is not None, "set a budget: steps or epochs")
+    for name in ("lr", "init_scale"):
+        v = getattr(cfg, name)
+        _check(isinstance(v, (int, float)) and v > 0 and v == v and v != float("inf"), f"{name} must be > 0, got {v!r}")
+    _check(isinstance(cfg.weight_decay, (int, float)) and cfg.weight_decay >= 0, "weight_decay must be >= 0")
+    _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+           f"device must be auto, cpu or cuda, got '{cfg.device}'")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        _check(torch.cuda.is_available(), "--device cuda was given but CUDA is not available; use --device cpu or auto")
+    _check(re.fullmatch(r"[A-Za-z0-9_.+-]+", cfg.name) is not None,
+           f"name '{cfg.name}' may hold only letters, digits and _.+-")
+    for k in ("model_options", "dataset_options", "init_options", "layer_fractions"):
+        _check(isinstance(getattr(cfg, k), dict), f"{k} must be a table / key=value list")

@@ -1,0 +1,207 @@
+"""The IMP driver: train dense, prune, rewind the survivors, retrain — level after level — with controls.
+
+It knows nothing about specific models or data sets. Every finished training run is written to the run directory
+before the next starts, so a killed experiment resumes exactly where it stopped and reproduces the numbers of an
+uninterrupted one (every run's randomness comes from seeds derived from the config, never from global state).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import nullcontext
+
+import torch
+from tqdm.auto import tqdm
+
+from lottery import __version__
+from lottery.config import Config, from_dict, validate
+from lottery.data import load_dataset
+from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
+from lottery.inits import init_weights
+from lottery.masks import Mask
+from lottery.models import build_model
+from lottery.prune import PRUNERS, random_mask_like
+from lottery.rewind import rewind, snapshot
+from lottery.runs import RunDir
+from lottery.train import budget_steps, train
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A seed for one named random choice (e.g. the reinit control of level 3), stable across processes."""
+    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run_imp(config: Config | dict) -> dict:
+    """Run (or resume) the IMP experiment of ``config``; returns ``results.json``'s content.
+
+    >>> import lottery as lt  # doctest: +SKIP
+    >>> results = lt.run_imp({"dataset": "synthetic", "levels": 2, "steps": 100})  # doctest: +SKIP
+    """
+    cfg = config if isinstance(config, Config) else from_dict(config)
+    validate(cfg)
+    run = RunDir.for_config(cfg)
+    with run:
+        return Experiment(cfg, run).run()
+
+
+class Experiment:
+    """The state one IMP experiment needs: data, model, init state, and the results written so far."""
+
+    def __init__(self, cfg: Config, run: RunDir):
+        self.cfg, self.rundir = cfg, run
+        self.device = resolve_device(cfg.device)
+        data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+        self.data = data.to(self.device)
+        self.model = build_model(
+            cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options
+        ).to(self.device)
+        self.total_steps = budget_steps(cfg, len(self.data.train[0]))
+        self.rewind_step = cfg.rewind_step()
+        if self.rewind_step is not None and self.rewind_step > self.total_steps:
+            raise ConfigError(f"rewind step {self.rewind_step} is beyond the {self.total_steps} training steps")
+        self.init_state = self._init_state()
+        self.results = run.load_results() or {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__,
+                                               "status": "running", "levels": []}
+        self.progress = cfg.progress
+
+    # -- setup --------------------------------------------------------------------------------------------
+    def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
+        """Draw the configured init scheme with ``seed`` into the model and return a snapshot of it."""
+        cfg = self.cfg
+        init_weights(self.model, cfg.init, seed=seed, scale=cfg.init_scale,
+                     data=self.data.train[0][: cfg.batch_size * 5], **cfg.init_options)
+        return snapshot(self.model)
+
+    def _init_state(self) -> dict[str, torch.Tensor]:
+        like = self.model.state_dict()
+        stored = self.rundir.load_state("init.pt", like=like)
+        if stored is not None:
+            return {k: v.to(self.device) for k, v in stored.items()}
+        state = self._fresh_init(self.cfg.seed)
+        self.rundir.save_state("init.pt", state)
+        return state
+
+    def _bar(self, total: int, desc: str, leave: bool = False):
+        return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True) if self.progress else nullcontext()
+
+    # -- one training run ---------------------------------------------------------------------------------
+    def _train(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None):
+        """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros."""
+        rewind(self.model, start_state, mask)
+        with self._bar(self.total_steps, desc) as bar:
+            result = train(self.model, self.data, self.cfg, mask, seed=self.cfg.seed,
+                           snapshot_step=snapshot_step, progress=bar)
+        if result.status == "ok":
+            params = dict(self.model.named_parameters())
+            if any(bool(params[k][~m].any()) for k, m in mask.items()):
+                raise RewindCheckError(f"{desc}: a pruned weight became non-zero during training")
+        return result
+
+    def _rewind_state(self, level: int) -> dict[str, torch.Tensor]:
+        if self.cfg.rewind == "init" or level == 0:
+            return self.init_state
+        if self.cfg.rewind == "lr":  # learning-rate rewinding: keep the last level's weights, replay the schedule
+            prev = self.rundir.load_state(f"level_{level - 1:02d}/final.pt", like=self.init_state)
+        else:
+            prev = self.rundir.load_state("rewind.pt", like=self.init_state)
+        if prev is None:
+            raise CorruptFileError(f"{self.rundir.path}: the rewind state for level {level} is missing; delete level_00")
+        return {k: v.to(self.device) for k, v in prev.items()}
+
+    def _mask(self, level: int) -> Mask:
+        """Level 0 is dense; level L prunes level L-1's final weights (saved, so recomputing is deterministic)."""
+        if level == 0:
+            return Mask.ones_like(self.model)
+        stored = self.rundir.load_mask(level)
+        if stored is not None:
+            stored.check_fits(self.model)
+            return stored.to(self.device)
+        cfg = self.cfg
+        prev_mask = self._mask(level - 1)
+        prev_final = self.rundir.load_state(f"level_{level - 1:02d}/final.pt", like=self.init_state)
+        self.model.load_state_dict(prev_final)
+        mask = PRUNERS.get(cfg.strategy)(
+            self.model, prev_mask, cfg.prune_fraction, scope=cfg.scope, layer_fractions=cfg.layer_fractions,
+            seed=derived_seed(cfg.seed, "prune", level), data=self.data.train,
+        )
+        self.rundir.save_mask(level, mask)
+        return mask
+
+    # -- the experiment -----------------------------------------------------------------------------------
+    def _finished(self, level: int) -> dict | None:
+        """The level's results entry if it and its files are intact; a damaged level is recomputed."""
+        entries = [e for e in self.results["levels"] if e["level"] == level]
+        if not entries:
+            return None
+        try:
+            if self.rundir.load_mask(level) is None and level > 0:
+                raise CorruptFileError("mask missing")
+            if self.rundir.load_state(f"level_{level:02d}/final.pt", like=self.init_state) is None:
+                raise CorruptFileError("final weights missing")
+        except CorruptFileError as e:
+            tqdm.write(f"level {level}: stored files are damaged ({e}); recomputing this level")
+            self.results["levels"] = [e for e in self.results["levels"] if e["level"] < level]
+            return None
+        return entries[0]
+
+    def _save(self) -> None:
+        self.results["levels"].sort(key=lambda e: e["level"])
+        self.rundir.save_results(self.results)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        with self._bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
+            for level in range(cfg.levels + 1):
+                entry = self._finished(level) or self._run_level(level)
+                if entry["status"] == "ok":
+                    self._run_controls(level, entry)
+                if levels_bar is not None and hasattr(levels_bar, "update"):
+                    levels_bar.update(1)
+                    levels_bar.set_postfix(density=f"{entry['density']:.3f}", acc=f"{entry['test_accuracy'] or 0:.3f}")
+                if entry["status"] != "ok":  # magnitudes of diverged weights mean nothing: stop pruning
+                    break
+        diverged = any(e["status"] != "ok" for e in self.results["levels"])
+        self.results["status"] = "diverged" if diverged else "complete"
+        self._save()
+        return self.results
+
+    def _run_level(self, level: int) -> dict:
+        started = time.perf_counter()
+        mask = self._mask(level)
+        snap = self.rewind_step if (level == 0 and self.rewind_step is not None) else None
+        result = self._train(self._rewind_state(level), mask, f"level {level} ticket", snapshot_step=snap)
+        if snap is not None and result.rewind_state is not None:
+            self.rundir.save_state("rewind.pt", result.rewind_state)
+        self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
+        if level == 0:
+            self.rundir.save_mask(0, mask)
+        entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
+                 "layer_density": mask.layer_density(), **result.summary(), "controls": {},
+                 "level_wall_time": time.perf_counter() - started}
+        self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
+        self._save()
+        return entry
+
+    def _run_controls(self, level: int, entry: dict) -> None:
+        if level == 0:
+            return
+        mask = None
+        for control in self.cfg.controls:
+            if control in entry["controls"]:
+                continue
+            mask = mask or self._mask(level)
+            seed = derived_seed(self.cfg.seed, control, level)
+            if control == "reinit":  # same mask, a fresh draw of the same init scheme
+                start, control_mask = self._fresh_init(seed), mask
+            else:  # random_mask: same per-layer densities, same rewind state
+                start, control_mask = self._rewind_state(level), random_mask_like(mask, seed).to(self.device)
+            result = self._train(start, control_mask, f"level {level} {control}")
+            entry["controls"][control] = result.summary()
+            self._save()

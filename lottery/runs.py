@@ -1,0 +1,115 @@
+"""Run directories: ``runs/<name>-<hash>/`` with ``config.json``, ``results.json``, ``init.pt`` and ``level_NN/``.
+
+Every file is written atomically and read safely; a finished stage is never recomputed, so starting the same
+config again resumes where the last process stopped. A lock keeps two processes from writing one run at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import torch
+
+from lottery import __version__
+from lottery.config import Config, from_dict
+from lottery.errors import ConfigError, CorruptFileError, LotteryError
+from lottery.io import load_json, load_tensors, save_json, save_tensors
+from lottery.masks import Mask
+
+
+class RunLockedError(LotteryError):
+    """Another process holds this run directory."""
+
+
+class RunDir:
+    """One experiment's directory. Use as a context manager to hold its lock while writing."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # -- opening ------------------------------------------------------------------------------------------
+    @classmethod
+    def for_config(cls, cfg: Config) -> "RunDir":
+        """The directory of ``cfg``: created with its config.json, or checked against the stored one."""
+        run = cls(Path(cfg.out) / cfg.run_name())
+        run.path.mkdir(parents=True, exist_ok=True)
+        stored_path = run.path / "config.json"
+        if stored_path.exists():
+            stored = load_json(stored_path)
+            if stored.get("hashed") != cfg.hashed_settings():
+                raise ConfigError(
+                    f"{run.path} holds a different experiment (same hash, other settings); "
+                    "use another --name or --out"
+                )
+        else:
+            save_json(stored_path, {"hashed": cfg.hashed_settings(), "config": cfg.to_dict(), "version": __version__})
+        return run
+
+    def config(self) -> Config:
+        """The Config stored in this directory (for ``report`` and resuming)."""
+        path = self.path / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"{self.path} is not a run directory (no config.json); pass a directory under runs/")
+        stored = load_json(path)
+        if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+            raise CorruptFileError(f"{path} is not a lottery run config; the directory is damaged")
+        return from_dict({**stored["config"], "progress": False, "device": "auto"}, source=str(path))
+
+    def __enter__(self) -> "RunDir":
+        self._lock_fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise RunLockedError(f"{self.path} is in use by pid {holder}; wait for it to finish or stop it") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- results ------------------------------------------------------------------------------------------
+    def load_results(self) -> dict | None:
+        path = self.path / "results.json"
+        if not path.exists():
+            return None
+        results = load_json(path)
+        if not isinstance(results, dict) or not isinstance(results.get("levels"), list):
+            raise CorruptFileError(f"{path} is not a lottery results file; delete it to recompute the run")
+        return results
+
+    def save_results(self, results: dict) -> None:
+        save_json(self.path / "results.json", results)
+
+    # -- tensors ------------------------------------------------------------------------------------------
+    def level_dir(self, level: int) -> Path:
+        return self.path / f"level_{level:02d}"
+
+    def save_state(self, relpath: str, state: dict[str, torch.Tensor]) -> None:
+        save_tensors(self.path / relpath, state)
+
+    def load_state(self, relpath: str, like: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor] | None:
+        """A saved state dict, or None if absent; with ``like``, names and shapes must match it."""
+        path = self.path / relpath
+        if not path.exists():
+            return None
+        state = load_tensors(path)
+        if like is not None:
+            if set(state) != set(like) or any(state[k].shape != like[k].shape for k in like):
+                raise CorruptFileError(f"{path} does not fit this model (names or shapes differ); delete it")
+        return state
+
+    def save_mask(self, level: int, mask: Mask) -> None:
+        mask.save(self.level_dir(level) / "mask.npz")
+
+    def load_mask(self, level: int) -> Mask | None:
+        path = self.level_dir(level) / "mask.npz"
+        return Mask.load(path) if path.exists() else None

@@ -1,0 +1,174 @@
+"""Training under a mask: one ``train`` function that reads top to bottom.
+
+Speed comes from keeping the whole data set in (device) memory, shuffling it once per epoch with a seeded
+permutation and slicing contiguous batches, and applying the mask to all gradients in one fused ``_foreach`` op.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lottery.config import Config
+from lottery.masks import Mask
+from lottery.rewind import snapshot
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced. ``status`` is ``ok`` or ``diverged`` (a result, not a crash)."""
+
+    status: str
+    test_accuracy: float
+    test_loss: float
+    early_stop_step: int
+    early_stop_val_loss: float
+    early_stop_val_accuracy: float
+    steps: int
+    wall_time: float
+    curve: list = field(default_factory=list)  # [step, val_loss, val_accuracy] at each evaluation
+    rewind_state: dict | None = None  # weights after ``snapshot_step`` updates, when asked
+
+    def summary(self) -> dict:
+        """The JSON-ready part (``results.json``)."""
+        d = {k: v for k, v in self.__dict__.items() if k != "rewind_state"}
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def budget_steps(cfg: Config, n_train: int) -> int:
+    """--epochs wins over --steps; an epoch is every full batch of the training set (the last partial is dropped)."""
+    if cfg.epochs is not None:
+        return max(1, round(cfg.epochs * (n_train // cfg.batch_size)))
+    return int(cfg.steps)
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
+def lr_factor(cfg: Config, step: int, total: int) -> float:
+    """Multiplier of the base rate before update ``step`` (0-based): warmup, then the schedule."""
+    factor = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.schedule == "step":
+        factor *= cfg.gamma ** sum(step >= m for m in cfg.milestones)
+    elif cfg.schedule == "cosine":
+        factor *= 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a whole split, in large batches."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, len(x), batch):
+        out = model(x[i : i + batch])
+        loss_sum += F.cross_entropy(out.float(), y[i : i + batch], reduction="sum")
+        correct += (out.argmax(1) == y[i : i + batch]).sum()
+    model.train(was_training)
+    n = max(1, len(x))
+    return float(loss_sum) / n, int(correct) / n
+
+
+def train(
+    model: nn.Module,
+    data,
+    cfg: Config,
+    mask: Mask | None = None,
+    *,
+    seed: int = 0,
+    snapshot_step: int | None = None,
+    progress=None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` (tensors already on the model's device) under ``mask``.
+
+    The pruned weights must already be zero (``mask.apply``); masking their gradients before every update keeps
+    them — and their momentum / Adam moments — at exactly zero, so nothing is resurrected. Pass ``optimizer`` to
+    inspect or reuse its state; by default one is made from ``cfg``.
+    """
+    start = time.perf_counter()
+    x_train, y_train = data.train
+    x_val, y_val = data.val
+    device = x_train.device
+    total = budget_steps(cfg, len(x_train))
+    batch = min(cfg.batch_size, len(x_train))
+    per_epoch = len(x_train) // batch
+
+    optimizer = optimizer or make_optimizer(model, cfg)
+    params = dict(model.named_parameters())
+    masked = [params[k] for k in mask] if mask is not None else []
+    # float masks for one fused multiply per step; bool tensors cannot be _foreach-multiplied into floats
+    gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask] if mask is not None else []
+    order = torch.Generator().manual_seed(int(seed))  # data order: seeded, on the CPU, identical on every device
+
+    curve: list = []
+    best = (math.inf, 0, 0.0)  # (val loss, step, val accuracy)
+    status, rewind_state = "ok", None
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    current_factor = None
+    model.train()
+    for step in range(total + 1):
+        if snapshot_step is not None and step == snapshot_step:
+            rewind_state = snapshot(model)
+        # Evaluate before update `step`: step 0 is the init, step `total` the final weights.
+        if step % cfg.eval_every == 0 or step == total:
+            val_loss, val_acc = evaluate(model, x_val, y_val)
+            curve.append([step, val_loss, val_acc])
+            if not math.isfinite(val_loss):
+                status = "diverged"
+                break
+            if val_loss < best[0]:
+                best = (val_loss, step, val_acc)
+            if progress is not None:
+                progress.set_postfix(val_acc=f"{val_acc:.3f}", refresh=False)
+        if step == total:
+            break
+
+        if step % per_epoch == 0:  # reshuffle once per epoch: one gather, then cheap contiguous slices
+            perm = torch.randperm(len(x_train), generator=order).to(device)
+            xs, ys = x_train[perm], y_train[perm]
+        i = (step % per_epoch) * batch
+        xb, yb = xs[i : i + batch], ys[i : i + batch]
+
+        factor = lr_factor(cfg, step, total)
+        if factor != current_factor:
+            for g, base in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = base * factor
+            current_factor = factor
+
+        loss = F.cross_entropy(model(xb), yb)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        if gates:
+            torch._foreach_mul_([p.grad for p in masked], gates)
+        optimizer.step()
+        if progress is not None:
+            progress.update(1)
+
+    if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
+        status = "diverged"
+    test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
+    return TrainResult(
+        status=status,
+        test_accuracy=test_acc,
+        test_loss=test_loss,
+        early_stop_step=best[1],
+        early_stop_val_loss=best[0],
+        early_stop_val_accuracy=best[2],
+        steps=step,
+        wall_time=time.perf_counter() - start,
+        curve=curve,
+        rewind_state=rewind_state,
+    )

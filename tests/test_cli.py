@@ -1,0 +1,115 @@
+"""The command line: runs, reports, lists, and answers every bad input with one line and exit code 2."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lottery.cli import main
+
+TINY = ["--dataset", "synthetic", "--model-options", "hidden=[16]", "--steps", "30", "--eval-every", "10",
+        "--batch-size", "32", "--levels", "2", "--no-progress", "--device", "cpu"]
+
+
+def _one_line_error(capsys, argv, *needles):
+    code = None
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_run_prints_table_and_writes_plots_then_report_repeats_it(tmp_path, capsys):
+    assert main(["run", *TINY, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "weights %" in out and "random %" in out and out.count("\n") >= 5
+    (run_dir,) = tmp_path.iterdir()
+    for png in ("accuracy_vs_density.png", "early_stop_vs_density.png"):
+        data = (run_dir / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 1000
+        (run_dir / png).unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert "weights %" in capsys.readouterr().out
+    assert (run_dir / "accuracy_vs_density.png").exists()
+
+
+def test_config_file_and_flag_override(tmp_path, capsys):
+    toml = tmp_path / "exp.toml"
+    toml.write_text('dataset = "synthetic"\nlevels = 5\nsteps = 30\neval_every = 10\nbatch_size = 32\n'
+                    'controls = "none"\n[model_options]\nhidden = [8]\n')
+    assert main(["run", "--config", str(toml), "--levels", "1", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["levels"]) == 2 and results["levels"][1]["controls"] == {}
+    assert results["config"]["model_options"] == {"hidden": [8]}
+
+
+def test_list_names_every_axis(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("models:", "mlp", "lenet_300_100", "data sets:", "mnist1d", "init schemes:", "xavier_normal",
+                 "pruning strategies:", "magnitude"):
+        assert word in out
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["run", "--model", "nope"], ["unknown model 'nope'", "lenet_300_100"]),
+    (["run", "--dataset", "nope"], ["unknown data set", "mnist1d"]),
+    (["run", "--init", "nope"], ["unknown init scheme", "xavier_normal"]),
+    (["run", "--strategy", "nope"], ["unknown pruning strategy", "magnitude"]),
+    (["run", "--prune-fraction", "1.5"], ["prune_fraction", "(0, 1)"]),
+    (["run", "--prune-fraction", "0"], ["(0, 1)"]),
+    (["run", "--levels", "-1"], ["levels must be an integer >= 0"]),
+    (["run", "--steps", "0"], ["steps must be > 0"]),
+    (["run", "--steps", "ten"], ["invalid int value"]),
+    (["run", "--rewind", "sometime"], ["rewind must be init, lr or step:K"]),
+    (["run", "--controls", "reinit,magic"], ["unknown control 'magic'"]),
+    (["run", "--scope", "row"], ["scope must be one of"]),
+    (["run", "--config", "/nonexistent/exp.toml"], ["does not exist"]),
+    (["run", "--bogus-flag", "1"], ["unrecognized arguments"]),
+    (["report", "/nonexistent/run"], ["not a run directory"]),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, needles):
+    _one_line_error(capsys, argv, *needles)
+
+
+def test_device_cuda_without_cuda(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _one_line_error(capsys, ["run", "--device", "cuda"], "CUDA is not available")
+
+
+def test_bad_config_files(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("levels = = 3\n")
+    _one_line_error(capsys, ["run", "--config", str(bad)], "not valid TOML")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("levles = 3\n")
+    _one_line_error(capsys, ["run", "--config", str(unknown)], "unknown", "'levles'")
+
+
+def test_report_on_corrupt_results_and_failed_start_changes_nothing(tmp_path, capsys):
+    assert main(["run", *TINY, "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    (run_dir,) = tmp_path.iterdir()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.suffix != ".png"}
+    _one_line_error(capsys, ["run", *TINY, "--out", str(tmp_path), "--prune-fraction", "2"], "(0, 1)")
+    assert {p: p.read_bytes() for p in before} == before
+    (run_dir / "results.json").write_text('{"levels": [')
+    _one_line_error(capsys, ["report", str(run_dir)], "not valid JSON")
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lottery", "list"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "models:" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "lottery", "run", "--levels", "x"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
