@@ -1,0 +1,37 @@
+"""Every named experiment parses, validates and builds its model; the paper settings are what the README says."""
+from pathlib import Path
+
+import pytest
+
+import lottery as lt
+from lottery.config import from_dict, load_toml
+
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), "cifar10": (3, 32, 32)}
+
+
+def _config(path):
+    settings = load_toml(path)
+    for key in ("inits", "seeds"):  # compare-inits keys, read by that command
+        settings.pop(key, None)
+    return from_dict(settings, source=str(path))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_config_is_valid_and_fits_its_model(path):
+    cfg = _config(path)
+    model = lt.build_model(cfg.model, SHAPES[cfg.dataset], 10, activation=cfg.activation, **cfg.model_options)
+    mask = lt.Mask.ones_like(model)
+    unknown = [k for k in cfg.layer_fractions if k not in mask]
+    assert not unknown, f"{path.name}: layer_fractions name no prunable weight: {unknown}"
+
+
+def test_the_default_run_is_the_mnist1d_experiment():
+    path = next(p for p in EXPERIMENTS if p.stem == "mnist1d_mlp")
+    assert _config(path).hashed_settings() == {}
+
+
+def test_lenet300_recipe_matches_frankle_and_carbin():
+    cfg = _config(next(p for p in EXPERIMENTS if p.stem == "lenet300_mnist"))
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.steps, cfg.scope) == ("adam", 1.2e-3, 60, 50000, "layer")
+    assert cfg.layer_fractions == {"fc3.weight": 0.1} and cfg.prune_fraction == 0.2 and cfg.rewind == "init"
