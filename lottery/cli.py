@@ -41,7 +41,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         if f.metadata["flag"]:
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_flag_type(name), default=None,
-                                help=f.metadata["help"], metavar=name.upper())
+                                help=f.metadata["help"].replace("%", "%%"), metavar=name.upper())
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bars")
 
@@ -96,6 +96,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPARE_INITS_HELP = """\
+Run the same IMP experiment under each init variant and seed, then print one summary and write summary.json and
+plots to <out>/compare-<name>-<hash>/. Every (variant, seed) is an ordinary run directory, so finished runs are
+reused and interrupted ones resume.
+
+init variants: SCHEME[:KEY=VALUE[:KEY=VALUE...]][*SCALE]
+  normal                   the scheme's defaults (normal: N(0, 0.01^2))
+  normal:std=0.001         scheme options (several separated by ':', e.g. normal:std=0.01:bias=1)
+  xavier_normal*0.01       multiply the drawn weights by 0.01 (same as xavier_normal:scale=0.01); quote it
+  e.g. --inits 'normal,normal:std=0.0001,normal:std=1.0,xavier_normal,kaiming_normal,orthogonal,zeros,lsuv'
+
+A ticket matches dense at a level when no seed diverged and its mean accuracy >= dense mean - one std over seeds
+(one seed: --match-tolerance). "smallest match" is the deepest level down to which every level matches. A scheme
+whose dense accuracy is below chance + --stall-margin is marked stalled; one whose dense run diverged, diverged.
+"""
+
+
+def cmd_compare_inits(args: argparse.Namespace) -> int:
+    from lottery.compare import compare_inits, format_summary
+
+    cfg = config_from_args(args)
+    summary = compare_inits(cfg, args.inits, args.seeds, match_tolerance=args.match_tolerance,
+                            stall_margin=args.stall_margin, log=lambda line: print(line, file=sys.stderr))
+    print(format_summary(summary))
+    print(f"\ncomparison directory: {summary['comparison_dir']}  (summary.json and plots)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lottery", description="Lottery-ticket experiments: iterative magnitude pruning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -105,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the table and write the plots of a run directory")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("compare-inits", help="the same IMP experiment per init scheme and seed, one summary",
+                       description=COMPARE_INITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inits", required=True, metavar="A,B,...",
+                   help="comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above)")
+    p.add_argument("--seeds", default="1", metavar="N|S1,S2,...",
+                   help="number of seeds (from --seed up) or a list of seeds; default 1")
+    p.add_argument("--match-tolerance", type=float, default=0.01, metavar="FRACTION",
+                   help="with one seed: a ticket matches dense within this accuracy (default 0.01 = 1 point)")
+    p.add_argument("--stall-margin", type=float, default=0.05, metavar="FRACTION",
+                   help="a scheme is 'stalled' when its dense accuracy is below chance + this (default 0.05)")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_compare_inits)
     p = sub.add_parser("list", help="registered models, data sets, init schemes and pruning strategies")
     p.set_defaults(func=cmd_list)
     return parser

@@ -1,0 +1,149 @@
+"""compare-inits end to end on the synthetic data set: summary fields, table, reuse of finished runs, divergence."""
+import json
+
+import pytest
+
+import lottery.imp
+from lottery.cli import main
+from lottery.compare import (
+    InitVariant, comparison_dir, compare_inits, format_summary, mean_std, parse_init_variant, parse_inits, parse_seeds,
+    summarize,
+)
+from lottery.errors import ConfigError, LotteryError
+from tests.engine_helpers import tiny
+
+FAST = dict(model_options={"hidden": [8]}, steps=20, eval_every=10, levels=1)
+FLAGS = ["--dataset", "synthetic", "--model-options", "hidden=[8]", "--steps", "20", "--eval-every", "10",
+         "--batch-size", "32", "--levels", "1", "--lr", "0.005", "--no-progress", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("text, scheme, options, scale", [
+    ("normal", "normal", {}, None),
+    ("normal:std=0.001", "normal", {"std": 0.001}, None),
+    ("normal:std=0.01:bias=1", "normal", {"std": 0.01, "bias": 1}, None),
+    ("xavier_normal*0.01", "xavier_normal", {}, 0.01),
+    ("xavier_normal:scale=0.01", "xavier_normal", {}, 0.01),
+    ("kaiming_normal:mode=fan_out*2", "kaiming_normal", {"mode": "fan_out"}, 2.0),
+])
+def test_init_variant_syntax(text, scheme, options, scale):
+    v = parse_init_variant(text)
+    assert (v.label, v.scheme, v.options, v.scale) == (text, scheme, options, scale)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("nosuch", "nosuch"), ("normal*abc", "not a number"), ("normal*0", "> 0"), ("normal:std", "key=value"),
+    ("normal:scale=2*3", "twice"), ("", "at least one"),
+])
+def test_init_variant_errors_name_the_fix(text, needle):
+    with pytest.raises(LotteryError, match=needle):
+        parse_inits(text)
+
+
+def test_seeds_and_duplicates():
+    assert parse_seeds(3, base_seed=5) == [5, 6, 7]
+    assert parse_seeds("2") == [0, 1] and parse_seeds("0,4") == [0, 4]
+    with pytest.raises(ConfigError):
+        parse_seeds("0,0")
+    with pytest.raises(ConfigError, match="twice"):
+        parse_inits("normal,normal")
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "n": 2}
+    assert mean_std([None]) == {"mean": None, "std": None, "n": 0}
+
+
+def _results(accs, dense_status="ok", controls=None):
+    """Fake results.json: level L has ticket accuracy accs[L]."""
+    levels = []
+    for level, acc in enumerate(accs):
+        ok = dense_status == "ok" or level > 0
+        levels.append({"level": level, "density": 0.8 ** level, "test_accuracy": acc if ok else None,
+                       "early_stop_step": 10 * level, "status": "ok" if ok else "diverged",
+                       "controls": controls or {}, "curve": [[0, 1.0, 0.1], [10, 0.5, acc or 0.1]]})
+    return {"status": "complete", "levels": levels}
+
+
+def test_matching_rule_one_std_over_seeds_and_contiguous():
+    # dense 0.80 / 0.82 (mean 0.81, std 0.0141); level 1 mean 0.80 matches, level 2 (0.70) fails, level 3 matches
+    # again but "smallest matching" stops at the first failure.
+    runs = {("a", 0): {"results": _results([0.80, 0.80, 0.70, 0.81]), "run_dir": "r0"},
+            ("a", 1): {"results": _results([0.82, 0.80, 0.70, 0.81]), "run_dir": "r1"}}
+    s = summarize([InitVariant("a", "normal")], [0, 1], runs, chance=0.25)
+    (a,) = s["schemes"]
+    assert [r.get("matches_dense") for r in a["levels"]] == [None, True, False, True]
+    assert a["smallest_matching_density"] == pytest.approx(0.8)
+    assert a["match_tolerance_used"] == pytest.approx(0.0141, abs=1e-4)
+    # one seed: the fixed tolerance applies
+    one = summarize([InitVariant("a", "normal")], [0], {("a", 0): runs[("a", 0)]}, chance=0.25, match_tolerance=0.2)
+    assert one["schemes"][0]["smallest_matching_density"] == pytest.approx(0.8 ** 3)
+
+
+def test_stalled_scheme_has_no_matching_density():
+    runs = {("zeros", 0): {"results": _results([0.25, 0.25]), "run_dir": "r"}}
+    (z,) = summarize([InitVariant("zeros", "zeros")], [0], runs, chance=0.25)["schemes"]
+    assert z["status"] == "stalled" and z["runs"][0]["status"] == "stalled"
+    assert z["smallest_matching_density"] is None
+
+
+def test_compare_inits_end_to_end_and_reuse(tmp_path, monkeypatch, capsys):
+    base = tiny(tmp_path, **FAST)
+    summary = compare_inits(base, "xavier_normal,zeros", seeds=2, log=None)
+    out_dir = comparison_dir(base, parse_inits("xavier_normal,zeros"), [0, 1])
+    assert summary["comparison_dir"] == str(out_dir)
+    stored = json.loads((out_dir / "summary.json").read_text())
+    assert stored["inits"] == ["xavier_normal", "zeros"] and stored["seeds"] == [0, 1]
+    assert stored["chance_accuracy"] == pytest.approx(0.25)
+    xav, zeros = stored["schemes"]
+    assert xav["status"] == "ok" and zeros["status"] == "stalled"
+    for key in ("dense", "smallest_matching_density", "levels", "runs", "diverged_runs", "dense_curve"):
+        assert key in xav
+    assert xav["dense"]["test_accuracy"]["n"] == 2 and xav["dense"]["test_accuracy"]["mean"] > 0.4
+    assert xav["dense"]["early_stop_step"]["mean"] is not None
+    level1 = xav["levels"][1]
+    assert 0.79 < level1["density"] < 0.81
+    for key in ("ticket", "reinit", "random_mask", "ticket_minus_reinit", "ticket_minus_random_mask"):
+        assert key in level1, key
+    assert isinstance(level1["matches_dense"], bool)
+    assert len({r["run_dir"] for s in stored["schemes"] for r in s["runs"]}) == 4
+    for name in ("compare_accuracy_vs_density.png", "compare_controls_vs_density.png",
+                 "compare_early_stop_vs_density.png", "compare_training_curves.png"):
+        assert (out_dir / name).read_bytes().startswith(b"\x89PNG")
+
+    table = format_summary(stored)
+    assert "xavier_normal" in table and "stalled" in table and "smallest match" in table and "random %" in table
+
+    # a second call trains nothing: run_imp is never called and no results.json is rewritten
+    results_files = sorted((tmp_path / "runs").glob("*/results.json"))
+    assert len(results_files) == 4
+    mtimes = [p.stat().st_mtime_ns for p in results_files]
+    monkeypatch.setattr(lottery.imp, "run_imp", lambda cfg: pytest.fail(f"retrained {cfg.run_name()}"))
+    again = compare_inits(base, "xavier_normal,zeros", seeds=2, log=None, plots=False)
+    assert [p.stat().st_mtime_ns for p in results_files] == mtimes
+    assert again["schemes"] == summary["schemes"]
+
+
+def test_cli_compare_inits_marks_diverged_run(tmp_path, capsys):
+    # weights of std 1e20 overflow float32 in the second layer: the dense run diverges at once
+    code = main(["compare-inits", "--inits", "normal:std=1e20,normal*100", *FLAGS, "--controls", "none",
+                 "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "normal:std=1e20" in captured.out and "diverged" in captured.out
+    assert "running IMP" in captured.err
+    (summary_path,) = tmp_path.glob("compare-*/summary.json")
+    big, scaled = json.loads(summary_path.read_text())["schemes"]
+    assert big["status"] == "diverged" and big["diverged_runs"] == [{"seed": 0, "level": 0}]
+    assert big["smallest_matching_density"] is None and big["runs"][0]["status"] == "diverged"
+    assert scaled["init_scale"] == 100.0
+    assert json.loads(next(tmp_path.glob(f"{'default'}-*/config.json")).read_text())["config"]["init"] == "normal"
+
+
+def test_cli_compare_inits_bad_variant_is_one_line_error(tmp_path, capsys):
+    assert main(["compare-inits", "--inits", "normal,bogus", *FLAGS, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bogus" in err
+
+
+def test_help_texts_render(capsys):
+    for cmd in ("run", "compare-inits"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "--seed" in capsys.readouterr().out
