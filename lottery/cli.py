@@ -124,6 +124,64 @@ def cmd_compare_inits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> tuple:
+    return parse_list(text, float)
+
+
+def cmd_prune_at_init(args: argparse.Namespace) -> int:
+    from lottery.prune_at_init import format_table, run_prune_at_init
+
+    cfg = config_from_args(args)
+    results = run_prune_at_init(cfg, parse_list(args.strategies), _floats(args.densities), parse_list(args.ablations))
+    print(format_table(results))
+    print(f"\nresults: {Path(cfg.out) / cfg.run_name() / 'prune_at_init.json'}")
+    return 0
+
+
+def cmd_gradual(args: argparse.Namespace) -> int:
+    from lottery.gradual import compare_table, run_gradual
+    from lottery.report import format_table
+
+    cfg = config_from_args(args)
+    imp = None
+    if args.with_imp:
+        from lottery.imp import run_imp
+
+        imp = run_imp(cfg)
+    results = run_gradual(cfg, _floats(args.final_densities), args.prune_every, args.begin_step, args.end_step)
+    print(format_table(results))
+    run_path = Path(cfg.out) / cfg.run_name()
+    if imp is None and (run_path / "results.json").exists():
+        from lottery.runs import RunDir
+
+        imp = RunDir(run_path).load_results()
+    if imp is not None:
+        print("\nIMP ticket vs gradual pruning (nearest IMP level):\n" + compare_table(imp, results))
+    print(f"\nresults: {run_path / 'gradual.json'}")
+    return 0
+
+
+def cmd_supermask(args: argparse.Namespace) -> int:
+    from lottery.analysis.supermask import format_table, supermask_run
+
+    criteria = parse_list(args.criteria) if args.criteria != "all" else None
+    results = supermask_run(args.run_dir, _floats(args.densities), criteria, args.scope, args.seed)
+    print(format_table(results))
+    return 0
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    from lottery.analysis.stability import format_result, stability_run
+
+    seeds = parse_list(args.seeds, int)
+    if len(seeds) != 2:
+        raise LotteryError(f"--seeds takes two data-order seeds, e.g. 1,2; got {args.seeds!r}")
+    result = stability_run(args.run_dir, args.level, args.k, seeds, args.points)
+    print(format_result(result))
+    print(f"plot: {result['plot']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lottery", description="Lottery-ticket experiments: iterative magnitude pruning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -147,6 +205,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare_inits)
     p = sub.add_parser("list", help="registered models, data sets, init schemes and pruning strategies")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("prune-at-init", help="prune at init (snip, grasp, synflow, ...) with shuffle/reinit ablations")
+    p.add_argument("--strategies", default="snip,grasp,synflow,magnitude_init,random", help="pruning strategies")
+    p.add_argument("--densities", default="0.1,0.02", help="fractions of weights kept, e.g. 0.1,0.02")
+    p.add_argument("--ablations", default="shuffled,reinit", help="shuffled,reinit or none")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_prune_at_init)
+    p = sub.add_parser("gradual", help="gradual magnitude pruning during training (Zhu & Gupta), vs IMP")
+    p.add_argument("--final-densities", default="0.2,0.05", help="final fractions of weights kept, e.g. 0.2,0.05")
+    p.add_argument("--prune-every", type=int, default=100, help="steps between pruning steps (default 100)")
+    p.add_argument("--begin-step", type=int, default=None, help="first pruning step (default 10%% of the budget)")
+    p.add_argument("--end-step", type=int, default=None, help="last pruning step (default ~60%% of the budget)")
+    p.add_argument("--with-imp", action="store_true", help="also run (or resume) IMP with the same config")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_gradual)
+    p = sub.add_parser("supermask", help="accuracy of the masked untrained network (Zhou et al.) for a run")
+    p.add_argument("run_dir")
+    p.add_argument("--densities", default="0.5,0.2,0.1,0.05", help="fractions of weights kept")
+    p.add_argument("--criteria", default="all", help="comma-separated criteria, or all")
+    p.add_argument("--scope", default="layer", choices=("layer", "global"), help="rank per layer (default) or all")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random criteria")
+    p.set_defaults(func=cmd_supermask)
+    p = sub.add_parser("stability", help="instability (linear mode connectivity) of a level from step k")
+    p.add_argument("run_dir")
+    p.add_argument("--level", type=int, default=0, help="level whose mask and rewind state to use (default 0)")
+    p.add_argument("--k", type=int, default=0, help="train this many steps before the two copies split (default 0)")
+    p.add_argument("--seeds", default="1,2", help="the two copies' data-order seeds (default 1,2)")
+    p.add_argument("--points", type=int, default=21, help="points on the line, both ends included (default 21)")
+    p.set_defaults(func=cmd_stability)
     return parser
 
 

@@ -179,3 +179,12 @@ def _magnitude(model, mask, fraction, *, scope="global", layer_fractions=None, s
 @PRUNERS.register("random")
 def _random(model, mask, fraction, *, scope="global", layer_fractions=None, seed=0, data=None):
     return prune_random(mask, fraction, scope, seed, layer_fractions)
+
+
+def collapsed_layers(mask: Mask) -> list[str]:
+    """Names of the layers with no weight left (layer collapse: the network can no longer pass a signal)."""
+    return [k for k, t in mask.items() if t.numel() and not bool(t.any())]
+
+
+# pruning-at-initialization strategies (snip, grasp, synflow, magnitude_init) register themselves on import
+from lottery import pruners_init  # noqa: E402,F401  isort: skip

@@ -1,0 +1,1 @@
+"""Studies of tickets once found: mask overlap, stability (linear mode connectivity), supermasks."""

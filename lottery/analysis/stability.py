@@ -1,0 +1,161 @@
+"""Stability to SGD noise / linear mode connectivity (Frankle et al. 2020, "Linear Mode Connectivity and the
+Lottery Ticket Hypothesis").
+
+From one state at step k, two copies train under the same mask with different data orders. Their instability is
+the highest test error on the straight line between the two final states minus the mean of the two endpoints'
+errors; a network is "stable" when it is below ~2 %.
+
+How the state at step k is reached: the level's rewind state trained k steps with the run's own data order
+(``train`` on a k-step budget). The copies then train the rest of the budget (total - k steps) from there with
+data orders seeded differently. ``train`` starts every run at step 0 with fresh optimizer state, so the learning
+rate schedule restarts at k and the Adam moments are reset: exact for the default constant schedule without
+warmup, an approximation otherwise (the result records a note).
+
+Interpolation uses ``torch.lerp``, which returns the endpoints bit for bit at α = 0 and α = 1. BatchNorm: running
+statistics of the two networks do not interpolate meaningfully, so for networks with BatchNorm every point's
+statistics (endpoints included) are recomputed from the training set (cumulative average over batches in training
+mode) before evaluation; networks without BatchNorm are evaluated as they are.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lottery.config import Config
+from lottery.errors import ConfigError
+from lottery.io import load_json, save_json
+from lottery.masks import Mask
+from lottery.rewind import rewind, snapshot
+from lottery.train import budget_steps, evaluate, train
+
+RESULTS_FILE = "stability.json"
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch: int = 500) -> None:
+    """Reset BatchNorm running statistics and re-estimate them over ``x`` (cumulative average)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    was_training = model.training
+    model.train()
+    for i in range(0, len(x), batch):
+        model(x[i : i + batch])
+    model.train(was_training)
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def interpolate_errors(model: nn.Module, state_a: dict, state_b: dict, data, points: int = 21) -> tuple[list, list]:
+    """Test error of ``(1 - α) a + α b`` at ``points`` evenly spaced α in [0, 1] (both ends included)."""
+    if points < 2:
+        raise ConfigError(f"points must be >= 2 (α = 0 and α = 1 at least), got {points}")
+    alphas = [i / (points - 1) for i in range(points)]
+    bn = _has_batchnorm(model)
+    errors = []
+    for alpha in alphas:
+        mixed = {k: torch.lerp(a, state_b[k], alpha) if a.is_floating_point() else a for k, a in state_a.items()}
+        model.load_state_dict(mixed)
+        if bn:
+            recompute_batchnorm(model, data.train[0])
+        errors.append(1.0 - evaluate(model, *data.test)[1])
+    return alphas, errors
+
+
+def instability(model: nn.Module, data, cfg: Config, start_state: dict, mask: Mask | None = None, k: int = 0, *,
+                seeds: tuple[int, int] = (1, 2), points: int = 21) -> dict:
+    """Train to step k from ``start_state`` (data order ``cfg.seed``), then two copies to the end of the budget
+    with data orders ``seeds``; returns errors along the line between them and the instability."""
+    total = budget_steps(cfg, len(data.train[0]))
+    if not 0 <= k < total:
+        raise ConfigError(f"k must be in [0, {total}) (the training budget), got {k}")
+    if len(set(seeds)) != 2:
+        raise ConfigError(f"two different data-order seeds are needed, got {seeds}")
+    rewind(model, start_state, mask)
+    if k > 0:
+        train(model, data, cfg.replace(steps=k, epochs=None, progress=False), mask, seed=cfg.seed)
+    at_k = snapshot(model)
+    rest = cfg.replace(steps=total - k, epochs=None, progress=False)
+    finals, copies = [], []
+    for s in seeds:
+        rewind(model, at_k, mask)
+        result = train(model, data, rest, mask, seed=s)
+        finals.append(snapshot(model))
+        copies.append({"seed": s, "status": result.status, "test_accuracy": result.test_accuracy})
+    alphas, errors = interpolate_errors(model, finals[0], finals[1], data, points)
+    exact = k == 0 or (cfg.schedule == "constant" and not cfg.warmup_steps)
+    return {
+        "k": k, "seeds": list(seeds), "points": points, "alphas": alphas, "errors": errors, "copies": copies,
+        "instability": max(errors) - (errors[0] + errors[-1]) / 2,
+        "batchnorm_recomputed": _has_batchnorm(model),
+        "note": None if exact else "lr schedule and optimizer state restart at step k (approximation)",
+    }
+
+
+def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[int, int] = (1, 2),
+                  points: int = 21, plot: bool = True) -> dict:
+    """``instability`` for level ``level`` of an IMP run: its mask and rewind state. Results accumulate in
+    ``stability.json`` (a finished (level, k, seeds, points) is returned, not recomputed) and the plot is
+    ``stability_level_NN_kK.png`` in the run directory."""
+    from lottery.imp import Experiment
+    from lottery.runs import RunDir
+
+    run = RunDir(run_dir)
+    cfg = run.config()
+    path = run.path / RESULTS_FILE
+    stored = load_json(path) if path.exists() else {"entries": []}
+    key = {"level": level, "k": k, "seeds": list(seeds), "points": points}
+    found = next((e for e in stored["entries"] if all(e.get(a) == b for a, b in key.items())), None)
+    if found is None:
+        with run:
+            exp = Experiment(cfg, run)
+            mask = exp._mask(level) if level == 0 else run.load_mask(level)
+            if mask is None:
+                raise ConfigError(f"{run.path} has no mask for level {level} yet; run that level first")
+            mask = mask.to(exp.device)
+            found = {"level": level, "density": mask.density,
+                     **instability(exp.model, exp.data, cfg, exp._rewind_state(level), mask, k,
+                                   seeds=tuple(seeds), points=points)}
+        stored["entries"].append(found)
+        save_json(path, stored)
+    if plot:
+        found["plot"] = str(plot_path_errors(found, run.path / f"stability_level_{level:02d}_k{k}.png"))
+    return found
+
+
+def plot_path_errors(result: dict, path: str | Path) -> Path:
+    """Test error (%) along the interpolation path, with the endpoints' mean for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(result["alphas"], [100 * e for e in result["errors"]], marker="o", ms=3)
+    ax.axhline(50 * (result["errors"][0] + result["errors"][-1]), color="gray", ls="--", label="endpoint mean")
+    level = f"level {result['level']}, " if "level" in result else ""
+    ax.set_title(f"{level}k={result['k']}: instability {100 * result['instability']:.2f} %")
+    ax.set_xlabel("interpolation α")
+    ax.set_ylabel("test error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def format_result(result: dict) -> str:
+    errs = ", ".join(f"{100 * e:.1f}" for e in result["errors"])
+    return (f"level {result.get('level', '-')} (density {100 * result.get('density', math.nan):.2f} %), k={result['k']}: "
+            f"instability {100 * result['instability']:.2f} %\n  test error % along α: {errs}")

@@ -1,0 +1,233 @@
+"""Gradual magnitude pruning during training (Zhu & Gupta 2017; the schedule of TensorFlow's pruning API).
+
+One training run, no rewinding: every ``every`` steps from ``begin_step`` to ``end_step`` the smallest-magnitude
+weights are removed so that the sparsity follows the cubic schedule
+
+    s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n Δt))**3,   t in {t0, t0 + Δt, ..., t0 + n Δt}
+
+(fast at first, while there is much redundancy, then slower), and the rest of the budget trains at the final
+density. ``train`` cannot prune mid-run, so this is a small loop with its conventions: the same optimizer,
+learning-rate factor and evaluation, a seeded permutation per epoch sliced into batches, masked gradients.
+Weights pruned mid-run also lose their optimizer state (momentum, Adam moments), or they would keep moving.
+
+Results go to ``gradual.json`` in the IMP run directory of the same config (same ``init.pt``), with entries
+shaped like IMP levels, so ``lottery.report.format_table`` prints them and IMP vs gradual is one table.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lottery import __version__
+from lottery.config import Config, from_dict, validate
+from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
+from lottery.imp import Experiment
+from lottery.io import load_json, save_json
+from lottery.masks import Mask
+from lottery.prune_schedule import kept_counts, prune_to_counts
+from lottery.rewind import rewind
+from lottery.runs import RunDir
+from lottery.train import TrainResult, budget_steps, evaluate, lr_factor, make_optimizer
+
+RESULTS_FILE = "gradual.json"
+
+
+@dataclass(frozen=True)
+class CubicSchedule:
+    """Sparsity ``initial → final`` (as densities) at steps ``begin_step, begin_step + every, …, end_step``."""
+
+    final_density: float
+    begin_step: int
+    end_step: int
+    every: int = 100
+    initial_density: float = 1.0
+
+    def __post_init__(self):
+        if not 0 < self.final_density < 1 or not self.final_density <= self.initial_density <= 1:
+            raise ConfigError(f"need 0 < final_density <= initial_density <= 1, got {self.final_density}, "
+                              f"{self.initial_density}")
+        if self.every < 1 or self.begin_step < 0 or self.end_step <= self.begin_step:
+            raise ConfigError(f"need every >= 1 and 0 <= begin_step < end_step, got every={self.every}, "
+                              f"begin_step={self.begin_step}, end_step={self.end_step}")
+        if (self.end_step - self.begin_step) % self.every:
+            raise ConfigError(f"end_step - begin_step ({self.end_step - self.begin_step}) must be a multiple of "
+                              f"every ({self.every})")
+
+    @classmethod
+    def for_budget(cls, final_density: float, total_steps: int, every: int = 100, begin_step: int | None = None,
+                   end_step: int | None = None, **kw) -> "CubicSchedule":
+        """Default timing: prune from 10 % to ~60 % of the budget (end rounded down to whole ``every`` steps),
+        then train at the final density."""
+        every = max(1, min(every, total_steps // 4))
+        begin = total_steps // 10 if begin_step is None else begin_step
+        end = total_steps * 6 // 10 if end_step is None else end_step
+        return cls(final_density, begin, begin + max(1, (end - begin) // every) * every, every, **kw)
+
+    def sparsity(self, step: int) -> float:
+        s_i, s_f = 1 - self.initial_density, 1 - self.final_density
+        t = min(max(step, self.begin_step), self.end_step)
+        return s_f + (s_i - s_f) * (1 - (t - self.begin_step) / (self.end_step - self.begin_step)) ** 3
+
+    def steps(self) -> list[int]:
+        """The steps at which weights are pruned (before that step's update)."""
+        return list(range(self.begin_step, self.end_step + 1, self.every))
+
+
+@torch.no_grad()
+def _prune_step(model: nn.Module, optimizer: torch.optim.Optimizer, start: Mask, mask: Mask, sparsity: float,
+                scope: str) -> Mask:
+    """Magnitude-prune to ``sparsity`` of ``start`` (exact counts per scope); zero the removed weights and
+    their optimizer state."""
+    params = mask.check_fits(model)
+    new = prune_to_counts({k: p.abs() for k, p in params.items()}, mask, kept_counts(start, sparsity, scope))
+    for k, p in params.items():
+        gone = ~new[k].to(p.device)
+        p.masked_fill_(gone, 0.0)
+        for state in optimizer.state.get(p, {}).values():
+            if isinstance(state, torch.Tensor) and state.shape == p.shape:
+                state.masked_fill_(gone, 0.0)
+    return new
+
+
+def train_gradual(model: nn.Module, data, cfg: Config, schedule: CubicSchedule, mask: Mask | None = None, *,
+                  seed: int = 0, progress=None) -> tuple[TrainResult, Mask, list]:
+    """Train ``model`` in place while pruning it on ``schedule``; returns (result, final mask, [[step, density]]).
+
+    The early-stop step is the minimum validation loss among evaluations at the final density (from
+    ``end_step`` on): earlier minima belong to denser networks.
+    """
+    start_time = time.perf_counter()
+    x_train, y_train = data.train
+    device = x_train.device
+    total = budget_steps(cfg, len(x_train))
+    if schedule.end_step > total:
+        raise ConfigError(f"the schedule ends at step {schedule.end_step}, beyond the {total} training steps")
+    batch = min(cfg.batch_size, len(x_train))
+    per_epoch = len(x_train) // batch
+    start = mask if mask is not None else Mask.ones_like(model)
+    mask = start
+    start.apply(model)
+
+    optimizer = make_optimizer(model, cfg)
+    params = dict(model.named_parameters())
+    prune_at = set(schedule.steps())
+    order = torch.Generator().manual_seed(int(seed))
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    curve, history = [], []
+    best = (math.inf, schedule.end_step, math.nan)
+    status = "ok"
+    model.train()
+    gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask]
+    for step in range(total + 1):
+        if step in prune_at and schedule.sparsity(step) > 0:
+            mask = _prune_step(model, optimizer, start, mask, schedule.sparsity(step), cfg.scope)
+            gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask]
+            history.append([step, mask.density])
+        if step % cfg.eval_every == 0 or step == total:
+            val_loss, val_acc = evaluate(model, *data.val)
+            curve.append([step, val_loss, val_acc])
+            if not math.isfinite(val_loss):
+                status = "diverged"
+                break
+            if step >= schedule.end_step and val_loss < best[0]:
+                best = (val_loss, step, val_acc)
+        if step == total:
+            break
+
+        if step % per_epoch == 0:
+            perm = torch.randperm(len(x_train), generator=order).to(device)
+            xs, ys = x_train[perm], y_train[perm]
+        i = (step % per_epoch) * batch
+        for g, base in zip(optimizer.param_groups, base_lrs):
+            g["lr"] = base * lr_factor(cfg, step, total)
+        loss = F.cross_entropy(model(xs[i : i + batch]), ys[i : i + batch])
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        torch._foreach_mul_([params[k].grad for k in mask], gates)
+        optimizer.step()
+        if progress is not None:
+            progress.update(1)
+
+    if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
+        status = "diverged"
+    if status == "ok" and any(bool(params[k][~m].any()) for k, m in mask.items()):
+        raise RewindCheckError("gradual pruning: a pruned weight became non-zero during training")
+    test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
+    result = TrainResult(status=status, test_accuracy=test_acc, test_loss=test_loss, early_stop_step=best[1],
+                         early_stop_val_loss=best[0], early_stop_val_accuracy=best[2], steps=step,
+                         wall_time=time.perf_counter() - start_time, curve=curve)
+    return result, mask, history
+
+
+def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int = 100, begin_step: int | None = None,
+                end_step: int | None = None) -> dict:
+    """Run (or resume) gradual pruning to each final density from the config's init; returns ``gradual.json``.
+
+    Level 0 is the dense baseline (IMP's level 0 when that run exists); level i trains to the i-th density.
+    """
+    cfg = config if isinstance(config, Config) else from_dict(config)
+    validate(cfg)
+    densities = sorted({float(d) for d in final_densities}, reverse=True)
+    if not densities or any(not 0 < d < 1 for d in densities):
+        raise ConfigError(f"final densities must lie in (0, 1), e.g. 0.2,0.05; got {final_densities}")
+    run = RunDir.for_config(cfg)
+    with run:
+        exp = Experiment(cfg, run)
+        path = run.path / RESULTS_FILE
+        results = load_results(run.path) if path.exists() else {
+            "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
+            "status": "running", "levels": []}
+        done = {(e["level"], e.get("target_density")) for e in results["levels"]}
+        if not any(level == 0 for level, _ in done):
+            level0 = next((e for e in exp.results["levels"] if e["level"] == 0), None)
+            if level0 is None:
+                result = exp._train(exp.init_state, Mask.ones_like(exp.model), "dense")
+                level0 = {"level": 0, "density": 1.0, **result.summary()}
+            results["levels"].append({**level0, "controls": {}})
+            save_json(path, results)
+        for density in densities:
+            if any(e.get("target_density") == density for e in results["levels"]):
+                continue
+            total = exp.total_steps
+            schedule = CubicSchedule.for_budget(density, total, every, begin_step, end_step)
+            rewind(exp.model, exp.init_state)
+            with exp._bar(total, f"gradual {density:g}") as bar:
+                result, mask, history = train_gradual(exp.model, exp.data, cfg, schedule, seed=cfg.seed,
+                                                      progress=bar)
+            results["levels"].append({
+                "level": len([e for e in results["levels"] if e["level"] > 0]) + 1, "target_density": density,
+                "density": mask.density, "num_kept": mask.num_kept, "layer_density": mask.layer_density(),
+                "schedule": asdict(schedule), "pruning": history, **result.summary(), "controls": {}})
+            results["levels"].sort(key=lambda e: -e["density"])
+            save_json(path, results)
+        results["status"] = "complete"
+        save_json(path, results)
+        return results
+
+
+def load_results(run_path) -> dict:
+    results = load_json(run_path / RESULTS_FILE)
+    if not isinstance(results, dict) or not isinstance(results.get("levels"), list):
+        raise CorruptFileError(f"{run_path / RESULTS_FILE} is not a gradual-pruning results file; delete it")
+    return results
+
+
+def compare_table(imp: dict | None, gradual: dict) -> str:
+    """Each gradual density next to the IMP level closest to it in log-density (ticket accuracy)."""
+    head = f"{'weights % (gradual)':>19} {'gradual %':>9} {'IMP level':>9} {'weights % (IMP)':>15} {'IMP ticket %':>12}"
+    lines = [head, "-" * len(head)]
+    imp_levels = [e for e in (imp or {}).get("levels", []) if e.get("test_accuracy") is not None]
+    for e in gradual["levels"]:
+        if e["level"] == 0:
+            continue
+        near = min(imp_levels, key=lambda x: abs(math.log(x["density"] / e["density"])), default=None)
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
+        lines.append(f"{100 * e['density']:19.2f} {pct(e.get('test_accuracy')):>9} "
+                     f"{near['level'] if near else '-':>9} {pct(near['density']) if near else '-':>15} "
+                     f"{pct(near.get('test_accuracy')) if near else '-':>12}")
+    return "\n".join(lines)

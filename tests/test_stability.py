@@ -1,0 +1,73 @@
+"""Stability / linear mode connectivity: exact endpoints, BatchNorm re-estimation, instability from a run."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import lottery as lt
+from lottery.analysis.stability import instability, interpolate_errors, recompute_batchnorm, stability_run
+from lottery.cli import main
+from lottery.data import load_dataset
+from lottery.models import build_model
+from lottery.train import evaluate
+from tests.engine_helpers import tiny
+
+
+def _two_models():
+    data = load_dataset("synthetic", n_train=128, n_test=64)
+    states = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        states.append(build_model("mlp", data.input_shape, data.num_classes, hidden=[16]).state_dict())
+    return data, build_model("mlp", data.input_shape, data.num_classes, hidden=[16]), states
+
+
+def test_interpolation_endpoints_reproduce_the_endpoint_errors_exactly():
+    data, model, (a, b) = _two_models()
+    alphas, errors = interpolate_errors(model, a, b, data, points=21)
+    assert len(alphas) == 21 and alphas[0] == 0.0 and alphas[-1] == 1.0
+    for state, err in ((a, errors[0]), (b, errors[-1])):
+        model.load_state_dict(state)
+        assert err == 1.0 - evaluate(model, *data.test)[1]
+    with pytest.raises(ValueError, match="points"):
+        interpolate_errors(model, a, b, data, points=1)
+
+
+def test_batchnorm_statistics_are_recomputed_from_the_training_data():
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2))
+    x = torch.randn(1000, 3) * 2 + 5
+    model.eval()
+    recompute_batchnorm(model, x, batch=100)
+    torch.testing.assert_close(model[0].running_mean, x.mean(0), rtol=0, atol=1e-5)
+    assert not model.training and model[0].momentum == 0.1
+
+
+def test_instability_is_max_error_minus_endpoint_mean(tmp_path):
+    cfg = tiny(tmp_path, steps=40)
+    data = load_dataset("synthetic", n_train=256, n_test=64)
+    torch.manual_seed(0)
+    model = build_model("mlp", data.input_shape, data.num_classes, hidden=[16])
+    start = lt.snapshot(model)
+    mask = lt.prune_random(lt.Mask.ones_like(model), 0.5)
+    r = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=20)
+    assert r["instability"] == pytest.approx(max(r["errors"]) - (r["errors"][0] + r["errors"][-1]) / 2)
+    assert r["instability"] >= 0 and len(r["errors"]) == 20 and r["note"] is None
+    assert r["copies"][0]["test_accuracy"] == pytest.approx(1 - r["errors"][0])  # the endpoints are the copies
+    with pytest.raises(ValueError, match="k must"):
+        instability(model, data, cfg, start, mask, k=40)
+
+
+def test_stability_run_writes_results_and_plot_and_cli(tmp_path, capsys):
+    cfg = tiny(tmp_path, levels=1, controls=())
+    lt.run_imp(cfg)
+    run = tmp_path / "runs" / cfg.run_name()
+    r = stability_run(run, level=1, k=20, points=21)
+    assert r["level"] == 1 and r["density"] == pytest.approx(0.8, abs=1e-3)
+    png = run / "stability_level_01_k20.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    stored = json.loads((run / "stability.json").read_text())
+    assert len(stored["entries"]) == 1
+    assert main(["stability", str(run), "--level", "1", "--k", "20"]) == 0  # finished: read back, not retrained
+    assert "instability" in capsys.readouterr().out
+    assert len(json.loads((run / "stability.json").read_text())["entries"]) == 1
