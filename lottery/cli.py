@@ -96,6 +96,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from lottery.export import export_report, export_run, format_report
+
+    path = export_run(args.run_dir, args.level, args.out, args.format)
+    print(f"exported level {args.level} ({args.format}) to {path}")
+    if args.report:
+        checkpoint = Path(args.run_dir) / f"level_{args.level:02d}" / "final.pt"
+        print(format_report(export_report(path, dense_checkpoint=checkpoint, threads=args.threads)))
+    return 0
+
+
 COMPARE_INITS_HELP = """\
 Run the same IMP experiment under each init variant and seed, then print one summary and write summary.json and
 plots to <out>/compare-<name>-<hash>/. Every (variant, seed) is an ordinary run directory, so finished runs are
@@ -205,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare_inits)
     p = sub.add_parser("list", help="registered models, data sets, init schemes and pruning strategies")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("export", help="write a level's ticket as a small sparse safetensors file, with a report")
+    p.add_argument("run_dir")
+    p.add_argument("--level", type=int, required=True, help="which finished level to export")
+    p.add_argument("--format", choices=("dense", "csr", "bitmask"), default="csr", help="weight layout (default csr)")
+    p.add_argument("--out", default=None, help="output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)")
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip the size/FLOPs/latency report")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the latency measurement (default 1)")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("prune-at-init", help="prune at init (snip, grasp, synflow, ...) with shuffle/reinit ablations")
     p.add_argument("--strategies", default="snip,grasp,synflow,magnitude_init,random", help="pruning strategies")
     p.add_argument("--densities", default="0.1,0.02", help="fractions of weights kept, e.g. 0.1,0.02")

@@ -1,0 +1,155 @@
+"""Exported tickets: round trip per layout, size at 5 % density, hostile files refused, the CLI end to end."""
+import json
+import os
+
+import pytest
+import torch
+
+import lottery as lt
+from lottery.cli import main
+from lottery.errors import ConfigError, CorruptFileError
+from lottery.export import (
+    LAYOUTS, count_macs, export_report, export_ticket, load_exported, read_header, to_sparse,
+)
+from tests.engine_helpers import tiny
+
+SHAPE = (1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def ticket():
+    """LeNet-300-100 with trained-looking weights, magnitude-pruned to exactly 5 % density (global)."""
+    torch.manual_seed(0)
+    model = lt.build_model("lenet_300_100", SHAPE, 10)
+    lt.init_weights(model, "xavier_normal", seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # non-zero biases too
+    mask = lt.prune_magnitude(model, lt.Mask.ones_like(model), 0.95)
+    mask.apply(model)
+    return model.eval(), mask
+
+
+def _export(model, mask, path, layout):
+    return export_ticket(model, mask, path, layout, model_name="lenet_300_100", input_shape=SHAPE, num_classes=10)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_round_trip_gives_the_masked_models_predictions(tmp_path, ticket, layout):
+    model, mask = ticket
+    path = _export(model, mask, tmp_path / f"t-{layout}.safetensors", layout)
+    x = torch.randn(64, *SHAPE)
+    with torch.no_grad():
+        expected = model(x)
+        loaded = load_exported(path)
+        for name, value in model.state_dict().items():  # the weights come back bit for bit
+            assert torch.equal(loaded.state_dict()[name], value), name
+        assert torch.equal(loaded(x), expected)
+        sparse_out = load_exported(path, sparse=True)(x)  # CSR kernels: same values up to summation order
+    assert torch.allclose(sparse_out, expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(sparse_out.argmax(1), expected.argmax(1))
+    header = read_header(path)
+    assert header["layout"] == layout and header["model"] == "lenet_300_100" and header["input_shape"] == [1, 28, 28]
+    assert header["density"] == pytest.approx(0.05, abs=1e-4)
+
+
+def test_sparse_files_are_at_most_an_eighth_of_the_dense_file_at_5_percent(tmp_path, ticket):
+    model, mask = ticket
+    assert mask.density == pytest.approx(0.05, abs=1e-4)
+    dense = os.path.getsize(_export(model, mask, tmp_path / "dense.safetensors", "dense"))
+    checkpoint = tmp_path / "final.pt"
+    torch.save(model.state_dict(), checkpoint)
+    for layout in ("csr", "bitmask"):
+        size = os.path.getsize(_export(model, mask, tmp_path / f"{layout}.safetensors", layout))
+        assert size <= dense / 8, (layout, size, dense)
+        assert size <= os.path.getsize(checkpoint) / 8
+
+
+def test_report_counts_multiply_adds_and_times_both_models(tmp_path, ticket):
+    model, mask = ticket
+    path = _export(model, mask, tmp_path / "t.safetensors", "csr")
+    report = export_report(path, batch_sizes=(1, 8), min_run_time=0.01)
+    assert report["macs_dense"] == 784 * 300 + 300 * 100 + 100 * 10
+    assert report["macs_sparse"] == mask.num_kept  # one multiply-add per kept weight of a Linear layer
+    assert report["file_bytes"] < report["dense_file_bytes"] / 8
+    assert set(report["latency"]) == {1, 8} and all(t["sparse_ms"] > 0 for t in report["latency"].values())
+    assert report["sparse_layers"] == 3
+
+
+def test_conv_layers_export_and_count_output_positions(tmp_path):
+    model = lt.build_model("lenet5", SHAPE, 10)
+    mask = lt.prune_magnitude(model, lt.Mask.ones_like(model), 0.8)
+    mask.apply(model)
+    model.eval()
+    x = torch.randn(4, *SHAPE)
+    for layout in LAYOUTS:
+        path = export_ticket(model, mask, tmp_path / f"{layout}.safetensors", layout, model_name="lenet5",
+                             input_shape=SHAPE, num_classes=10)
+        with torch.no_grad():
+            assert torch.equal(load_exported(path)(x), model(x))
+    dense, sparse = count_macs(model, SHAPE)
+    assert dense == 6 * 25 * 28 * 28 + 16 * 6 * 25 * 10 * 10 + 400 * 120 + 120 * 84 + 84 * 10
+    assert sparse < dense
+    assert isinstance(to_sparse(model).conv1, torch.nn.Conv2d)  # convolutions stay dense
+
+
+def test_hostile_and_foreign_files_are_refused_clearly(tmp_path, ticket):
+    model, mask = ticket
+    pickle_file = tmp_path / "model.pt"
+    torch.save(model.state_dict(), pickle_file)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    for bad in (pickle_file, garbage):
+        with pytest.raises(CorruptFileError, match="not a lottery ticket file"):
+            load_exported(bad)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, foreign)
+    with pytest.raises(CorruptFileError, match="not a lottery ticket"):
+        load_exported(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_exported(tmp_path / "missing.safetensors")
+
+    # A forged CSR index must not write out of bounds: it is caught by the invariant check.
+    from safetensors.torch import load_file
+
+    path = _export(model, mask, tmp_path / "t.safetensors", "csr")
+    tensors, header = load_file(path), read_header(path)
+    tensors["fc1.weight::col"] = tensors["fc1.weight::col"].clone()
+    tensors["fc1.weight::col"][0] = 30000
+    meta = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in header.items()}
+    forged = tmp_path / "forged.safetensors"
+    save_file(tensors, forged, metadata=meta)
+    with pytest.raises(CorruptFileError, match="damaged ticket tensors"):
+        load_exported(forged)
+    # A bitmask whose bit count disagrees with its values is refused too.
+    path = _export(model, mask, tmp_path / "b.safetensors", "bitmask")
+    tensors, header = load_file(path), read_header(path)
+    tensors["fc2.weight::values"] = tensors["fc2.weight::values"][:-1].clone()
+    save_file(tensors, forged, metadata={k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in header.items()})
+    with pytest.raises(CorruptFileError, match="kept bits"):
+        load_exported(forged)
+    with pytest.raises(ConfigError, match="unknown export format"):
+        _export(model, mask, tmp_path / "x.safetensors", "coo")
+
+
+def test_cli_exports_a_finished_level_of_a_run(tmp_path, capsys, monkeypatch):
+    import lottery.export as export
+
+    real = export.measure_latency
+    monkeypatch.setattr(export, "measure_latency", lambda *a, **kw: real(*a[:3], min_run_time=0.01))
+    cfg = tiny(tmp_path, levels=1, controls=(), steps=20)
+    lt.run_imp(cfg)
+    run_dir = os.path.join(cfg.out, cfg.run_name())
+    assert main(["export", run_dir, "--level", "1", "--format", "bitmask", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "file size" in out and "multiply-adds" in out and "batch  256" in out
+    path = os.path.join(run_dir, "level_01", "ticket-bitmask.safetensors")
+    model = load_exported(path)
+    final = lt.Mask.load(os.path.join(run_dir, "level_01", "mask.npz"))
+    assert final.density == pytest.approx(0.8, abs=0.01)
+    assert read_header(path)["extra"]["level"] == 1
+    assert main(["export", run_dir, "--level", "5", "--no-report"]) == 2
+    assert "no finished level 5" in capsys.readouterr().err
+    assert isinstance(model, torch.nn.Module)
