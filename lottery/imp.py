@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery.data import load_dataset
-from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
+from lottery.errors import ConfigError, CorruptFileError, MaskMismatchError, RewindCheckError
+from lottery.faults import crash_point, crash_progress
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
@@ -66,6 +67,10 @@ class Experiment:
         self.rewind_step = cfg.rewind_step()
         if self.rewind_step is not None and self.rewind_step > self.total_steps:
             raise ConfigError(f"rewind step {self.rewind_step} is beyond the {self.total_steps} training steps")
+        prunable = list(Mask.ones_like(self.model))  # fail now, not after level 0 has trained
+        unknown = [k for k in cfg.layer_fractions if k not in prunable]
+        if unknown:
+            raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
         self.init_state = self._init_state()
         self.results = run.load_results() or {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__,
                                                "status": "running", "levels": []}
@@ -81,9 +86,19 @@ class Experiment:
 
     def _init_state(self) -> dict[str, torch.Tensor]:
         like = self.model.state_dict()
-        stored = self.rundir.load_state("init.pt", like=like)
+        path = self.rundir.path / "init.pt"
+        # Every finished level was trained from init.pt, so a damaged or lost one is never redrawn silently (a
+        # redraw can differ: a changed checkpoint file, another torch version): the levels would mix two inits.
+        try:
+            stored = self.rundir.load_state("init.pt", like=like)
+        except CorruptFileError as e:
+            raise CorruptFileError(f"{path} (the init every level rewinds to) is damaged: {str(e).split(';')[0]}; "
+                                   "restore init.pt from a copy, or delete the run directory to start over") from None
         if stored is not None:
             return {k: v.to(self.device) for k, v in stored.items()}
+        if (self.rundir.path / "results.json").exists():
+            raise CorruptFileError(f"{path} (the init every level rewinds to) is missing but levels are finished; "
+                                   "restore init.pt from a copy, or delete the run directory to start over")
         state = self._fresh_init(self.cfg.seed)
         self.rundir.save_state("init.pt", state)
         return state
@@ -95,9 +110,10 @@ class Experiment:
     def _train(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None):
         """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros."""
         rewind(self.model, start_state, mask)
+        point = "train:" + desc.replace(" ticket", "").replace("level ", "level").replace(" ", ":")  # train:level1
         with self._bar(self.total_steps, desc) as bar:
             result = train(self.model, self.data, self.cfg, mask, seed=self.cfg.seed,
-                           snapshot_step=snapshot_step, progress=bar)
+                           snapshot_step=snapshot_step, progress=crash_progress(bar, point))
         if result.status == "ok":
             params = dict(self.model.named_parameters())
             if any(bool(params[k][~m].any()) for k, m in mask.items()):
@@ -119,10 +135,13 @@ class Experiment:
         """Level 0 is dense; level L prunes level L-1's final weights (saved, so recomputing is deterministic)."""
         if level == 0:
             return Mask.ones_like(self.model)
-        stored = self.rundir.load_mask(level)
-        if stored is not None:
-            stored.check_fits(self.model)
-            return stored.to(self.device)
+        try:
+            stored = self.rundir.load_mask(level)
+            if stored is not None:
+                stored.check_fits(self.model)
+                return stored.to(self.device)
+        except (CorruptFileError, MaskMismatchError) as e:  # pruning is deterministic: recompute it
+            tqdm.write(f"level {level}: {e}; recomputing the mask")
         cfg = self.cfg
         prev_mask = self._mask(level - 1)
         prev_final = self.rundir.load_state(f"level_{level - 1:02d}/final.pt", like=self.init_state)
@@ -131,6 +150,7 @@ class Experiment:
             self.model, prev_mask, cfg.prune_fraction, scope=cfg.scope, layer_fractions=cfg.layer_fractions,
             seed=derived_seed(cfg.seed, "prune", level), data=self.data.train,
         )
+        crash_point(f"prune:level{level}")
         self.rundir.save_mask(level, mask)
         return mask
 
@@ -141,13 +161,25 @@ class Experiment:
         if not entries:
             return None
         try:
-            if self.rundir.load_mask(level) is None and level > 0:
+            mask = self.rundir.load_mask(level)
+            if mask is None and level > 0:
                 raise CorruptFileError("mask missing")
+            if mask is not None:
+                mask.check_fits(self.model)
+                if mask.num_kept != entries[0].get("num_kept", mask.num_kept):
+                    raise CorruptFileError(f"mask keeps {mask.num_kept} weights, results.json says "
+                                           f"{entries[0].get('num_kept')}")
             if self.rundir.load_state(f"level_{level:02d}/final.pt", like=self.init_state) is None:
                 raise CorruptFileError("final weights missing")
-        except CorruptFileError as e:
+            if level == 0 and self.rewind_step is not None and self.rundir.load_state(
+                    "rewind.pt", like=self.init_state) is None:
+                raise CorruptFileError("rewind.pt missing")
+        except (CorruptFileError, MaskMismatchError) as e:
             tqdm.write(f"level {level}: stored files are damaged ({e}); recomputing this level")
-            self.results["levels"] = [e for e in self.results["levels"] if e["level"] < level]
+            # Later levels keep their results: their masks are on disk and retraining this level reproduces
+            # its files bit for bit. Only lr rewinding starts the next level from this level's final weights.
+            later = (lambda e: e["level"] > level) if self.cfg.rewind != "lr" else (lambda e: False)
+            self.results["levels"] = [e for e in self.results["levels"] if e["level"] < level or later(e)]
             return None
         return entries[0]
 

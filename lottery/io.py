@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from lottery.errors import CorruptFileError
+from lottery.faults import crash_point
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -25,6 +26,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        crash_point(f"write:{path.name}")  # the temp file is complete; the target is still the old one
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -38,6 +38,9 @@ class RunDir:
         stored_path = run.path / "config.json"
         if stored_path.exists():
             stored = load_json(stored_path)
+            if not isinstance(stored, dict) or not isinstance(stored.get("hashed"), dict):
+                raise CorruptFileError(f"{stored_path} is not a lottery run config; restore it, or delete it if "
+                                       "this directory holds exactly this experiment")
             if stored.get("hashed") != cfg.hashed_settings():
                 raise ConfigError(
                     f"{run.path} holds a different experiment (same hash, other settings); "
@@ -68,6 +71,11 @@ class RunDir:
             raise RunLockedError(f"{self.path} is in use by pid {holder}; wait for it to finish or stop it") from None
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+        # Temp files of a killed writer: never renamed into place, so never read; only the lock holder may
+        # remove them (config.json's are written before the lock is taken, so they are left alone).
+        for tmp in [*self.path.glob(".*.tmp"), *self.path.glob("level_*/.*.tmp")]:
+            if not tmp.name.startswith(".config.json."):
+                tmp.unlink(missing_ok=True)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -82,8 +90,14 @@ class RunDir:
         if not path.exists():
             return None
         results = load_json(path)
-        if not isinstance(results, dict) or not isinstance(results.get("levels"), list):
-            raise CorruptFileError(f"{path} is not a lottery results file; delete it to recompute the run")
+        levels = results.get("levels") if isinstance(results, dict) else None
+        if not isinstance(levels, list) or not all(
+            isinstance(e, dict) and type(e.get("level")) is int and isinstance(e.get("status"), str)
+            and isinstance(e.get("controls"), dict) and isinstance(e.get("density"), (int, float))
+            for e in levels
+        ):
+            raise CorruptFileError(f"{path} is not a lottery results file; restore it, or delete it to retrain "
+                                   "every level (the masks and init.pt on disk are reused)")
         return results
 
     def save_results(self, results: dict) -> None:
@@ -103,8 +117,9 @@ class RunDir:
             return None
         state = load_tensors(path)
         if like is not None:
-            if set(state) != set(like) or any(state[k].shape != like[k].shape for k in like):
-                raise CorruptFileError(f"{path} does not fit this model (names or shapes differ); delete it")
+            if set(state) != set(like) or any(state[k].shape != like[k].shape or state[k].dtype != like[k].dtype
+                                              for k in like):
+                raise CorruptFileError(f"{path} does not fit this model (names, shapes or dtypes differ); delete it")
         return state
 
     def save_mask(self, level: int, mask: Mask) -> None:
