@@ -89,4 +89,6 @@ def plot_weight_histograms(data: dict, axes=None):
         ax.legend(fontsize=7)
     axes[0].figure.suptitle(f"level {data['level']} ticket ({100 * data['density']:.1f}% kept): kept vs pruned",
                               fontsize=9)
+    if fig is not None:
+        fig.tight_layout()
     return fig or axes[0].figure

@@ -7,9 +7,12 @@
 
 Every function returns the paths it wrote; each figure function also accepts an ``ax`` for notebooks.
 """
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # files only; never needs a display
+if "matplotlib.pyplot" not in sys.modules:  # files only, no display; a notebook's chosen backend is kept
+    matplotlib.use("Agg")
 
 from lottery.plots.compare import (  # noqa: E402
     COMPARE_FILES, compare_plots, plot_compare_accuracy, plot_compare_controls, plot_compare_early_stop,

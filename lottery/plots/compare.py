@@ -79,7 +79,7 @@ def plot_compare_controls(summary: dict):
     schemes = summary["schemes"]
     cols = min(3, len(schemes))
     rows = math.ceil(len(schemes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
     for ax, s in zip(axes.flat, schemes):
         for key, label in _CONTROL_LABELS:
             xs, means, stds = _series(s, key)
@@ -99,9 +99,10 @@ def plot_compare_controls(summary: dict):
             ax.text(0.5, 0.5, "no finished level", ha="center", va="center", transform=ax.transAxes)
     for ax in axes.flat[len(schemes):]:
         ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy (%)")
+    for ax in axes.flat:
+        ax.set_ylabel("test accuracy (%)", fontsize=8)
     fig.suptitle(f"ticket vs controls per init scheme · {_subtitle(summary)}", fontsize=10)
+    fig.tight_layout()
     return fig
 
 

@@ -212,6 +212,7 @@ def plot_mask_pixels(run_path, results: dict, input_shape=None, levels=None, max
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(f"{panels[0][2]}: fraction of weights kept per input pixel", fontsize=9)
+    fig.tight_layout()
     return fig
 
 
