@@ -125,11 +125,19 @@ whose dense accuracy is below chance + --stall-margin is marked stalled; one who
 
 
 def cmd_compare_inits(args: argparse.Namespace) -> int:
-    from lottery.compare import compare_inits, format_summary
+    from lottery.compare import COMPARE_KEYS, compare_inits, format_summary
 
-    cfg = config_from_args(args)
-    summary = compare_inits(cfg, args.inits, args.seeds, match_tolerance=args.match_tolerance,
-                            stall_margin=args.stall_margin, log=lambda line: print(line, file=sys.stderr))
+    # the comparison's own settings may also sit in the TOML file (inits = [...], seeds = 3); flags win
+    in_file = load_toml(args.config) if args.config else {}
+    given = {k: getattr(args, k) if getattr(args, k) is not None else in_file.get(k) for k in COMPARE_KEYS}
+    if not given["inits"]:
+        raise LotteryError("name the init schemes to compare: --inits normal,xavier_normal,... "
+                           "or inits = [...] in the --config file")
+    cfg = config_from_args(args, drop=COMPARE_KEYS)
+    summary = compare_inits(cfg, given["inits"], given["seeds"] or 1,
+                            match_tolerance=given["match_tolerance"] if given["match_tolerance"] is not None else 0.01,
+                            stall_margin=given["stall_margin"] if given["stall_margin"] is not None else 0.05,
+                            log=lambda line: print(line, file=sys.stderr))
     print(format_summary(summary))
     print(f"\ncomparison directory: {summary['comparison_dir']}  (summary.json and plots)")
     return 0
@@ -204,13 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("compare-inits", help="the same IMP experiment per init scheme and seed, one summary",
                        description=COMPARE_INITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inits", required=True, metavar="A,B,...",
-                   help="comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above)")
-    p.add_argument("--seeds", default="1", metavar="N|S1,S2,...",
-                   help="number of seeds (from --seed up) or a list of seeds; default 1")
-    p.add_argument("--match-tolerance", type=float, default=0.01, metavar="FRACTION",
+    p.add_argument("--inits", metavar="A,B,...",
+                   help="comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); "
+                        "or inits = [...] in the --config file")
+    p.add_argument("--seeds", metavar="N|S1,S2,...",
+                   help="number of seeds (from --seed up) or a list of seeds; default 1 (config key: seeds)")
+    p.add_argument("--match-tolerance", type=float, metavar="FRACTION",
                    help="with one seed: a ticket matches dense within this accuracy (default 0.01 = 1 point)")
-    p.add_argument("--stall-margin", type=float, default=0.05, metavar="FRACTION",
+    p.add_argument("--stall-margin", type=float, metavar="FRACTION",
                    help="a scheme is 'stalled' when its dense accuracy is below chance + this (default 0.05)")
     add_config_flags(p)
     p.set_defaults(func=cmd_compare_inits)

@@ -43,6 +43,7 @@ from lottery.errors import ConfigError
 from lottery.io import save_json
 
 CONTROL_KEYS = ("reinit", "random_mask")
+COMPARE_KEYS = ("inits", "seeds", "match_tolerance", "stall_margin")  # a comparison's own settings (CLI / TOML)
 _VARIANT = re.compile(r"^\s*(?P<scheme>[A-Za-z0-9_]+)(?P<opts>(:[^:*]+)*)(\*(?P<scale>[^:*]+))?\s*$")
 
 

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 import lottery.imp
 from lottery.cli import main
@@ -13,6 +14,17 @@ from lottery.errors import ConfigError, LotteryError
 from tests.engine_helpers import tiny
 
 FAST = dict(model_options={"hidden": [8]}, steps=20, eval_every=10, levels=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: on a shared 2-core machine, torch's thread pool costs 10-50x more than the arithmetic."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 FLAGS = ["--dataset", "synthetic", "--model-options", "hidden=[8]", "--steps", "20", "--eval-every", "10",
          "--batch-size", "32", "--levels", "1", "--lr", "0.005", "--no-progress", "--device", "cpu"]
 
@@ -147,3 +159,16 @@ def test_help_texts_render(capsys):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         assert "--seed" in capsys.readouterr().out
+
+
+def test_cli_compare_inits_reads_inits_and_seeds_from_the_config_file(tmp_path, capsys):
+    toml = tmp_path / "inits.toml"
+    toml.write_text('dataset = "synthetic"\nsteps = 20\neval_every = 10\nbatch_size = 32\nlevels = 1\n'
+                    'controls = "none"\ninits = ["xavier_normal", "normal*2"]\nseeds = 1\n'
+                    '[model_options]\nhidden = [8]\n')
+    assert main(["compare-inits", "--config", str(toml), "--no-progress", "--out", str(tmp_path / "o")]) == 0
+    (summary_path,) = (tmp_path / "o").glob("compare-*/summary.json")
+    assert json.loads(summary_path.read_text())["inits"] == ["xavier_normal", "normal*2"]
+    capsys.readouterr()
+    assert main(["compare-inits", *FLAGS, "--out", str(tmp_path)]) == 2
+    assert "--inits" in capsys.readouterr().err
