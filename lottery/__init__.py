@@ -23,6 +23,11 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
+# `rewind` names both a function and the module defining it: once anything imports lottery.rewind (the trainer
+# does), the import system binds the submodule as this package's attribute and a lazy export never runs, so
+# `lt.rewind(...)` would call a module. Binding these three eagerly (their module needs only torch) prevents it.
+from lottery.rewind import rewind, snapshot, verify_rewind  # noqa: E402,F401
+
 
 def __getattr__(name: str):
     if name in _EXPORTS:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from collections.abc import Mapping
@@ -30,6 +31,23 @@ def default_prunable(model: nn.Module) -> list[str]:
         if isinstance(module, PRUNABLE_MODULES) and isinstance(getattr(module, "weight", None), nn.Parameter):
             names.append(f"{mod_name}.weight" if mod_name else "weight")
     return names
+
+
+def _check_header(header: object) -> tuple[list[str], list[list[int]]]:
+    """The names and shapes of a mask file's JSON header; ValueError if it is not one ``save`` writes."""
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise ValueError("unknown format tag")
+    names, shapes = header.get("names"), header.get("shapes")
+    if not (
+        isinstance(names, list)
+        and isinstance(shapes, list)
+        and len(names) == len(shapes)
+        and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names)
+        and all(isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in shapes)
+    ):
+        raise ValueError("malformed header (names and shapes)")
+    return names, shapes
 
 
 class Mask(Mapping):
@@ -219,16 +237,16 @@ class Mask(Mapping):
             raise FileNotFoundError(f"mask file {path} does not exist")
         try:
             with np.load(path, allow_pickle=False) as z:
-                header = json.loads(bytes(z["header"]).decode())
-                if header.get("format") != _FORMAT:
-                    raise ValueError("unknown format tag")
+                names, shapes = _check_header(json.loads(bytes(z["header"]).decode()))
                 tensors = {}
-                for i, (name, shape) in enumerate(zip(header["names"], header["shapes"])):
-                    n = int(np.prod(shape)) if shape else 1
-                    bits = np.unpackbits(z[f"bits_{i}"], count=n)
-                    if bits.size != n:
-                        raise ValueError(f"'{name}' holds {bits.size} bits, expected {n}")
-                    tensors[name] = torch.from_numpy(bits.astype(bool)).reshape(shape)
+                for i, (name, shape) in enumerate(zip(names, shapes)):
+                    n = math.prod(shape)
+                    packed = z[f"bits_{i}"]
+                    # Check the size before unpacking: unpackbits pads a short array with zeros (a truncated
+                    # mask would load as "pruned"), and a forged shape must not allocate unbounded memory.
+                    if packed.dtype != np.uint8 or packed.shape != ((n + 7) // 8,):
+                        raise ValueError(f"'{name}' holds {packed.size} bytes of bits, expected {(n + 7) // 8}")
+                    tensors[name] = torch.from_numpy(np.unpackbits(packed, count=n).astype(bool)).reshape(shape)
         except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError, json.JSONDecodeError, TypeError) as e:
             raise CorruptFileError(
                 f"{path} is not a lottery mask file ({e}); masks are written by Mask.save — recreate it"

@@ -24,84 +24,149 @@ SCOPES = ("global", "layer")
 
 def check_fraction(fraction: object, what: str = "fraction", allow_zero: bool = False) -> float:
     """A pruning amount is a fraction of the live weights, strictly inside (0, 1)."""
+    interval = "[0, 1)" if allow_zero else "(0, 1)"
     if isinstance(fraction, bool) or not isinstance(fraction, Real) or math.isnan(float(fraction)):
-        raise ConfigError(f"{what} must be a number in (0, 1), got {fraction!r}")
+        raise ConfigError(f"{what} must be a number in {interval}, got {fraction!r}")
     lo_ok = fraction >= 0 if allow_zero else fraction > 0
     if not (lo_ok and fraction < 1):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
         raise ConfigError(f"{what} must be in {interval} (a fraction of the remaining weights), got {fraction}")
     return float(fraction)
 
 
 def _count(t: torch.Tensor) -> int:
-    return int(torch.count_nonzero(t))  # far faster than bool .sum() on CPU
+    """Number of True flags (numpy on CPU: one thread, see ``_NumpyKernels``; far faster than ``.sum()``)."""
+    return int(np.count_nonzero(t.numpy())) if t.device.type == "cpu" else int(torch.count_nonzero(t))
 
 
-def _lowest_positions(scores: Mapping[str, torch.Tensor], mask: Mask, names: Sequence[str], n: int) -> dict:
-    """Boolean tensors flagging the ``n`` lowest-scored live weights across ``names`` (ties: first by position).
+_CHUNK = 1 << 20  # positions per step: temporaries stay at a few MiB however large a layer is
 
-    One buffer holds the scores with dead weights at +inf; the threshold comes from an in-place selection
-    (``ndarray.partition`` on CPU, ``kthvalue`` on accelerators), never a full sort. ``scores`` may be a lazy
-    mapping (see ``prune_magnitude``), so peak extra memory is one buffer plus one layer's temporaries.
+
+class _NumpyKernels:
+    """The per-chunk steps on CPU, through numpy views of the tensors (no copies).
+
+    numpy runs each step on one thread. Torch splits every call across its threads and waits at a barrier, and a
+    pruning makes ~100 such calls: on a 2-core machine shared with other processes that measured 4–8 s instead
+    of ~1 s for 25M weights. The selection itself (``ndarray.partition``) is single-threaded either way.
+    """
+
+    view = staticmethod(lambda t: t.numpy())
+    count = staticmethod(np.count_nonzero)
+
+    @staticmethod
+    def abs(x, out):
+        return np.abs(x, out=out)
+
+    @staticmethod
+    def pack(scores, live, out):  # out[:] = scores[live], ~20× faster than torch's boolean indexing on CPU
+        np.compress(live, scores, out=out)
+
+    @staticmethod
+    def flag_below(scores, live, threshold, out):
+        np.less(scores, threshold, out=out)
+        np.logical_and(out, live, out=out)
+
+    @staticmethod
+    def first_ties(scores, live, threshold, limit):
+        return np.flatnonzero((scores == threshold) & live)[:limit]
+
+    @staticmethod
+    def kth_smallest(buf, n):
+        buf.partition(n - 1)  # in place and linear time: no sort, no copy
+        return buf[n - 1]
+
+
+class _TorchKernels:
+    """The same steps in torch: for accelerators, and for bfloat16, which numpy lacks."""
+
+    view = staticmethod(lambda t: t)
+    count = staticmethod(_count)
+
+    @staticmethod
+    def abs(x, out):
+        return torch.abs(x, out=out)
+
+    @staticmethod
+    def pack(scores, live, out):
+        out.copy_(torch.masked_select(scores, live))
+
+    @staticmethod
+    def flag_below(scores, live, threshold, out):
+        torch.lt(scores, threshold, out=out)
+        out &= live
+
+    @staticmethod
+    def first_ties(scores, live, threshold, limit):
+        return ((scores == threshold) & live).nonzero().squeeze(1)[:limit]
+
+    @staticmethod
+    def kth_smallest(buf, n):
+        return torch.kthvalue(buf.float(), n).values.to(buf.dtype)
+
+
+def _lowest_positions(
+    values: Mapping[str, torch.Tensor], mask: Mask, names: Sequence[str], n: int, absolute: bool = False
+) -> dict[str, torch.Tensor]:
+    """Bool tensors flagging the ``n`` lowest-scored live weights across ``names`` (ties: first by position).
+
+    A weight's score is its value, or ``|value|`` with ``absolute``, computed a chunk at a time into one scratch
+    buffer, so magnitude pruning never holds a second copy of all weights. The live scores are packed into one
+    buffer and the threshold comes from an in-place selection (``ndarray.partition`` on CPU, ``kthvalue`` on
+    accelerators), never a full sort: peak extra memory is one score per live weight plus a few chunk-sized
+    temporaries, then one bool per position for the result.
     """
     if n <= 0:
         return {}
-    total = sum(_count(mask[k]) for k in names)
-    if n > total:
-        raise ValueError(f"cannot remove {n} of {total} live weights")
-    first = scores[names[0]]
-    buf = torch.empty(sum(mask[k].numel() for k in names), dtype=first.dtype, device=first.device)
-    inf = torch.tensor(float("inf"), dtype=first.dtype, device=first.device)
+    live = sum(_count(mask[k]) for k in names)
+    if n > live:
+        raise ValueError(f"cannot remove {n} of {live} live weights")
+    first = values[names[0]]
+    on_cpu = all(values[k].device.type == "cpu" and values[k].dtype != torch.bfloat16 for k in names)
+    K = _NumpyKernels if on_cpu else _TorchKernels
+    flats = {k: K.view(values[k].detach().reshape(-1)) for k in names}
+    lives = {k: K.view(mask[k].reshape(-1)) for k in names}
+    size = min(_CHUNK, max(len(f) for f in flats.values()))
+    scratch = K.view(torch.empty(size, dtype=first.dtype, device=first.device)) if absolute else None
+
+    def chunks():  # (name, start, live flags, scores) in position order; the scores live until the next step
+        for k in names:
+            for a in range(0, len(flats[k]), _CHUNK):
+                s = flats[k][a : a + _CHUNK]
+                yield k, a, lives[k][a : a + _CHUNK], (K.abs(s, scratch[: len(s)]) if absolute else s)
+
+    dtype = torch.float32 if first.dtype == torch.bfloat16 else first.dtype  # holds every bfloat16 exactly
+    buf = torch.empty(live, dtype=dtype, device=first.device)
     off = 0
-    for k in names:
-        size = mask[k].numel()
-        torch.where(mask[k], scores[k], inf, out=buf[off : off + size].view(mask[k].shape))
-        off += size
-    if buf.device.type == "cpu":
-        arr = buf.numpy()
-        arr.partition(n - 1)
-        threshold = torch.tensor(arr[n - 1], dtype=buf.dtype)
-        del arr
-    else:
-        threshold = torch.kthvalue(buf.float(), n).values.to(buf.dtype)
+    for _, _, m, s in chunks():
+        c = K.count(m)
+        K.pack(s, m, K.view(buf[off : off + c]))
+        off += c
+    threshold = K.kth_smallest(K.view(buf), n)
     del buf
-    below = {}
-    for k in names:
-        below[k] = (scores[k] < threshold) & mask[k]
-    ties_left = n - sum(_count(b) for b in below.values())
-    for k in names:  # deterministic ties: the earliest positions at the threshold go first
-        if ties_left <= 0:
-            break
-        tie_idx = ((scores[k] == threshold) & mask[k]).reshape(-1).nonzero().squeeze(1)[:ties_left]
-        below[k].view(-1)[tie_idx] = True
-        ties_left -= tie_idx.numel()
-    return below
+
+    below = {k: torch.empty(mask[k].numel(), dtype=torch.bool, device=mask[k].device) for k in names}
+    flags = {k: K.view(b) for k, b in below.items()}
+    for k, a, m, s in chunks():
+        K.flag_below(s, m, threshold, flags[k][a : a + len(m)])
+    ties_left = n - sum(K.count(f) for f in flags.values())
+    if ties_left > 0:  # deterministic ties: the earliest live positions at the threshold go first
+        for k, a, m, s in chunks():
+            idx = K.first_ties(s, m, threshold, ties_left)
+            flags[k][idx + a] = True
+            ties_left -= len(idx)
+            if ties_left <= 0:
+                break
+    return {k: b.view(mask[k].shape) for k, b in below.items()}
 
 
-class _AbsScores(Mapping):
-    """|w| computed on access, so magnitude pruning never holds a second copy of all weights."""
-
-    def __init__(self, params: Mapping[str, torch.Tensor]):
-        self._p = params
-
-    def __getitem__(self, k: str) -> torch.Tensor:
-        return self._p[k].detach().abs()
-
-    def __iter__(self):
-        return iter(self._p)
-
-    def __len__(self) -> int:
-        return len(self._p)
-
-
-def prune_by_scores(
-    scores: Mapping[str, torch.Tensor],
+def _prune(
+    values: Mapping[str, torch.Tensor],
     mask: Mask,
     fraction: float,
-    scope: str = "global",
-    layer_fractions: Mapping[str, float] | None = None,
+    scope: str,
+    layer_fractions: Mapping[str, float] | None,
+    absolute: bool,
 ) -> Mask:
-    """New mask without the lowest-scored ``fraction`` of the live weights (per scope). The generic pruner."""
+    """Validate the request, split the live weights into scopes, and remove each scope's lowest scores."""
     fraction = check_fraction(fraction, "prune fraction")
     if scope not in SCOPES:
         raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
@@ -111,7 +176,7 @@ def prune_by_scores(
         raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(mask)}")
     for k, f in layer_fractions.items():
         check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)
-    missing = [k for k in mask if k not in scores]
+    missing = [k for k in mask if k not in values]
     if missing:
         raise MaskMismatchError(f"no scores for masked weights {missing}")
 
@@ -125,8 +190,21 @@ def prune_by_scores(
     removed: dict[str, torch.Tensor] = {}
     for names, f in groups:
         kept = sum(_count(mask[k]) for k in names)
-        removed.update(_lowest_positions(scores, mask, names, round(f * kept)))
-    return Mask({k: (mask[k] & ~removed[k]) if k in removed else mask[k].clone() for k in mask})
+        removed.update(_lowest_positions(values, mask, names, round(f * kept), absolute))
+    # ``removed`` is ours to overwrite: turning it into the kept flags in place saves a mask's worth of memory.
+    return Mask({k: removed[k].logical_not_().logical_and_(mask[k]) if k in removed else mask[k].clone()
+                 for k in mask})
+
+
+def prune_by_scores(
+    scores: Mapping[str, torch.Tensor],
+    mask: Mask,
+    fraction: float,
+    scope: str = "global",
+    layer_fractions: Mapping[str, float] | None = None,
+) -> Mask:
+    """New mask without the lowest-scored ``fraction`` of the live weights (per scope). The generic pruner."""
+    return _prune(scores, mask, fraction, scope, layer_fractions, absolute=False)
 
 
 def _random_scores(mask: Mask, seed: int) -> dict[str, torch.Tensor]:
@@ -151,7 +229,7 @@ def prune_magnitude(
     """
     params = mask.check_fits(model)
     with torch.no_grad():
-        return prune_by_scores(_AbsScores(params), mask, fraction, scope, layer_fractions)
+        return _prune(params, mask, fraction, scope, layer_fractions, absolute=True)
 
 
 def prune_random(mask: Mask, fraction: float, scope: str = "layer", seed: int = 0,
