@@ -73,6 +73,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lottery.report import format_table, write_plots
     from lottery.runs import RunDir
 
+    if (Path(args.run_dir) / "summary.json").is_file():  # a compare-inits directory
+        from lottery.compare import format_summary
+        from lottery.io import load_json
+        from lottery.plots import compare_plots
+
+        summary = load_json(Path(args.run_dir) / "summary.json")
+        plots = compare_plots(args.run_dir, summary)
+        print(format_summary(summary))
+        print(f"\nplots: {', '.join(str(p) for p in plots)}")
+        return 0
     run = RunDir(args.run_dir)
     run.config()  # refuses a directory that is not a run
     results = run.load_results()
@@ -207,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run (or resume) one IMP experiment; no flags = MNIST-1D MLP default")
     add_config_flags(p)
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("report", help="print the table and write the plots of a run directory")
+    p = sub.add_parser("report", help="print the table and write the plots of a run (or compare-inits) directory")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("compare-inits", help="the same IMP experiment per init scheme and seed, one summary",

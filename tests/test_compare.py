@@ -95,6 +95,32 @@ def test_stalled_scheme_has_no_matching_density():
     assert z["smallest_matching_density"] is None
 
 
+def test_later_divergence_marks_the_run_and_stops_the_match():
+    late = _results([0.80, 0.81, 0.80])
+    late["levels"][2].update(status="diverged", test_accuracy=None)
+    late["status"] = "diverged"
+    runs = {("a", 0): {"results": _results([0.80, 0.81, 0.80]), "run_dir": "r0"},
+            ("a", 1): {"results": late, "run_dir": "r1"}}
+    s = summarize([InitVariant("a", "normal")], [0, 1], runs, chance=0.1)
+    (a,) = s["schemes"]
+    assert a["status"] == "ok" and a["diverged_runs"] == [{"seed": 1, "level": 2}]
+    assert a["runs"][1]["status"] == "diverged" and a["levels"][2]["diverged"] == 1
+    assert a["levels"][2]["matches_dense"] is False and a["smallest_matching_density"] == pytest.approx(0.8)
+    assert "1 run diverged" in format_summary(s) and "(1 diverged)" in format_summary(s)
+
+
+def test_comparison_dir_hash_is_pinned(tmp_path):
+    """Renaming the directory of existing comparisons would orphan their summaries: the hash is part of the contract."""
+    base = tiny(tmp_path, **FAST)
+    path = comparison_dir(base, parse_inits("xavier_normal,zeros"), [0, 1])
+    assert path.parent == tmp_path / "runs" and path.name == "compare-t-b9641cfc2f"
+    # seeds, variants and shared settings all change it; the base init and seed do not
+    assert comparison_dir(base, parse_inits("xavier_normal,zeros"), [0]) != path
+    assert comparison_dir(base, parse_inits("zeros,xavier_normal"), [0, 1]) != path
+    assert comparison_dir(base.replace(lr=1e-3), parse_inits("xavier_normal,zeros"), [0, 1]) != path
+    assert comparison_dir(base.replace(init="zeros", seed=5), parse_inits("xavier_normal,zeros"), [0, 1]) == path
+
+
 def test_compare_inits_end_to_end_and_reuse(tmp_path, monkeypatch, capsys):
     base = tiny(tmp_path, **FAST)
     summary = compare_inits(base, "xavier_normal,zeros", seeds=2, log=None)
@@ -145,6 +171,11 @@ def test_cli_compare_inits_marks_diverged_run(tmp_path, capsys):
     assert big["status"] == "diverged" and big["diverged_runs"] == [{"seed": 0, "level": 0}]
     assert big["smallest_matching_density"] is None and big["runs"][0]["status"] == "diverged"
     assert scaled["init_scale"] == 100.0
+    for png in summary_path.parent.glob("*.png"):
+        png.unlink()
+    assert main(["report", str(summary_path.parent)]) == 0  # report redraws a comparison from its summary
+    assert "normal:std=1e20" in capsys.readouterr().out
+    assert len(list(summary_path.parent.glob("*.png"))) == 4
     assert json.loads(next(tmp_path.glob(f"{'default'}-*/config.json")).read_text())["config"]["init"] == "normal"
 
 
