@@ -88,3 +88,15 @@ def test_compare_plots_every_file(run, tmp_path):
     assert sorted(p.name for p in written) == sorted(COMPARE_FILES.values())
     for p in written:
         assert_png(p)
+
+
+def test_run_plots_of_a_diverged_run(tmp_path):
+    results = {"config": {"name": "d", "dataset": "synthetic"}, "status": "diverged",
+               "levels": [{"level": 0, "density": 1.0, "layer_density": {"fc1.weight": 1.0}, "status": "diverged",
+                           "test_accuracy": None, "early_stop_step": 0, "controls": {},
+                           "curve": [[0, 1.4, 0.25], [10, float("nan"), 0.25]]}]}
+    written = run_plots(tmp_path, results)  # no saved masks here: the mask image is skipped
+    assert [p.name for p in written] == [RUN_FILES[k] for k in ("accuracy", "early_stop", "layer_density",
+                                                               "training_curves")]
+    for p in written:
+        assert_png(p)
