@@ -1,0 +1,517 @@
+"""Training throughput of ``lottery.train`` against the loops users write, and against the machine's arithmetic limit.
+
+    python benchmarks/run.py            # the full measurement, a few minutes on 2 cores
+    python benchmarks/run.py --quick    # a smoke version, under a minute
+    python benchmarks/run.py --write    # also replace this benchmark's sections of benchmarks/RESULTS.md
+
+All figures come from one process run (the IMP run in a child process, to see its memory alone), so every ratio is
+between loops measured minutes apart on the same machine under the same load. LeNet-300-100 on Fashion-MNIST (real
+data), Adam 1.2e-3, batch 60, a 20 %-density random mask on every Linear weight:
+
+  (a) DataLoader loop   torchvision ``FashionMNIST`` (PIL images, ToTensor + Normalize) + ``DataLoader`` +
+                        ``torch.nn.utils.prune.custom_from_mask`` masks, default ``torch.optim.Adam``: what most
+                        users write (num_workers=0: two cores leave no room for workers).
+  (b0) plain loop       preloaded tensors, ``x[idx]`` batches, default Adam, one ``grad.mul_(mask)`` per layer.
+  (b) best plain loop   preloaded tensors, one shuffled copy per epoch sliced contiguously, fused Adam, grads set
+                        to None, all masks in one ``_foreach_mul_``: the fastest loop we could write by hand.
+  (c) lottery.train     our trainer (``eval_every`` beyond the run, tiny val/test: the step rate), and again as an
+                        IMP run uses it (validation on 5000 images every 100 steps).
+  limit                 FLOPs of fwd+bwd (3 × 2 × batch × weights per step) at the fp32 GFLOP/s of a 2048² matmul.
+
+Then (d) an IMP experiment's wall time per level against its training time, (e) its RSS after each level, and
+(f) conv2 / conv4 / resnet20 on CIFAR-shaped synthetic data: our trainer against the best plain loop for each
+(contiguous or channels-last, whichever is faster here; ``--compile`` also tries ``torch.compile``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import datetime
+import gzip
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torch.nn.utils.prune  # noqa: F401  (not imported by torch itself)
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import lottery as lt  # noqa: E402
+from lottery.config import from_dict  # noqa: E402
+from lottery.train import train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTIONS = ("## Training throughput", "## IMP overhead and memory", "## Larger nets")
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+MEAN, STD = 0.2860, 0.3530
+BATCH, LR, DENSITY = 60, 1.2e-3, 0.2
+
+
+# -- measuring -----------------------------------------------------------------------------------------------
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory of this process (VmRSS), or its peak since the last reset (VmHWM), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so each loop's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def timed(step, n: int, warmup: int) -> float:
+    """Seconds for ``n`` calls of ``step(i)`` after ``warmup`` untimed ones."""
+    for i in range(warmup):
+        step(i)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + n):
+        step(i)
+    return time.perf_counter() - start
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of a size² matmul: the arithmetic limit of this machine with the current threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best = max(best, 3 * 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def lenet_flops_per_step(model: torch.nn.Module, batch: int) -> float:
+    """fwd + bwd of the Linear layers: 2·batch·weights forward, twice that backward (input and weight grads)."""
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 3 * 2 * batch * weights
+
+
+# -- LeNet-300-100 on Fashion-MNIST ---------------------------------------------------------------------------
+def lenet(data, seed: int = 0):
+    """LeNet-300-100 with Glorot-normal init and a seeded random 20 %-density mask already applied."""
+    model = lt.build_model("lenet_300_100", data.input_shape, data.num_classes)
+    lt.init_weights(model, "xavier_normal", seed=seed)
+    mask = lt.prune_random(lt.Mask.ones_like(model), 1 - DENSITY, scope="layer", seed=seed + 1)
+    mask.apply(model)
+    return model, mask
+
+
+def torchvision_root(tmp: Path) -> Path:
+    """torchvision's FashionMNIST layout (root/FashionMNIST/raw, uncompressed) built from the Debian IDX files."""
+    raw = tmp / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for gz in FASHION_DIR.glob("*.gz"):
+        with gzip.open(gz) as src, open(raw / gz.stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return tmp
+
+
+def dataloader_loop(data, root: Path):
+    """(a): the loop most users write, step by step."""
+    import torchvision
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    dataset = torchvision.datasets.FashionMNIST(str(root), train=True, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=0, drop_last=True,
+                                         generator=torch.Generator().manual_seed(0))
+    model, mask = lenet(data)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.utils.prune.custom_from_mask(module, "weight", mask[f"{name}.weight"])
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    batches = iter(loader)
+
+    def step(_):
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def plain_loop(data):
+    """(b0): preloaded tensors, but the obvious way: fancy indexing, default Adam, a mask multiply per layer."""
+    model, mask = lenet(data)
+    x, y = data.train
+    params = dict(model.named_parameters())
+    pairs = [(params[k], m.float()) for k, m in mask.items()]
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    gen, per_epoch, perm = torch.Generator().manual_seed(0), len(x) // BATCH, None
+
+    def step(i):
+        nonlocal perm
+        if i % per_epoch == 0:
+            perm = torch.randperm(len(x), generator=gen)
+        idx = perm[(i % per_epoch) * BATCH : (i % per_epoch + 1) * BATCH]
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        for p, m in pairs:
+            p.grad.mul_(m)
+        opt.step()
+
+    return step
+
+
+def best_loop(data, model=None, mask=None, x=None, y=None, fwd=None, channels_last=False):
+    """(b): the fastest hand-written loop we know (also used for the conv nets, with their own model)."""
+    if model is None:
+        model, mask = lenet(data)
+    x, y = (x, y) if x is not None else data.train
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fwd = fwd or model
+    params = dict(model.named_parameters())
+    masked = [params[k] for k in mask]
+    gates = [m.to(params[k].dtype) for k, m in mask.items()]
+    opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
+    gen, per_epoch = torch.Generator().manual_seed(0), len(x) // BATCH
+    xs = ys = None
+
+    def step(i):
+        nonlocal xs, ys
+        if i % per_epoch == 0:
+            perm = torch.randperm(len(x), generator=gen)
+            xs, ys = x[perm], y[perm]
+            if channels_last:
+                xs = xs.contiguous(memory_format=torch.channels_last)
+        j = (i % per_epoch) * BATCH
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(fwd(xs[j : j + BATCH]), ys[j : j + BATCH]).backward()
+        torch._foreach_mul_([p.grad for p in masked], gates)
+        opt.step()
+
+    return step
+
+
+def small_eval(data, n: int = 2):
+    """The data set with tiny val/test splits: the trainer's start and end evaluations then cost nothing."""
+    return dataclasses.replace(data, val=tuple(t[:n] for t in data.val), test=tuple(t[:n] for t in data.test))
+
+
+def trainer_seconds(data, net, mask, steps: int, **cfg) -> float:
+    """Wall time of one ``lottery.train.train`` call of ``steps`` steps (a short call first warms it up)."""
+    settings = dict(dataset="fashion_mnist", model="lenet_300_100", optimizer="adam", lr=LR, batch_size=BATCH,
+                    eval_every=10**9, progress=False, device="cpu")
+    settings.update(cfg)
+    train(net, data, from_dict({**settings, "steps": 20}), mask)
+    start = time.perf_counter()
+    train(net, data, from_dict({**settings, "steps": steps}), mask)
+    return time.perf_counter() - start
+
+
+def measure_lenet(data, steps: int, dl_steps: int, repeats: int) -> dict:
+    """Seconds per step of every loop, best of ``repeats`` rounds that alternate the loops (load drifts)."""
+    tmp = Path(tempfile.mkdtemp(prefix="lottery-bench-"))
+    try:
+        root = torchvision_root(tmp)
+        fast = small_eval(data)
+        loops = {
+            "dataloader": (lambda: dataloader_loop(data, root), dl_steps),
+            "plain": (lambda: plain_loop(data), steps),
+            "best": (lambda: best_loop(data), steps),
+        }
+        per_step = {k: [] for k in (*loops, "trainer", "trainer_eval100")}
+        peak = {}
+        for _ in range(repeats):
+            for name, (make, n) in loops.items():
+                reset_peak()
+                step = make()
+                per_step[name].append(timed(step, n, warmup=20) / n)
+                peak[name] = max(peak.get(name, 0.0), rss_mb("VmHWM"))
+                del step
+            reset_peak()
+            model, mask = lenet(data)
+            per_step["trainer"].append(trainer_seconds(fast, model, mask, steps) / steps)
+            peak["trainer"] = max(peak.get("trainer", 0.0), rss_mb("VmHWM"))
+            model, mask = lenet(data)
+            per_step["trainer_eval100"].append(trainer_seconds(data, model, mask, steps, eval_every=100) / steps)
+            peak["trainer_eval100"] = max(peak.get("trainer_eval100", 0.0), rss_mb("VmHWM"))
+        return {"per_step": per_step, "peak_rss_mb": peak}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- IMP: overhead per level and memory across levels (child process) -----------------------------------------
+IMP_CHILD = r"""
+import json, sys, time
+import lottery.imp as imp
+from lottery.imp import run_imp
+def rss(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+samples, original = [], imp.Experiment._run_level
+def run_level(self, level):
+    entry = original(self, level)
+    samples.append({"level": level, "rss_mb": rss("VmRSS"), "peak_mb": rss("VmHWM")})
+    return entry
+imp.Experiment._run_level = run_level
+start = time.perf_counter()
+results = run_imp(json.loads(sys.argv[1]))
+print(json.dumps({"results": results, "rss": samples, "wall": time.perf_counter() - start}))
+"""
+
+
+def measure_imp(steps: int, levels: int, out: Path) -> dict:
+    cfg = dict(name="bench", dataset="fashion_mnist", model="lenet_300_100", optimizer="adam", lr=LR,
+               batch_size=BATCH, steps=steps, eval_every=100, levels=levels, scope="layer",
+               layer_fractions={"fc3.weight": 0.1}, controls=[], progress=False, device="cpu", out=str(out))
+    proc = subprocess.run([sys.executable, "-c", IMP_CHILD, json.dumps(cfg)], capture_output=True, text=True,
+                          cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"IMP child failed:\n{proc.stderr[-3000:]}")
+    out_json = json.loads(proc.stdout.strip().splitlines()[-1])
+    levels_out = [{"level": e["level"], "density": e["density"], "train_s": e["wall_time"],
+                   "level_s": e.get("level_wall_time", float("nan")), "test_accuracy": e["test_accuracy"]}
+                  for e in out_json["results"]["levels"]]
+    return {"levels": levels_out, "rss": out_json["rss"], "wall": out_json["wall"], "steps": steps}
+
+
+# -- larger nets -----------------------------------------------------------------------------------------------
+def measure_convs(models: list[str], steps: int, n_train: int, repeats: int, try_compile: bool) -> dict:
+    data = lt.load_dataset("synthetic", input_shape=(3, 32, 32), num_classes=10, n_train=n_train, n_test=256)
+    fast = small_eval(data)
+    out = {}
+    for name in models:
+        def build():
+            model = lt.build_model(name, data.input_shape, data.num_classes)
+            lt.init_weights(model, "kaiming_normal", seed=0)
+            mask = lt.prune_random(lt.Mask.ones_like(model), 1 - DENSITY, scope="layer", seed=1)
+            mask.apply(model)
+            return model, mask
+
+        x, y = data.train
+        variants = {
+            "contiguous": lambda: best_loop(data, *build(), x=x, y=y),
+            "channels_last": lambda: best_loop(data, *build(), x=x, y=y, channels_last=True),
+        }
+        if try_compile:
+            variants["compile"] = lambda: (lambda m, k: best_loop(data, m, k, x=x, y=y, fwd=torch.compile(m)))(
+                *build())
+        times = {k: [] for k in (*variants, "trainer")}
+        compile_s = None
+        for r in range(repeats):
+            for v, make in variants.items():
+                if v == "compile" and r == 0:
+                    start = time.perf_counter()
+                    step = make()
+                    step(0)
+                    compile_s = time.perf_counter() - start
+                else:
+                    step = make()
+                times[v].append(timed(step, steps, warmup=2) / steps)
+            model, mask = build()
+            times["trainer"].append(trainer_seconds(fast, model, mask, steps, dataset="synthetic", model=name,
+                                                    lr=LR) / steps)
+        out[name] = {"per_step": {k: min(v) for k, v in times.items()}, "compile_s": compile_s}
+    return out
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+def machine_header() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return (
+        "# Benchmark results\n\n"
+        f"Machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; Python {platform.python_version()}; "
+        f"created {datetime.date.today().isoformat()}.\n"
+        "Each section is written by the benchmark it names (`python benchmarks/<bench>.py --write`); "
+        "figures are ratios against baselines measured in the same run on the same machine.\n"
+    )
+
+
+def write_sections(sections: dict[str, str]) -> None:
+    """Replace each of our sections (heading to the next ``## ``), append missing ones, keep everything else."""
+    text = RESULTS.read_text() if RESULTS.exists() else machine_header()
+    for heading, body in sections.items():
+        section = f"{heading}\n\n{body}"
+        pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: section + "\n", text, count=1)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def ok(cond: bool) -> str:
+    return "yes" if cond else "**no**"
+
+
+def report(args, gflops: float, flops_step: float, lenet_res: dict, imp_res: dict, conv_res: dict,
+           loads: tuple) -> dict[str, str]:
+    best = {k: min(v) for k, v in lenet_res["per_step"].items()}
+    spread = {k: max(v) / min(v) for k, v in lenet_res["per_step"].items()}
+    limit = flops_step / (gflops * 1e9)
+    dl = best["dataloader"]
+    names = {
+        "dataloader": "(a) torchvision dataset + DataLoader + `torch.nn.utils.prune`",
+        "plain": "(b0) plain loop over preloaded tensors (default Adam, `x[idx]`)",
+        "best": "(b) best plain loop (sliced shuffled copy, fused Adam, `_foreach_mul_` masks)",
+        "trainer": "(c) `lottery.train.train`",
+        "trainer_eval100": "(c) `lottery.train.train`, validation (5000) every 100 steps",
+    }
+    rows = [
+        "| loop | ms/step | steps/s | s/epoch (1000 steps) | × faster than (a) | × the arithmetic limit "
+        "| peak RSS (MiB) | max/min of rounds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, label in names.items():
+        t = best[k]
+        rows.append(f"| {label} | {t * 1e3:.2f} | {1 / t:.0f} | {t * 1e3:.2f} | {dl / t:.1f} | {t / limit:.2f} "
+                    f"| {lenet_res['peak_rss_mb'][k]:.0f} | {spread[k]:.2f} |")
+    rows.append(f"| arithmetic limit ({flops_step * 1e3 / 1e9:.1f} GFLOP/epoch at {gflops:.0f} GFLOP/s) "
+                f"| {limit * 1e3:.2f} | {1 / limit:.0f} | {limit * 1e3:.2f} | {dl / limit:.1f} | 1.00 | | |")
+    tr = best["trainer"]
+    load_txt = f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end, on {os.cpu_count()} cores"
+    throughput = "\n".join([
+        f"LeNet-300-100 on Fashion-MNIST (55k train images in memory), Adam {LR}, batch {BATCH}, a {DENSITY:.0%}-density "
+        f"random mask on every Linear weight. Best of {args.repeats} rounds that alternate the loops, "
+        f"{args.steps} timed steps each after 20 warm-up steps ({args.dl_steps} for (a)); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {load_txt}; {datetime.date.today().isoformat()}; "
+        f"`python benchmarks/run.py{' --quick' if args.quick else ''} --write`.",
+        "",
+        *rows,
+        "",
+        "| target (GUIDE §4) | measured | met |",
+        "|---|---|---|",
+        f"| ≤ 1.5 s per epoch of 1000 steps | {tr * 1e3:.2f} s | {ok(tr * 1e3 <= 1.5)} |",
+        f"| within 2× of the arithmetic limit | {tr / limit:.2f}× | {ok(tr / limit <= 2)} |",
+        f"| ≥ 12× the DataLoader loop | {dl / tr:.1f}× | {ok(dl / tr >= 12)} |",
+        "",
+        "The limit counts the Linear layers' fwd + bwd FLOPs (3 × 2 × batch × weights per step, dense: the mask "
+        "saves no arithmetic in dense kernels) at the fp32 GFLOP/s of a 2048² matmul measured in the same run. "
+        "(c) runs with tiny validation/test splits so that the step rate is measured; the second (c) row is the "
+        "trainer as an IMP run uses it (early stopping needs the validation loss every 100 steps). Peak RSS is "
+        "the process's VmHWM, reset before each loop (the data sets loaded up front are part of every row).",
+    ])
+
+    levels = imp_res["levels"]
+    ratios = [e["level_s"] / e["train_s"] for e in levels]
+    total_train = sum(e["train_s"] for e in levels)
+    rss = imp_res["rss"]
+    growth = rss[-1]["rss_mb"] - rss[0]["rss_mb"] if rss else float("nan")
+    imp_rows = ["| level | density | training (s) | level wall time (s) | level / training | RSS after (MiB) "
+                "| peak RSS so far (MiB) | test accuracy |", "|---|---|---|---|---|---|---|---|"]
+    for e, r in zip(levels, rss):
+        imp_rows.append(f"| {e['level']} | {e['density']:.3f} | {e['train_s']:.2f} | {e['level_s']:.2f} "
+                        f"| {e['level_s'] / e['train_s']:.3f} | {r['rss_mb']:.0f} | {r['peak_mb']:.0f} "
+                        f"| {e['test_accuracy']:.4f} |")
+    imp = "\n".join([
+        f"`lt.run_imp` on Fashion-MNIST, LeNet-300-100, {imp_res['steps']} steps per level, validation every 100 "
+        f"steps, layerwise 20 % (output 10 %), rewind to init, no controls, in a child process; same run as above.",
+        "",
+        *imp_rows,
+        "",
+        "| target (GUIDE §4) | measured | met |",
+        "|---|---|---|",
+        f"| wall time per level ≤ 1.2× its training | worst level {max(ratios):.3f}×, mean {sum(ratios) / len(ratios):.3f}× "
+        f"| {ok(max(ratios) <= 1.2)} |",
+        f"| RSS flat across levels | {growth:+.0f} MiB from level 0 to level {len(rss) - 1} "
+        f"| {ok(abs(growth) <= 20)} |",
+        "",
+        f"Whole experiment: {imp_res['wall']:.1f} s wall for {total_train:.1f} s of training "
+        f"({imp_res['wall'] / total_train:.2f}×, including loading the data set and drawing the init once). "
+        "Training time is `wall_time` of each level in results.json, level time `level_wall_time` (pruning, "
+        "rewinding with its bit-for-bit check, training, saving weights and mask).",
+    ])
+
+    conv_rows = ["| model | best plain loop: contiguous (ms/step) | channels-last | "
+                 + ("torch.compile | " if args.compile else "") + "`lottery.train` | trainer / best | met (≤ 1.5×) |",
+                 "|---|---|---|" + ("---|" if args.compile else "") + "---|---|---|"]
+    for name, r in conv_res.items():
+        ps = r["per_step"]
+        plain_best = min(v for k, v in ps.items() if k != "trainer")
+        cells = [f"{ps['contiguous'] * 1e3:.0f}", f"{ps['channels_last'] * 1e3:.0f}"]
+        if args.compile:
+            cells.append(f"{ps['compile'] * 1e3:.0f} (compile {r['compile_s']:.0f} s)")
+        ratio = ps["trainer"] / plain_best
+        conv_rows.append(f"| {name} | {' | '.join(cells)} | {ps['trainer'] * 1e3:.0f} | {ratio:.2f} | {ok(ratio <= 1.5)} |")
+    convs = "\n".join([
+        f"CIFAR-shaped synthetic data (3×32×32, 10 classes, {args.conv_train} training images), batch {BATCH}, Adam, "
+        f"{DENSITY:.0%}-density mask, best of {args.repeats} rounds of {args.conv_steps} steps; same run as above.",
+        "",
+        *conv_rows,
+    ])
+    return {SECTIONS[0]: throughput + "\n", SECTIONS[1]: imp + "\n", SECTIONS[2]: convs + "\n"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke version: fewer steps and rounds (< 1 minute)")
+    ap.add_argument("--write", action="store_true", help="replace our sections of benchmarks/RESULTS.md")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile for the conv nets (slow)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every loop")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    q = args.quick
+    args.steps, args.dl_steps, args.repeats = (100, 30, 1) if q else (1000, 200, 3)
+    args.imp_steps, args.imp_levels = (100, 2) if q else (1000, 4)
+    args.conv_steps, args.conv_train = (2, 256) if q else (10, 1024)
+    conv_models = ["conv2", "resnet20"] if q else ["conv2", "conv4", "resnet20"]
+    loads = [os.getloadavg()[0]]
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {loads[0]:.1f}", flush=True)
+    data = lt.load_dataset("fashion_mnist")
+    gflops = matmul_gflops()
+    model, _ = lenet(data)
+    flops_step = lenet_flops_per_step(model, BATCH)
+    print(f"matmul 2048²: {gflops:.0f} GFLOP/s; LeNet step {flops_step / 1e6:.0f} MFLOP", flush=True)
+    lenet_res = measure_lenet(data, args.steps, args.dl_steps, args.repeats)
+    print("lenet:", {k: f"{min(v) * 1e3:.2f} ms" for k, v in lenet_res["per_step"].items()}, flush=True)
+    del data
+    with tempfile.TemporaryDirectory(prefix="lottery-bench-imp-") as out:
+        imp_res = measure_imp(args.imp_steps, args.imp_levels, Path(out))
+    print("imp:", imp_res["levels"], imp_res["rss"], flush=True)
+    conv_res = measure_convs(conv_models, args.conv_steps, args.conv_train, args.repeats, args.compile)
+    print("convs:", {k: {v: f"{t * 1e3:.0f} ms" for v, t in r["per_step"].items()} for k, r in conv_res.items()},
+          flush=True)
+    loads.append(os.getloadavg()[0])
+
+    sections = report(args, gflops, flops_step, lenet_res, imp_res, conv_res, tuple(loads))
+    print()
+    for heading, body in sections.items():
+        print(f"{heading}\n\n{body}")
+    if args.write:
+        write_sections(sections)
+        print(f"wrote {', '.join(repr(s) for s in sections)} in {RESULTS}")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
