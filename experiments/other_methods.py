@@ -65,7 +65,7 @@ def rows(seed: int, out: str) -> dict:
 def summary(seeds, out: str) -> str:
     per_seed = [rows(s, out) for s in seeds]
     dens = per_seed[0]["_density"]
-    methods = list(dict.fromkeys(m for m, _ in per_seed[0] if not str(m).startswith("_") and m != "dense"))
+    methods = list(dict.fromkeys(k[0] for k in per_seed[0] if isinstance(k, tuple) and k[0] != "dense"))
 
     def cell(key):
         vals = [100 * r[key] for r in per_seed if r.get(key) is not None]

@@ -178,3 +178,9 @@ def test_cli_prune_at_init(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "grasp" in out and "random" in out and "shuffled %" in out
     assert main(argv[:2] + ["nope"] + argv[3:]) == 2
+
+
+@pytest.mark.parametrize("strategy", ["snip", "synflow"])
+def test_at_init_strategies_drive_imp_too(tmp_path, strategy):
+    results = lt.run_imp(tiny(tmp_path, strategy=strategy, levels=2, controls=()))
+    assert [round(e["density"], 2) for e in results["levels"]] == [1.0, 0.8, 0.64]

@@ -117,15 +117,16 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
     key = {"level": level, "k": k, "seeds": list(seeds), "points": points}
     found = next((e for e in stored["entries"] if all(e.get(a) == b for a, b in key.items())), None)
     if found is None:
-        with run:
-            exp = Experiment(cfg, run)
-            mask = exp._mask(level) if level == 0 else run.load_mask(level)
-            if mask is None:
-                raise ConfigError(f"{run.path} has no mask for level {level} yet; run that level first")
-            mask = mask.to(exp.device)
-            found = {"level": level, "density": mask.density,
-                     **instability(exp.model, exp.data, cfg, exp._rewind_state(level), mask, k,
-                                   seeds=tuple(seeds), points=points)}
+        # Reads the run's files and writes only stability.json, so it takes no lock: it may study finished
+        # levels while the IMP run goes on.
+        if run.load_results() is None or (level > 0 and run.load_mask(level) is None):
+            raise ConfigError(f"{run.path} has no finished level {level} yet; run that level first")
+        exp = Experiment(cfg, run)
+        mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
+        found = {"level": level, "density": mask.density,
+                 **instability(exp.model, exp.data, cfg, exp._rewind_state(level), mask, k,
+                               seeds=tuple(seeds), points=points)}
+        stored = load_json(path) if path.exists() else {"entries": []}  # re-read: another study may have written
         stored["entries"].append(found)
         save_json(path, stored)
     if plot:

@@ -138,9 +138,8 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
     final = run.load_state("level_00/final.pt")
     if final is None:
         raise ConfigError(f"{run.path} has no level_00/final.pt yet; run level 0 first (`lottery run --levels 0`)")
-    with run:
-        exp = Experiment(cfg, run)
-        rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed)
+    exp = Experiment(cfg, run)  # read only (init.pt exists once level 0 finished): no lock, runs may continue
+    rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed)
     results = {"run": str(run.path), "scope": scope, "seed": seed, "rows": rows}
     save_json(run.path / RESULTS_FILE, results)
     return results
