@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LotteryError, FileNotFoundError) as e:
+    except (LotteryError, OSError) as e:  # OSError: an --out that is a file, a directory without permission, ...
         print(f"lottery: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,8 @@ class Config:
     prune_fraction: float = _opt(0.2, "fraction of the remaining weights pruned per level, in (0, 1)")
     scope: str = _opt("global", "rank weights across all layers (global) or within each layer (layer)")
     layer_fractions: dict = _opt({}, "per-layer prune fractions overriding --prune-fraction, e.g. fc3.weight=0.1")
+    min_kept_per_layer: int = _opt(0, "every layer keeps at least this many of its highest-scored weights (guards "
+                                   "against layer collapse); 0 = off")
     strategy: str = _opt("magnitude", "pruning strategy (see `lottery list`)")
     rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0), or lr")
     controls: tuple = _opt(CONTROLS, "controls per level: reinit,random_mask or none")
@@ -121,9 +126,28 @@ def from_dict(d: dict, source: str = "config") -> Config:
     for k in ("controls", "milestones"):
         if k in d and isinstance(d[k], (list, str)):
             d[k] = parse_list(d[k], int if k == "milestones" else str)
+    _check_types(d, source)
     cfg = Config(**d)
     validate(cfg)
     return cfg
+
+
+_KINDS = {str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number"),
+          bool: ((bool,), "true or false"), dict: ((dict,), "a table"), tuple: ((tuple, list), "a list")}
+
+
+def _check_types(d: dict, source: str) -> None:
+    """A value of the wrong type (``name = 5`` in a TOML file) is a one-line error naming the key, not a crash."""
+    hints = typing.get_type_hints(Config)
+    for key, value in d.items():
+        options = typing.get_args(hints[key]) if isinstance(hints[key], types.UnionType) else (hints[key],)
+        if value is None and type(None) in options:
+            continue
+        kinds = [_KINDS.get(t) for t in options if t is not type(None)]
+        if None in kinds:  # an annotation not listed here: validate() has the last word
+            continue
+        if not any(isinstance(value, ok) and (bool in ok or not isinstance(value, bool)) for ok, _ in kinds):
+            raise ConfigError(f"{source} key '{key}' must be {' or '.join(w for _, w in kinds)}, got {value!r}")
 
 
 def load_toml(path: str | Path) -> dict:
@@ -196,7 +220,12 @@ def validate(cfg: Config) -> None:
     _check(not bad, f"unknown control '{bad[0] if bad else ''}'; known: {', '.join(CONTROLS)} (or none)")
     _check(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{cfg.optimizer}'")
     _check(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got '{cfg.schedule}'")
-    for name in ("levels", "warmup_steps"):
+    _check(cfg.min_kept_per_layer == 0 or "min_kept" in inspect.signature(PRUNERS.get(cfg.strategy)).parameters,
+           f"strategy '{cfg.strategy}' does not support min_kept_per_layer; use magnitude or random, or set it to 0")
+    _check(isinstance(cfg.momentum, (int, float)) and cfg.momentum >= 0, f"momentum must be >= 0, got {cfg.momentum!r}")
+    _check(isinstance(cfg.gamma, (int, float)) and cfg.gamma > 0, f"gamma must be > 0, got {cfg.gamma!r}")
+    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed must be an integer >= 0, got {cfg.seed!r}")
+    for name in ("levels", "warmup_steps", "min_kept_per_layer"):
         v = getattr(cfg, name)
         _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
     for name in ("batch_size", "eval_every"):

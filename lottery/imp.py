@@ -21,7 +21,7 @@ from lottery.faults import crash_point, crash_progress
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
-from lottery.prune import PRUNERS, random_mask_like
+from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.runs import RunDir
 from lottery.train import budget_steps, train
@@ -149,6 +149,7 @@ class Experiment:
         mask = PRUNERS.get(cfg.strategy)(
             self.model, prev_mask, cfg.prune_fraction, scope=cfg.scope, layer_fractions=cfg.layer_fractions,
             seed=derived_seed(cfg.seed, "prune", level), data=self.data.train,
+            **({"min_kept": cfg.min_kept_per_layer} if cfg.min_kept_per_layer else {}),
         )
         crash_point(f"prune:level{level}")
         self.rundir.save_mask(level, mask)
@@ -166,9 +167,11 @@ class Experiment:
                 raise CorruptFileError("mask missing")
             if mask is not None:
                 mask.check_fits(self.model)
-                if mask.num_kept != entries[0].get("num_kept", mask.num_kept):
+                if mask.num_kept != entries[0].get("num_kept", mask.num_kept):  # a valid mask, but not this one
+                    path = self.rundir.level_dir(level) / "mask.npz"
+                    path.replace(path.with_name("mask.npz.wrong"))  # kept for a look; _mask computes the right one
                     raise CorruptFileError(f"mask keeps {mask.num_kept} weights, results.json says "
-                                           f"{entries[0].get('num_kept')}")
+                                           f"{entries[0].get('num_kept')}; moved it to {path.name}.wrong")
             if self.rundir.load_state(f"level_{level:02d}/final.pt", like=self.init_state) is None:
                 raise CorruptFileError("final weights missing")
             if level == 0 and self.rewind_step is not None and self.rundir.load_state(
@@ -215,7 +218,8 @@ class Experiment:
         if level == 0:
             self.rundir.save_mask(0, mask)
         entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
-                 "layer_density": mask.layer_density(), **result.summary(), "controls": {},
+                 "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
+                 **result.summary(), "controls": {},
                  "level_wall_time": time.perf_counter() - started}
         self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
         self._save()

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from lottery.errors import ConfigError, CorruptFileError
+from lottery.io import torch_load
 from lottery.masks import PRUNABLE_MODULES
 from lottery.registry import Registry
 
@@ -297,11 +298,9 @@ def checkpoint(model, generator, *, path=None, strict=True, exclude=()):
     if path is None:
         raise ConfigError("init scheme 'checkpoint' transfers weights from a file: pass path= to a saved state_dict")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path, "pass a file written by torch.save(model.state_dict(), path)")
     except FileNotFoundError:
         raise ConfigError(f"checkpoint file not found: {path}") from None
-    except Exception as e:  # torch raises several types for damaged or pickled-code files
-        raise CorruptFileError(f"cannot read {path} as a state_dict (loaded with weights_only=True): {e}") from e
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):

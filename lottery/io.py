@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,15 +59,27 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> N
     atomic_write(path, lambda tmp: torch.save(cpu, tmp))
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a ``name -> tensor`` dict with ``weights_only=True``: a planted pickle cannot execute code."""
+def torch_load(path: str | os.PathLike, fix: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` (a planted pickle cannot execute code) onto the CPU; a file it
+    refuses is a one-line CorruptFileError ending in ``fix``. The only place lottery calls ``torch.load``."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would be a second line of output
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated zip, foreign pickle, unsupported global: all mean "not our file"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorruptFileError(f"{path} is not a readable tensor file ({first}); delete it to recompute") from None
+        text = str(e).strip()
+        # torch's multi-line message suggests weights_only=False; the reason is all a user should see
+        code = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|\n|$)", text)
+        reason = f"it holds pickled code, not loaded: {code.group(1)}" if code else (
+            text.splitlines()[0] if text else type(e).__name__)
+        raise CorruptFileError(f"{path} is not a readable tensor file ({reason}); {fix}") from None
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a ``name -> tensor`` dict with ``weights_only=True``: a planted pickle cannot execute code."""
+    obj = torch_load(path, "delete it to recompute")
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CorruptFileError(f"{path} does not hold a name -> tensor dict; delete it to recompute")
     return obj

@@ -165,9 +165,12 @@ def _prune(
     scope: str,
     layer_fractions: Mapping[str, float] | None,
     absolute: bool,
+    min_kept: int = 0,
 ) -> Mask:
     """Validate the request, split the live weights into scopes, and remove each scope's lowest scores."""
     fraction = check_fraction(fraction, "prune fraction")
+    if isinstance(min_kept, bool) or not isinstance(min_kept, int) or min_kept < 0:
+        raise ConfigError(f"min_kept must be an integer >= 0, got {min_kept!r}")
     if scope not in SCOPES:
         raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
     layer_fractions = dict(layer_fractions or {})
@@ -190,7 +193,12 @@ def _prune(
     removed: dict[str, torch.Tensor] = {}
     for names, f in groups:
         kept = sum(_count(mask[k]) for k in names)
-        removed.update(_lowest_positions(values, mask, names, round(f * kept), absolute))
+        n, candidates = round(f * kept), mask
+        if min_kept:  # collapse guard: a layer's top-scored min_kept live weights are not candidates for removal
+            candidates = {k: _lowest_positions(values, mask, [k], _count(mask[k]) - min_kept, absolute).get(
+                k, torch.zeros_like(mask[k])) for k in names}
+            n = min(n, sum(_count(c) for c in candidates.values()))  # exact, unless too few candidates remain
+        removed.update(_lowest_positions(values, candidates, names, n, absolute))
     # ``removed`` is ours to overwrite: turning it into the kept flags in place saves a mask's worth of memory.
     return Mask({k: removed[k].logical_not_().logical_and_(mask[k]) if k in removed else mask[k].clone()
                  for k in mask})
@@ -202,9 +210,14 @@ def prune_by_scores(
     fraction: float,
     scope: str = "global",
     layer_fractions: Mapping[str, float] | None = None,
+    min_kept: int = 0,
 ) -> Mask:
-    """New mask without the lowest-scored ``fraction`` of the live weights (per scope). The generic pruner."""
-    return _prune(scores, mask, fraction, scope, layer_fractions, absolute=False)
+    """New mask without the lowest-scored ``fraction`` of the live weights (per scope). The generic pruner.
+
+    ``min_kept``: every layer keeps at least that many of its highest-scored live weights (all of them if it has
+    fewer); the scope still loses exactly ``round(fraction * kept)`` weights, taken from the other candidates.
+    """
+    return _prune(scores, mask, fraction, scope, layer_fractions, absolute=False, min_kept=min_kept)
 
 
 def _random_scores(mask: Mask, seed: int) -> dict[str, torch.Tensor]:
@@ -219,6 +232,7 @@ def prune_magnitude(
     fraction: float,
     scope: str = "global",
     layer_fractions: Mapping[str, float] | None = None,
+    min_kept: int = 0,
 ) -> Mask:
     """Remove ``fraction`` of the currently kept weights with the smallest |w| (IMP's pruning step).
 
@@ -229,13 +243,13 @@ def prune_magnitude(
     """
     params = mask.check_fits(model)
     with torch.no_grad():
-        return _prune(params, mask, fraction, scope, layer_fractions, absolute=True)
+        return _prune(params, mask, fraction, scope, layer_fractions, absolute=True, min_kept=min_kept)
 
 
 def prune_random(mask: Mask, fraction: float, scope: str = "layer", seed: int = 0,
-                 layer_fractions: Mapping[str, float] | None = None) -> Mask:
+                 layer_fractions: Mapping[str, float] | None = None, min_kept: int = 0) -> Mask:
     """Remove ``fraction`` of the currently kept weights at random (the random-pruning control)."""
-    return prune_by_scores(_random_scores(mask, seed), mask, fraction, scope, layer_fractions)
+    return prune_by_scores(_random_scores(mask, seed), mask, fraction, scope, layer_fractions, min_kept)
 
 
 def random_mask_like(mask: Mask, seed: int = 0) -> Mask:
@@ -250,13 +264,13 @@ def random_mask_like(mask: Mask, seed: int = 0) -> Mask:
 
 
 @PRUNERS.register("magnitude")
-def _magnitude(model, mask, fraction, *, scope="global", layer_fractions=None, seed=0, data=None):
-    return prune_magnitude(model, mask, fraction, scope, layer_fractions)
+def _magnitude(model, mask, fraction, *, scope="global", layer_fractions=None, seed=0, data=None, min_kept=0):
+    return prune_magnitude(model, mask, fraction, scope, layer_fractions, min_kept)
 
 
 @PRUNERS.register("random")
-def _random(model, mask, fraction, *, scope="global", layer_fractions=None, seed=0, data=None):
-    return prune_random(mask, fraction, scope, seed, layer_fractions)
+def _random(model, mask, fraction, *, scope="global", layer_fractions=None, seed=0, data=None, min_kept=0):
+    return prune_random(mask, fraction, scope, seed, layer_fractions, min_kept)
 
 
 def collapsed_layers(mask: Mask) -> list[str]:
