@@ -65,16 +65,6 @@ def _stat(paths) -> dict:
     return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every process of these tests trains on one thread: tiny nets run ~20x faster on a busy machine that way,
-    and the reference, the killed runs and the resumed runs then do the same arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
@@ -113,7 +103,7 @@ _FORKSERVER.set_forkserver_preload(["lottery.cli", "lottery.imp", "tests.fault_h
 def _killed_run(point: str, out: Path, *, subprocess_cli: bool) -> None:
     argv = ["run", *ARGS, "--out", str(out)]
     if subprocess_cli:
-        env = {**os.environ, ENV: point, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, ENV: point, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run([sys.executable, "-m", "lottery", *argv], env=env, capture_output=True, text=True,
                               timeout=300, cwd=ROOT)
         rc, why = proc.returncode, proc.stderr[-2000:]

@@ -40,14 +40,6 @@ def _cfg(out: Path, *extra: str):
     return config_from_args(build_parser().parse_args(["run", *ARGS, *extra, "--out", str(out)]))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: far faster on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")

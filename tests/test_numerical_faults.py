@@ -15,14 +15,6 @@ from lottery.prune import collapsed_layers, prune_by_scores
 from tests.engine_helpers import tiny
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: far faster on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("overrides", [
     {"init_scale": 1e30},  # the logits overflow at the first evaluation
     {"optimizer": "sgd", "lr": 1e12, "momentum": 0.0},  # the first updates blow the weights up
