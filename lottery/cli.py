@@ -56,12 +56,15 @@ def config_from_args(args: argparse.Namespace, drop: tuple = ()):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lottery.distributed import is_main_process
     from lottery.imp import run_imp
     from lottery.report import format_table, write_plots
     from lottery.runs import RunDir
 
     cfg = config_from_args(args)
     results = run_imp(cfg)
+    if not is_main_process():  # under torchrun, rank 0 prints the table and writes the plots
+        return 0
     run_path = Path(cfg.out) / cfg.run_name()
     plots = write_plots(run_path, results)
     print(format_table(results))

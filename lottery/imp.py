@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
+from lottery import distributed
 from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, MaskMismatchError, RewindCheckError
 from lottery.faults import crash_point, crash_progress
@@ -47,16 +48,23 @@ def run_imp(config: Config | dict) -> dict:
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
-    run = RunDir.for_config(cfg)
-    with run:
-        return Experiment(cfg, run).run()
+    dist = distributed.from_env(cfg.device)  # under torchrun: this process's rank; otherwise a world of one
+    try:
+        run = dist.main_first(lambda: RunDir.for_config(cfg))
+        if not dist.is_main:  # rank 0 alone holds the lock and writes the run directory
+            return Experiment(cfg, distributed.Follower(run.path), dist).run()
+        with run:
+            return Experiment(cfg, run, dist).run()
+    finally:
+        dist.close()
 
 
 class Experiment:
     """The state one IMP experiment needs: data, model, init state, and the results written so far."""
 
-    def __init__(self, cfg: Config, run: RunDir):
+    def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE):
         self.cfg, self.rundir = cfg, run
+        self.dist = dist  # several processes: rank 0 decides (init, masks, what is finished), the others receive
         self.device = resolve_device(cfg.device)
         data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
         self.data = data.to(self.device)
@@ -71,10 +79,10 @@ class Experiment:
         unknown = [k for k in cfg.layer_fractions if k not in prunable]
         if unknown:
             raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
-        self.init_state = self._init_state()
-        self.results = run.load_results() or {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__,
-                                               "status": "running", "levels": []}
-        self.progress = cfg.progress
+        self.init_state = self._from_main(self._init_state)
+        self.results = dist.share_object(lambda: run.load_results() or {
+            "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "status": "running", "levels": []})
+        self.progress = cfg.progress and dist.is_main
 
     # -- setup --------------------------------------------------------------------------------------------
     def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
@@ -103,6 +111,13 @@ class Experiment:
         self.rundir.save_state("init.pt", state)
         return state
 
+    def _from_main(self, make) -> dict[str, torch.Tensor]:
+        """A state that rank 0 loads or computes (``make``), on this device on every rank."""
+        return {k: v.to(self.device) for k, v in self.dist.share_tensors(make).items()}
+
+    def _shared_mask(self, make) -> Mask:
+        return self.dist.share_mask(make).to(self.device)
+
     def _bar(self, total: int, desc: str, leave: bool = False):
         return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True) if self.progress else nullcontext()
 
@@ -113,7 +128,8 @@ class Experiment:
         point = "train:" + desc.replace(" ticket", "").replace("level ", "level").replace(" ", ":")  # train:level1
         with self._bar(self.total_steps, desc) as bar:
             result = train(self.model, self.data, self.cfg, mask, seed=self.cfg.seed,
-                           snapshot_step=snapshot_step, progress=crash_progress(bar, point))
+                           snapshot_step=snapshot_step, progress=crash_progress(bar, point),
+                           dist=self.dist if self.dist.active else None)
         if result.status == "ok":
             params = dict(self.model.named_parameters())
             if any(bool(params[k][~m].any()) for k, m in mask.items()):
@@ -194,7 +210,7 @@ class Experiment:
         cfg = self.cfg
         with self._bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
             for level in range(cfg.levels + 1):
-                entry = self._finished(level) or self._run_level(level)
+                entry = self.dist.share_object(lambda: self._finished(level)) or self._run_level(level)
                 if entry["status"] == "ok":
                     self._run_controls(level, entry)
                 if levels_bar is not None and hasattr(levels_bar, "update"):
@@ -209,9 +225,10 @@ class Experiment:
 
     def _run_level(self, level: int) -> dict:
         started = time.perf_counter()
-        mask = self._mask(level)
+        mask = self._shared_mask(lambda: self._mask(level))
         snap = self.rewind_step if (level == 0 and self.rewind_step is not None) else None
-        result = self._train(self._rewind_state(level), mask, f"level {level} ticket", snapshot_step=snap)
+        start = self._from_main(lambda: self._rewind_state(level))
+        result = self._train(start, mask, f"level {level} ticket", snapshot_step=snap)
         if snap is not None and result.rewind_state is not None:
             self.rundir.save_state("rewind.pt", result.rewind_state)
         self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
@@ -232,12 +249,13 @@ class Experiment:
         for control in self.cfg.controls:
             if control in entry["controls"]:
                 continue
-            mask = mask or self._mask(level)
+            mask = mask or self._shared_mask(lambda: self._mask(level))
             seed = derived_seed(self.cfg.seed, control, level)
             if control == "reinit":  # same mask, a fresh draw of the same init scheme
-                start, control_mask = self._fresh_init(seed), mask
+                start, control_mask = self._from_main(lambda: self._fresh_init(seed)), mask
             else:  # random_mask: same per-layer densities, same rewind state
-                start, control_mask = self._rewind_state(level), random_mask_like(mask, seed).to(self.device)
+                start = self._from_main(lambda: self._rewind_state(level))
+                control_mask = self._shared_mask(lambda: random_mask_like(mask, seed))
             result = self._train(start, control_mask, f"level {level} {control}")
             entry["controls"][control] = result.summary()
             self._save()

@@ -10,6 +10,7 @@ minute of compile per run on two cores, so it is not used.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -89,8 +90,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 20
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for i in range(0, len(x), batch):
-        out = model(x[i : i + batch])
+    chunks = x.batches(batch) if hasattr(x, "batches") else (x[i : i + batch] for i in range(0, len(x), batch))
+    for i, xb in zip(range(0, len(x), batch), chunks):  # x: a tensor, or images streamed from disk
+        out = model(xb)
         loss_sum += F.cross_entropy(out.float(), y[i : i + batch], reduction="sum")
         correct += (out.argmax(1) == y[i : i + batch]).sum()
     model.train(was_training)
@@ -108,12 +110,14 @@ def train(
     snapshot_step: int | None = None,
     progress=None,
     optimizer: torch.optim.Optimizer | None = None,
+    dist=None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (tensors already on the model's device) under ``mask``.
 
     The pruned weights must already be zero (``mask.apply``); masking their gradients before every update keeps
     them — and their momentum / Adam moments — at exactly zero, so nothing is resurrected. Pass ``optimizer`` to
-    inspect or reuse its state; by default one is made from ``cfg``.
+    inspect or reuse its state; by default one is made from ``cfg``. Under torchrun, ``dist``
+    (``lottery.distributed.Dist``) makes this rank train on its slice of every global batch, through DDP.
     """
     start = time.perf_counter()
     x_train, y_train = data.train
@@ -124,11 +128,17 @@ def train(
     per_epoch = len(x_train) // batch
 
     optimizer = optimizer or make_optimizer(model, cfg)
+    net = dist.wrap(model) if dist is not None else model  # DDP averages the gradients over the ranks in backward
     params = dict(model.named_parameters())
     masked = [params[k] for k in mask] if mask is not None else []
     # float masks for one fused multiply per step; bool tensors cannot be _foreach-multiplied into floats
     gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask] if mask is not None else []
     order = torch.Generator().manual_seed(int(seed))  # data order: seeded, on the CPU, identical on every device
+    # A data set on disk (lottery.data.image_folder): DataLoader workers read these same batches ahead of the steps.
+    stream = x_train.stream(seed, batch, dist) if getattr(x_train, "streaming", False) else None
+    # bf16 autocast where it pays (CUDA tensor cores); on the CPU nothing changes.
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp and device.type == "cuda" \
+        else contextlib.nullcontext
 
     curve: list = []
     best = (math.inf, 0, 0.0)  # (val loss, step, val accuracy)
@@ -141,6 +151,8 @@ def train(
             rewind_state = snapshot(model)
         # Evaluate before update `step`: step 0 is the init, step `total` the final weights.
         if step % cfg.eval_every == 0 or step == total:
+            if dist is not None:  # BatchNorm statistics from rank 0: every rank evaluates the same network
+                dist.sync_buffers(model)
             val_loss, val_acc = evaluate(model, x_val, y_val)
             curve.append([step, val_loss, val_acc])
             if not math.isfinite(val_loss):
@@ -158,7 +170,10 @@ def train(
         # Gather one batch per step rather than the whole shuffled set per epoch: the same batches, without a
         # second copy of the training set in memory (172 MB for Fashion-MNIST, 600 MB for CIFAR-10).
         idx = perm[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
-        xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
+        if dist is not None:  # the same global batch on every rank; this rank takes its slice of it
+            idx = dist.shard(idx)
+        xb = x_train.index_select(0, idx) if stream is None else stream.next(idx)
+        yb = y_train.index_select(0, idx)
 
         factor = lr_factor(cfg, step, total)
         if factor != current_factor:
@@ -166,7 +181,8 @@ def train(
                 g["lr"] = base * factor
             current_factor = factor
 
-        loss = F.cross_entropy(model(xb), yb)
+        with autocast():
+            loss = F.cross_entropy(net(xb), yb)
         # None instead of zero-filled: backward then writes the gradients instead of memset + accumulate.
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -21,6 +21,7 @@ import lottery.data.mnist1d as mnist1d_module
 from lottery.data import DATASETS, DataNotFoundError, Dataset, cache_dir, load_dataset, split_train_val
 from lottery.data.idx import read_idx
 from lottery.errors import ConfigError, CorruptFileError, LotteryError, UnknownNameError
+from tests.image_helpers import write_image_folder
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 N_TRAIN, N_TEST = 30, 10  # tiny MNIST / CIFAR files
@@ -91,6 +92,7 @@ def data_root(tmp_path_factory):
     write_mnist(root / "FashionMNIST" / "raw", seed=2)
     write_cifar(root, hundred=False, seed=3)
     write_cifar(root, hundred=True, seed=4)
+    write_image_folder(root, seed=5)  # root/train, root/val: the streaming image_folder data set
     np_state, py_state = np.random.get_state()[1].copy(), random.getstate()
     ds = load_dataset("mnist1d", root=root)  # generated once per session (a couple of seconds)
     rng_untouched = np.array_equal(np.random.get_state()[1], np_state) and random.getstate() == py_state

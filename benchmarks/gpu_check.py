@@ -1,0 +1,171 @@
+"""The prepared GPU check: the CUDA path end to end, and training timings for LeNet-300-100 and ResNet-20.
+
+Run it once on a machine with a GPU (the whole script takes a couple of minutes on one device):
+
+    python benchmarks/gpu_check.py                 # CUDA: checks + timings, writes `## GPU` in RESULTS.md
+    python benchmarks/gpu_check.py --smoke         # anywhere (CPU): the same checks on a reduced size, no file
+
+Checks, each an assertion that stops the script with a message:
+1. data and model live on the device, training keeps pruned weights at exactly zero, results are finite;
+2. fp32 on CUDA follows the CPU run from the same init and batches (validation loss within 2 %; kernels differ);
+3. bf16 autocast (``--amp``) trains to a finite result and the weights stay float32;
+4. a full IMP experiment (``run_imp``, 1 level, ``device=cuda``) completes and its run directory exports;
+5. the exported ticket reloads (on the CPU) with the CUDA model's predictions.
+Timings: steps per second of ``lottery.train.train`` under a 20 %-density mask, fp32 vs bf16 autocast, with the data
+set in device memory (synthetic data of MNIST / CIFAR shapes: the GPU machine has no internet).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import lottery as lt
+from lottery.config import from_dict
+from lottery.train import train
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+# (model, input shape, batch, lr, steps on GPU, steps in --smoke)
+MODELS = [("lenet_300_100", (1, 28, 28), 60, 1.2e-3, 3000, 20), ("resnet20", (3, 32, 32), 128, 1e-3, 600, 2)]
+
+
+def _data(shape, n_train: int, device):
+    return lt.load_dataset("synthetic", input_shape=list(shape), num_classes=10, n_train=n_train, n_test=n_train // 4,
+                           val_size=n_train // 8, device=device)
+
+
+def _setup(name, shape, device):
+    """The same init and 20 %-density mask on every device: drawn and pruned on the CPU, then moved."""
+    model = lt.build_model(name, shape, 10)
+    lt.init_weights(model, "kaiming_normal" if name.startswith("resnet") else "xavier_normal", seed=0)
+    mask = lt.prune_magnitude(model, lt.Mask.ones_like(model), 0.8)
+    mask.apply(model)
+    return model.to(device), mask.to(device)
+
+
+def _train(name, shape, batch, lr, steps, device, data, amp: bool):
+    cfg = from_dict(dict(model=name, steps=steps, batch_size=batch, lr=lr, eval_every=max(1, steps // 2),
+                         device=device.type, amp=amp, progress=False))
+    model, mask = _setup(name, shape, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = train(model, data, cfg, mask, seed=0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    # check 1: everything on the device, pruned weights exactly zero, a finite result
+    assert data.train[0].device.type == device.type, "the data set is not on the device"
+    assert all(p.device.type == device.type for p in model.parameters()), "a parameter left the device"
+    params = dict(model.named_parameters())
+    assert all(not params[k][~m].any() for k, m in mask.items()), "a pruned weight became non-zero"
+    assert result.status == "ok" and math.isfinite(result.test_loss), f"{name}: training {result.status}"
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "autocast changed the weights' dtype"
+    return {"model": model, "mask": mask, "result": result, "steps_per_s": steps / seconds}
+
+
+def check_cpu_agreement(name, shape, batch, lr, device, n_train, steps=20):
+    """check 2: the same init, data and batches on CPU and on the device give nearby validation losses."""
+    cpu = torch.device("cpu")
+    ref = _train(name, shape, batch, lr, steps, cpu, _data(shape, n_train, cpu), amp=False)
+    dev = _train(name, shape, batch, lr, steps, device, _data(shape, n_train, device), amp=False)
+    a, b = ref["result"].curve[-1][1], dev["result"].curve[-1][1]
+    assert abs(a - b) <= 0.02 * abs(a) + 1e-4, f"{name}: CPU val loss {a:.5f} vs {device.type} {b:.5f}"
+    return a, b
+
+
+def check_imp_and_export(device, out_dir: Path, steps: int = 50):
+    """checks 4 and 5: run_imp on the device, export level 1, reload on the CPU with the same predictions."""
+    from lottery.export import export_run, load_exported
+    from lottery.runs import RunDir
+
+    cfg = dict(name="gpu-check", dataset="synthetic", dataset_options={"input_shape": [1, 28, 28], "num_classes": 10},
+               model="lenet_300_100", levels=1, steps=steps, eval_every=25, batch_size=60, controls=["random_mask"],
+               device=device.type, out=str(out_dir / "runs"), progress=False)
+    results = lt.run_imp(cfg)
+    assert results["status"] == "complete", results["status"]
+    run_dir = out_dir / "runs" / from_dict(cfg).run_name()
+    path = export_run(run_dir, 1, layout="csr")
+    model = lt.build_model("lenet_300_100", (1, 28, 28), 10).to(device)
+    model.load_state_dict({k: v.to(device) for k, v in RunDir(run_dir).load_state("level_01/final.pt").items()})
+    x = torch.randn(32, 1, 28, 28)
+    with torch.no_grad():
+        expected = model.eval()(x.to(device)).cpu()
+        got = load_exported(path)(x)
+    assert torch.allclose(expected, got, atol=1e-4, rtol=1e-3), "the exported ticket predicts differently"
+    return results["levels"][-1]["test_accuracy"]
+
+
+def section(rows, device_name: str, checks: dict) -> str:
+    lines = [
+        "## GPU",
+        "",
+        f"`python benchmarks/gpu_check.py` on {device_name}, torch {torch.__version__}; one run each (timings of one",
+        "process, data set in device memory, synthetic data of MNIST / CIFAR-10 shapes, a 20 %-density mask,",
+        "`lottery.train.train` including its evaluations). Checks passed: " + ", ".join(checks) + ".",
+        "",
+        "| model | batch | steps | fp32 steps/s | bf16 autocast steps/s | bf16 speed-up | fp32 test acc | bf16 test acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['batch']} | {r['steps']} | {r['fp32']:.1f} | {r['bf16']:.1f} | "
+                     f"{r['bf16'] / r['fp32']:.2f}x | {r['acc32']:.3f} | {r['acc16']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace the ``## GPU`` section (up to the next ``## ``) or append it; other sections are kept."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"^## GPU\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
+    path.write_text(new.rstrip() + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="reduced sizes; runs on the CPU when there is no GPU")
+    p.add_argument("--results", default=None, help="file whose `## GPU` section to write (default: RESULTS.md "
+                                                      "on CUDA, nothing in --smoke)")
+    args = p.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        print("no CUDA device: run with --smoke for the reduced CPU check", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if cuda else "cpu")
+    device_name = torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.machine()})"
+    n_train = 400 if args.smoke else 20000
+    if not cuda:  # the CPU smoke run: tiny kernels, where a second thread on a shared machine only spin-waits
+        torch.set_num_threads(1)
+    rows, checks = [], {}
+    for name, shape, batch, lr, steps, smoke_steps in MODELS:
+        steps = smoke_steps if args.smoke else steps
+        data = _data(shape, n_train, device)
+        fp32 = _train(name, shape, batch, lr, steps, device, data, amp=False)
+        bf16 = _train(name, shape, batch, lr, steps, device, data, amp=True)  # check 3 (autocast only on CUDA)
+        rows.append({"name": name, "batch": batch, "steps": steps, "fp32": fp32["steps_per_s"],
+                     "bf16": bf16["steps_per_s"], "acc32": fp32["result"].test_accuracy,
+                     "acc16": bf16["result"].test_accuracy})
+        print(f"{name}: fp32 {fp32['steps_per_s']:.0f} steps/s, bf16 {bf16['steps_per_s']:.0f} steps/s", flush=True)
+    checks["device placement and zeros"] = True
+    a, b = check_cpu_agreement("lenet_300_100", (1, 28, 28), 60, 1.2e-3, device, n_train, 5 if args.smoke else 20)
+    checks[f"CPU vs {device.type} val loss {a:.4f} / {b:.4f}"] = True
+    with tempfile.TemporaryDirectory() as tmp:
+        acc = check_imp_and_export(device, Path(tmp), 20 if args.smoke else 50)
+    checks[f"run_imp + export round trip (level-1 acc {acc:.3f})"] = True
+    text = section(rows, device_name + (" (smoke: reduced sizes)" if args.smoke else ""), checks)
+    print(text)
+    target = args.results or (None if args.smoke else str(RESULTS))
+    if target:
+        write_section(text, Path(target))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
