@@ -153,3 +153,20 @@ def test_cli_exports_a_finished_level_of_a_run(tmp_path, capsys, monkeypatch):
     assert main(["export", run_dir, "--level", "5", "--no-report"]) == 2
     assert "no finished level 5" in capsys.readouterr().err
     assert isinstance(model, torch.nn.Module)
+
+
+def test_benchmark_writes_only_its_results_section(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_export.py"
+    spec = importlib.util.spec_from_file_location("bench_export", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Pruning\n\nkept\n\n## Export\n\nold\n\n## GPU\n\nalso kept\n")
+    assert bench.main(["--densities", "1,0.05", "--batches", "1,4", "--min-time", "0.01", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "kept" in text and "also kept" in text and "old" not in text
+    assert "| 5.0% |" in text and "batch 4: sparse faster at" in text
+    assert text.index("## Pruning") < text.index("## Export") < text.index("## GPU")
