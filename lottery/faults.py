@@ -2,9 +2,13 @@
 
 Set ``LOTTERY_CRASH_AT=name`` (or ``name#N``: the N-th time that point is reached) and the process SIGKILLs
 itself there — no ``finally`` blocks, no atexit handlers, no flushing, exactly like a real kill. Unset, every
-point costs one environment lookup. The points are listed in the README (§ What is guaranteed), e.g.
-``train:level1#10`` (10th training step of level 1's ticket), ``prune:level2`` (mask computed, not yet saved),
-``write:final.pt#2`` (second final.pt fully written to its temp file, not yet renamed into place).
+point costs one environment lookup. The points:
+
+- ``train:levelN`` / ``train:levelN:reinit`` / ``train:levelN:random_mask``: every training step of that run
+  (``train:level1#10`` = after the 10th update of level 1's ticket);
+- ``prune:levelN``: level N's mask is computed but not yet saved;
+- ``write:FILENAME`` (config.json, init.pt, rewind.pt, final.pt, mask.npz, results.json): the new content is
+  complete in its temp file, the old file is still in place (``write:final.pt#2`` = the second final.pt written).
 """
 from __future__ import annotations
 

@@ -22,6 +22,22 @@ class RunLockedError(LotteryError):
     """Another process holds this run directory."""
 
 
+def _number_or_none(v: object) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _valid_entry(e: object) -> bool:
+    """A level entry of results.json with the fields the driver and the report read, of the right types."""
+    runs = [e, *e["controls"].values()] if isinstance(e, dict) and isinstance(e.get("controls"), dict) else [None]
+    return (
+        isinstance(e, dict) and type(e.get("level")) is int and _number_or_none(e.get("density"))
+        and e.get("density") is not None
+        and all(isinstance(r, dict) and isinstance(r.get("status"), str) and _number_or_none(r.get("test_accuracy"))
+                and _number_or_none(r.get("early_stop_step"))
+                and all(isinstance(c, list) and len(c) == 3 for c in r.get("curve", [])) for r in runs)
+    )
+
+
 class RunDir:
     """One experiment's directory. Use as a context manager to hold its lock while writing."""
 
@@ -91,11 +107,7 @@ class RunDir:
             return None
         results = load_json(path)
         levels = results.get("levels") if isinstance(results, dict) else None
-        if not isinstance(levels, list) or not all(
-            isinstance(e, dict) and type(e.get("level")) is int and isinstance(e.get("status"), str)
-            and isinstance(e.get("controls"), dict) and isinstance(e.get("density"), (int, float))
-            for e in levels
-        ):
+        if not isinstance(levels, list) or not all(_valid_entry(e) for e in levels):
             raise CorruptFileError(f"{path} is not a lottery results file; restore it, or delete it to retrain "
                                    "every level (the masks and init.pt on disk are reused)")
         return results

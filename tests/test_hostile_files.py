@@ -197,6 +197,12 @@ def test_damaged_config_json_is_one_line_naming_it(run, capsys, text, needle):
     ('{"levels": 3}', "not a lottery results file"),
     ('{"levels": [1, 2]}', "not a lottery results file"),
     ('{"levels": [{"level": "0"}]}', "not a lottery results file"),
+    ('{"levels": [{"level": 0, "density": 1, "status": "ok", "controls": {}, "test_accuracy": "x"}]}',
+     "not a lottery results file"),
+    ('{"levels": [{"level": 0, "density": 1, "status": "ok", "controls": {"reinit": 5}}]}',
+     "not a lottery results file"),
+    ('{"levels": [{"level": 0, "density": 1, "status": "ok", "controls": {}, "curve": "x"}]}',
+     "not a lottery results file"),
     ("null", "not a lottery results file"),
 ])
 def test_damaged_results_json_is_refused_with_one_line(run, capsys, text, needle):
@@ -230,6 +236,21 @@ def test_checkpoint_init_of_another_model_is_refused(tmp_path):
     torch.save(lt.build_model("mlp", (1, 12, 12), 4, hidden=[8]).state_dict(), other)
     with pytest.raises(lt.ConfigError if hasattr(lt, "ConfigError") else ValueError, match="does not fit"):
         lt.run_imp(_cfg(tmp_path / "runs", "--init", "checkpoint", "--init-options", f"path={other}"))
+
+
+def test_planted_pickle_in_a_cifar_folder_never_runs(tmp_path):
+    """CIFAR's files are pickles: torchvision checks each one's md5 before unpickling, so a planted one is refused."""
+    import torchvision
+
+    marker = tmp_path / "marker"
+    tv = torchvision.datasets.CIFAR10
+    folder = tmp_path / tv.base_folder
+    folder.mkdir()
+    for name, _ in tv.train_list + tv.test_list + [(tv.meta["filename"], None)]:
+        _plant_raw_pickle(folder / name, marker)
+    with pytest.raises(CorruptFileError, match="damaged or not the official ones"):
+        lt.load_dataset("cifar10", root=str(tmp_path))
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("plant", [_plant_torch_pickle, _plant_raw_pickle, _plant_npz_object_array, _garbage, _empty])
