@@ -12,23 +12,11 @@ import pytest
 
 from lottery.cli import main
 from lottery.runs import RunDir, RunLockedError
+from tests.test_cli import _one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "synthetic", "--model-options", "hidden=[8]", "--steps", "5", "--eval-every", "5",
         "--batch-size", "32", "--levels", "1", "--controls", "none", "--no-progress", "--device", "cpu"]
-
-
-def _one_line_error(capsys, argv, *needles) -> str:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.mark.parametrize("toml, needles", [
