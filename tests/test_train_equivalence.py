@@ -45,14 +45,15 @@ def _lr_factor(step):
     return min(1.0, (step + 1) / 20) * 0.1 ** (step >= 150)
 
 
-def plain_loop(model, data, cfg, mask, seed, dtype=torch.float32):
+def plain_loop(model, data, cfg, mask, seed, dtype=torch.float32, fused=None):
     """The reference: what a careful user writes by hand, with none of the trainer's speed work."""
     x, y = data.train
     x = x.to(dtype)
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                              fused=fused)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     params = dict(model.named_parameters())
     gen = torch.Generator().manual_seed(seed)
     per_epoch = len(x) // cfg.batch_size
@@ -101,6 +102,18 @@ def test_exact_path_is_bit_identical_to_a_plain_loop(data, case):
     assert all(torch.equal(nxt[k], ref_nxt[k]) for k in nxt)
     params = dict(model.named_parameters())
     assert all(torch.count_nonzero(params[k][~m]) == 0 for k, m in mask.items())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_default_path_is_bit_identical_to_a_plain_loop_with_the_fused_kernel(data, case):
+    """Everything but the optimizer kernel (batching, grads set to None, one fused mask multiply) is exact."""
+    cfg = _config(**CASES[case], fused=True)
+    model, mask = _masked_model(data)
+    result = train(model, data, cfg, mask, seed=7)
+    ref_model, _ = _masked_model(data)
+    ref_acc = plain_loop(ref_model, data, cfg, mask, seed=7, fused=True)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(model), _weights(ref_model))), "weights differ"
+    assert math.isclose(result.test_accuracy, ref_acc, abs_tol=1e-9)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
