@@ -17,6 +17,7 @@ a no-op.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -38,7 +39,6 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
-    owns_group: bool = False  # we created the process group, so we destroy it
 
     @property
     def is_main(self) -> bool:
@@ -130,10 +130,6 @@ class Dist:
                     td.broadcast(t, src=0)
                     b.copy_(t)
 
-    def close(self) -> None:
-        if self.owns_group and td.is_initialized():
-            td.destroy_process_group()
-
 
 SINGLE = Dist()
 
@@ -154,11 +150,15 @@ def from_env(device: str = "auto") -> Dist:
         comm = torch.device("cuda", local_rank)
     else:
         comm = torch.device("cpu")
-    owns = not td.is_initialized()
-    if owns:
+    if not td.is_initialized():  # once per process: compare-inits and friends call run_imp several times
         td.init_process_group(backend="nccl" if use_cuda else "gloo")  # MASTER_ADDR/PORT etc. from torchrun
-    return Dist(rank=td.get_rank(), world_size=td.get_world_size(), local_rank=local_rank, device=comm,
-                owns_group=owns)
+        atexit.register(_shutdown)
+    return Dist(rank=td.get_rank(), world_size=td.get_world_size(), local_rank=local_rank, device=comm)
+
+
+def _shutdown() -> None:
+    if td.is_initialized():
+        td.destroy_process_group()
 
 
 def is_main_process() -> bool:

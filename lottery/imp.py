@@ -49,14 +49,11 @@ def run_imp(config: Config | dict) -> dict:
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
     dist = distributed.from_env(cfg.device)  # under torchrun: this process's rank; otherwise a world of one
-    try:
-        run = dist.main_first(lambda: RunDir.for_config(cfg))
-        if not dist.is_main:  # rank 0 alone holds the lock and writes the run directory
-            return Experiment(cfg, distributed.Follower(run.path), dist).run()
-        with run:
-            return Experiment(cfg, run, dist).run()
-    finally:
-        dist.close()
+    run = dist.main_first(lambda: RunDir.for_config(cfg))
+    if not dist.is_main:  # rank 0 alone holds the lock and writes the run directory
+        return Experiment(cfg, distributed.Follower(run.path), dist).run()
+    with run:
+        return Experiment(cfg, run, dist).run()
 
 
 class Experiment:
