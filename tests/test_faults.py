@@ -148,3 +148,13 @@ def test_crash_point_is_inert_without_the_variable(monkeypatch):
     crash_point("write:results.json")  # 1st and 2nd time: not yet
     crash_point("write:results.jso")  # a prefix of the armed name is another point
     crash_point("write:results.json")
+
+
+def test_killed_again_while_resuming(tmp_path, reference):
+    ref_results, ref_tensors = reference
+    out = tmp_path / "runs"
+    _killed_run("train:level1#20", out, subprocess_cli=False)
+    _killed_run("write:mask.npz", out, subprocess_cli=False)  # the resume dies writing level 2's mask
+    _killed_run("train:level2:random_mask#2", out, subprocess_cli=False)
+    assert strip_times(lt.run_imp(_cfg(out))) == ref_results
+    assert _same(_tensors(_run_dir(out)), ref_tensors)
