@@ -6,6 +6,9 @@ the methods are compared at exactly matched densities. One process per seed:
 
     python experiments/other_methods.py --seed 0 --out runs/other-methods
     python experiments/other_methods.py --summary --seeds 0,1 --out runs/other-methods   # mean ± std table
+
+It also measures supermasks of the dense run (accuracy of the masked untrained network) and the instability of
+levels 0, 7 and 14 from k = 0.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from lottery.analysis.stability import stability_run
+from lottery.analysis.supermask import supermask_run
 from lottery.config import from_dict
 from lottery.gradual import run_gradual
 from lottery.imp import run_imp
@@ -23,6 +28,9 @@ from lottery.prune_at_init import run_prune_at_init
 
 LEVELS = (7, 14)
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")
+SUPERMASK_CRITERIA = ("large_final", "large_final_same_sign", "magnitude_increase_same_sign", "movement",
+                      "large_init", "random")
+SUPERMASK_DENSITIES = (0.5, 0.2, 0.05)
 
 
 def config(seed: int, out: str):
@@ -36,6 +44,10 @@ def run(seed: int, out: str) -> None:
     densities = [e["density"] for e in imp["levels"] if e["level"] in LEVELS]
     run_gradual(cfg, densities)
     run_prune_at_init(cfg, STRATEGIES, densities)
+    path = Path(out) / cfg.run_name()
+    supermask_run(path, SUPERMASK_DENSITIES, SUPERMASK_CRITERIA)
+    for level in (0, *LEVELS):
+        stability_run(path, level, k=0)
 
 
 def rows(seed: int, out: str) -> dict:
@@ -80,6 +92,35 @@ def summary(seeds, out: str) -> str:
     collapsed = {k: v for r in per_seed for k, v in r["_collapsed"].items() if v}
     lines.append(f"\nseeds {', '.join(map(str, seeds))} (mean ± std over seeds); layer collapse: "
                  f"{collapsed or 'none'}")
+    return "\n".join(lines) + "\n\n" + studies(seeds, out)
+
+
+def _mean_std(vals) -> str:
+    vals = [100 * v for v in vals]
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
+
+
+def studies(seeds, out: str) -> str:
+    """Supermask accuracy (untrained, masked; init / signed constant) and instability, mean ± std over seeds."""
+    paths = [Path(out) / config(s, out).run_name() for s in seeds]
+    sm = [load_json(p / "supermask.json")["rows"] for p in paths if (p / "supermask.json").exists()]
+    lines = ["| supermask criterion (layerwise) | " + " | ".join(f"{100 * d:g} % init / signed const"
+                                                            for d in SUPERMASK_DENSITIES) + " |",
+             "|---" * (len(SUPERMASK_DENSITIES) + 1) + "|"]
+    for c in SUPERMASK_CRITERIA:
+        cells = []
+        for d in SUPERMASK_DENSITIES:
+            got = [r for rows in sm for r in rows if r["criterion"] == c and r["target_density"] == d]
+            cells.append(f"{_mean_std([r['init']['test_accuracy'] for r in got])} / "
+                         f"{_mean_std([r['signed_constant']['test_accuracy'] for r in got])}" if got else "-")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    st = [load_json(p / "stability.json")["entries"] for p in paths if (p / "stability.json").exists()]
+    lines.append("\n| level (weights %) | instability from k=0 (test error points) |\n|---|---|")
+    for level in (0, *LEVELS):
+        got = [e for entries in st for e in entries if e["level"] == level and e["k"] == 0]
+        if got:
+            lines.append(f"| {level} ({100 * got[0]['density']:.2f} %) | {_mean_std([e['instability'] for e in got])} |")
+    lines.append(f"\nsupermask seeds: {len(sm)}; stability seeds: {len(st)} (copies' data orders 1 and 2)")
     return "\n".join(lines)
 
 
