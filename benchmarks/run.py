@@ -448,8 +448,8 @@ def report(args, gflops: float, flops_step: float, lenet_res: dict, imp_res: dic
         f"LeNet-300-100 on Fashion-MNIST (55k train images in memory), Adam {LR}, batch {BATCH}, a {DENSITY:.0%}-density "
         f"random mask on every Linear weight. Best of {args.repeats} rounds that alternate the loops, "
         f"{args.steps} timed steps each after 20 warm-up steps ({args.dl_steps} for (a)); torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {load_txt}; {datetime.date.today().isoformat()}; "
-        f"`python benchmarks/run.py{' --quick' if args.quick else ''} --write`.",
+        f"{torch.get_num_threads()} thread(s), {load_txt}; {datetime.date.today().isoformat()}; "
+        f"`python benchmarks/run.py {' '.join(sys.argv[1:])}`.",
         "",
         *rows,
         "",
