@@ -168,7 +168,8 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
                 end_step: int | None = None) -> dict:
     """Run (or resume) gradual pruning to each final density from the config's init; returns ``gradual.json``.
 
-    Level 0 is the dense baseline (IMP's level 0 when that run exists); level i trains to the i-th density.
+    Level 0 is the dense baseline (IMP's level 0 when that run exists); the other levels are numbered in the
+    order they were trained. An entry with the same final density and timing is not retrained.
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
@@ -182,19 +183,18 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
         results = load_results(run.path) if path.exists() else {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
             "status": "running", "levels": []}
-        done = {(e["level"], e.get("target_density")) for e in results["levels"]}
-        if not any(level == 0 for level, _ in done):
+        if not any(e["level"] == 0 for e in results["levels"]):
             level0 = next((e for e in exp.results["levels"] if e["level"] == 0), None)
             if level0 is None:
                 result = exp._train(exp.init_state, Mask.ones_like(exp.model), "dense")
                 level0 = {"level": 0, "density": 1.0, **result.summary()}
             results["levels"].append({**level0, "controls": {}})
             save_json(path, results)
+        total = exp.total_steps
         for density in densities:
-            if any(e.get("target_density") == density for e in results["levels"]):
-                continue
-            total = exp.total_steps
             schedule = CubicSchedule.for_budget(density, total, every, begin_step, end_step)
+            if any(e.get("schedule") == asdict(schedule) for e in results["levels"]):
+                continue  # finished earlier (same final density and timing)
             rewind(exp.model, exp.init_state)
             with exp._bar(total, f"gradual {density:g}") as bar:
                 result, mask, history = train_gradual(exp.model, exp.data, cfg, schedule, seed=cfg.seed,
@@ -222,11 +222,14 @@ def compare_table(imp: dict | None, gradual: dict) -> str:
     head = f"{'weights % (gradual)':>19} {'gradual %':>9} {'IMP level':>9} {'weights % (IMP)':>15} {'IMP ticket %':>12}"
     lines = [head, "-" * len(head)]
     imp_levels = [e for e in (imp or {}).get("levels", []) if e.get("test_accuracy") is not None]
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.2f}"
+
     for e in gradual["levels"]:
         if e["level"] == 0:
             continue
         near = min(imp_levels, key=lambda x: abs(math.log(x["density"] / e["density"])), default=None)
-        pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
         lines.append(f"{100 * e['density']:19.2f} {pct(e.get('test_accuracy')):>9} "
                      f"{near['level'] if near else '-':>9} {pct(near['density']) if near else '-':>15} "
                      f"{pct(near.get('test_accuracy')) if near else '-':>12}")
