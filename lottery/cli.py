@@ -72,6 +72,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_results(path: str) -> dict:
+    from lottery.runs import RunDir
+
+    run = RunDir(path)
+    run.config()  # refuses a directory that is not a run
+    results = run.load_results()
+    if results is None:
+        raise LotteryError(f"{run.path} has no results.json yet; start the run with `lottery run`")
+    return results
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from lottery.report import format_table, write_plots
     from lottery.runs import RunDir
@@ -86,11 +97,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(format_summary(summary))
         print(f"\nplots: {', '.join(str(p) for p in plots)}")
         return 0
+    if args.more_runs:  # several seeds of one experiment: mean ± std table and bands
+        from lottery.plots import seed_plots
+        from lottery.report import format_seeds_table
+
+        results_list = [_run_results(d) for d in [args.run_dir, *args.more_runs]]
+        out = Path(args.out or Path(args.run_dir).parent)
+        plots = seed_plots(out, results_list)
+        print(format_seeds_table(results_list))
+        print(f"\nplots: {', '.join(str(p) for p in plots)}")
+        return 0
+    results = _run_results(args.run_dir)
     run = RunDir(args.run_dir)
-    run.config()  # refuses a directory that is not a run
-    results = run.load_results()
-    if results is None:
-        raise LotteryError(f"{run.path} has no results.json yet; start the run with `lottery run`")
     plots = write_plots(run.path, results)
     print(format_table(results))
     print(f"\nstatus: {results['status']}; plots: {', '.join(str(p) for p in plots)}")
@@ -222,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="print the table and write the plots of a run (or compare-inits) directory")
     p.add_argument("run_dir")
+    p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
+                   help="more runs of the same experiment (other seeds): a mean ± std table and plots")
+    p.add_argument("--out", help="where the several-runs plots go (default: the first run's parent directory)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("compare-inits", help="the same IMP experiment per init scheme and seed, one summary",
                        description=COMPARE_INITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,6 +24,40 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _mean_std(values: list) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    mean = sum(vals) / len(vals)
+    std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def format_seeds_table(results_list: list[dict]) -> str:
+    """Mean ± sample std over runs (seeds) of one experiment, per level: the table RESULTS.md quotes."""
+    depth = min(len(r["levels"]) for r in results_list)
+    head = (f"{'level':>5} {'weights %':>9} {'ticket %':>15} {'reinit %':>15} {'random %':>15} "
+            f"{'early stop':>15}  runs")
+    lines = [head, "-" * len(head)]
+    for level in range(depth):
+        entries = [r["levels"][level] for r in results_list]
+
+        def acc(e, control=None):
+            src = e if control is None else e.get("controls", {}).get(control, {})
+            return src.get("test_accuracy") if src.get("status") == "ok" else None
+
+        stops = [e["early_stop_step"] for e in entries]
+        stop_mean = sum(stops) / len(stops)
+        stop_std = (sum((s - stop_mean) ** 2 for s in stops) / max(1, len(stops) - 1)) ** 0.5
+        lines.append(
+            f"{level:>5} {100 * entries[0]['density']:9.2f} {_mean_std([acc(e) for e in entries]):>15} "
+            f"{_mean_std([acc(e, 'reinit') for e in entries]):>15} "
+            f"{_mean_std([acc(e, 'random_mask') for e in entries]):>15} "
+            f"{f'{stop_mean:.0f} ± {stop_std:.0f}':>15}  {len(entries)}"
+        )
+    return "\n".join(lines)
+
+
 def write_plots(run_path: str | Path, results: dict) -> list[Path]:
     """Write the run's PNG plots beside its results; returns their paths."""
     from lottery.plots import run_plots

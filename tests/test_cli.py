@@ -113,3 +113,17 @@ def test_python_dash_m_entry_point(tmp_path):
     assert proc.returncode == 0 and "models:" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "lottery", "run", "--levels", "x"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_report_over_several_seeds_prints_mean_and_std(tmp_path, capsys):
+    for seed in ("0", "1"):
+        assert main(["run", *TINY, "--controls", "random_mask", "--seed", seed, "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    runs = sorted(str(p) for p in (tmp_path / "r").iterdir())
+    assert main(["report", *runs, "--out", str(tmp_path / "agg")]) == 0
+    out = capsys.readouterr().out
+    assert "±" in out and out.count("  2\n") >= 2  # every level row counts both runs
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["0", "1", "2"]
+    png = (tmp_path / "agg" / "seeds_accuracy_vs_density.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
