@@ -560,6 +560,10 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {loads[0]:.1f}", flush=True)
+    if torch.get_num_threads() > 1 and loads[0] > 0.5:
+        print(f"warning: load average {loads[0]:.1f}: with other processes on the cores, {torch.get_num_threads()} "
+              "OpenMP threads wait on each other at every op; --threads 1 measures the single-thread speed",
+              flush=True)
     data = lt.load_dataset("fashion_mnist")
     gflops = matmul_gflops()
     model, _ = lenet(data)
