@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +22,8 @@ import torch
 import lottery as lt
 from lottery.export import LAYOUTS, count_macs, export_ticket, load_exported, measure_latency
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench_common module
+from bench_common import RESULTS, write_sections  # noqa: E402
 SHAPE = (1, 28, 28)
 
 
@@ -103,14 +103,6 @@ What this shows:
 """
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Export`` section (up to the next ``## ``) or append it; other sections are kept."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Export\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
-    path.write_text(new.rstrip() + "\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--densities", default="1,0.2,0.05,0.01")
@@ -126,7 +118,7 @@ def main(argv=None) -> int:
     text = section(rows, batches, args.threads, args.min_time)
     print(text)
     if not args.no_write:
-        write_section(text, Path(args.results))
+        write_sections({"## Export": text}, args.results)
     return 0
 
 

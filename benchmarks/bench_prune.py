@@ -22,8 +22,6 @@ import datetime
 import gc
 import json
 import os
-import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -33,31 +31,13 @@ import time
 from pathlib import Path
 
 LAYERS, WIDTH, FRACTION = 4, 2500, 0.2  # 4 × 2500² = 25M prunable weights
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench_common module
+from bench_common import RESULTS, reset_peak_rss, rss_bytes, write_sections  # noqa: E402
 SECTION = "## Pruning"
-
-
-def _rss_bytes() -> int:
-    """Current resident set size (VmRSS) of this process."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux ≥ 4.0); False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _build_model(seed: int, width: int = WIDTH):
@@ -111,13 +91,13 @@ def memory_worker(method: str) -> dict:
 
     _warm_up(method)
     model, mask = _fresh(method, seed=0)
-    before = _rss_bytes()
-    reset = _reset_peak_rss()
+    before = rss_bytes()
+    reset = reset_peak_rss()
     out = PRUNE[method](model, mask)
     result = dict(
         peak_extra=(_peak_rss_bytes() - before) / PARAM_BYTES,
         # What stays allocated while the pruned model lives (torch: weight_orig, float masks, masked weight).
-        held_extra=(_rss_bytes() - before) / PARAM_BYTES,
+        held_extra=(rss_bytes() - before) / PARAM_BYTES,
         peak_reset=reset,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,25 +136,6 @@ def run_worker(*args: str) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def machine_header() -> str:
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return (
-        "# Benchmark results\n\n"
-        f"Machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; Python {platform.python_version()}; "
-        f"created {datetime.date.today().isoformat()}.\n"
-        "Each section is written by the benchmark it names (`python benchmarks/<bench>.py --write`); "
-        "figures are ratios against baselines measured in the same run on the same machine.\n"
-    )
 
 
 def table(lt_res: dict, th_res: dict, repeats: int, load: float) -> str:
@@ -221,18 +182,6 @@ def table(lt_res: dict, th_res: dict, repeats: int, load: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(body: str) -> None:
-    """Replace the text between ``## Pruning`` and the next ``## `` heading (or append it), keeping the rest."""
-    text = RESULTS.read_text() if RESULTS.exists() else machine_header()
-    section = f"{SECTION}\n\n{body}"
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="prunings per method (median reported)")
@@ -250,7 +199,7 @@ def main() -> None:
     body = table(res["lottery"], res["torch"], args.repeats, load=max(load, os.getloadavg()[0]))
     print(body)
     if args.write:
-        write_section(body)
+        write_sections({SECTION: body})
         print(f"wrote the '{SECTION}' section of {RESULTS}")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -31,7 +30,8 @@ import lottery as lt
 from lottery.config import from_dict
 from lottery.train import train
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench_common module
+from bench_common import RESULTS, write_sections  # noqa: E402
 # (model, input shape, batch, lr, steps on GPU, steps in --smoke)
 MODELS = [("lenet_300_100", (1, 28, 28), 60, 1.2e-3, 3000, 20), ("resnet20", (3, 32, 32), 128, 1e-3, 600, 2)]
 
@@ -120,14 +120,6 @@ def section(rows, device_name: str, checks: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace the ``## GPU`` section (up to the next ``## ``) or append it; other sections are kept."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## GPU\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
-    path.write_text(new.rstrip() + "\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="reduced sizes; runs on the CPU when there is no GPU")
@@ -163,7 +155,7 @@ def main(argv=None) -> int:
     print(text)
     target = args.results or (None if args.smoke else str(RESULTS))
     if target:
-        write_section(text, Path(target))
+        write_sections({"## GPU": text}, target)
     return 0
 
 

@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import datetime
 import gzip
 import json
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +49,8 @@ import lottery as lt  # noqa: E402
 from lottery.config import from_dict  # noqa: E402
 from lottery.train import train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench_common module
+from bench_common import RESULTS, reset_peak_rss, rss_bytes, write_sections  # noqa: E402
 SECTIONS = ("## Training throughput", "## IMP overhead and memory", "## Larger nets")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530
@@ -62,21 +60,7 @@ BATCH, LR, DENSITY = 60, 1.2e-3, 0.2
 # -- measuring -----------------------------------------------------------------------------------------------
 def rss_mb(field: str = "VmRSS") -> float:
     """Resident memory of this process (VmRSS), or its peak since the last reset (VmHWM), in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0), so each loop's peak is its own."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    return rss_bytes(field) / 2**20
 
 
 def timed(step, n: int, warmup: int) -> float:
@@ -243,12 +227,12 @@ def measure_lenet(data, steps: int, dl_steps: int, repeats: int) -> dict:
         peak = {}
         for _ in range(repeats):
             for name, (make, n) in loops.items():
-                reset_peak()
+                reset_peak_rss()
                 step = make()
                 per_step[name].append(timed(step, n, warmup=20) / n)
                 peak[name] = max(peak.get(name, 0.0), rss_mb("VmHWM"))
                 del step
-            reset_peak()
+            reset_peak_rss()
             model, mask = lenet(data)
             per_step["trainer"].append(trainer_seconds(fast, model, mask, steps) / steps)
             peak["trainer"] = max(peak.get("trainer", 0.0), rss_mb("VmHWM"))
@@ -381,37 +365,6 @@ def measure_convs(models: list[str], steps: int, n_train: int, repeats: int, try
                                                     lr=LR) / steps)
         out[name] = {"per_step": {k: min(v) for k, v in times.items()}, "compile_s": compile_s}
     return out
-
-
-# -- report ----------------------------------------------------------------------------------------------------
-def machine_header() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return (
-        "# Benchmark results\n\n"
-        f"Machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; Python {platform.python_version()}; "
-        f"created {datetime.date.today().isoformat()}.\n"
-        "Each section is written by the benchmark it names (`python benchmarks/<bench>.py --write`); "
-        "figures are ratios against baselines measured in the same run on the same machine.\n"
-    )
-
-
-def write_sections(sections: dict[str, str]) -> None:
-    """Replace each of our sections (heading to the next ``## ``), append missing ones, keep everything else."""
-    text = RESULTS.read_text() if RESULTS.exists() else machine_header()
-    for heading, body in sections.items():
-        section = f"{heading}\n\n{body}"
-        pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: section + "\n", text, count=1)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
 
 
 def ok(cond: bool) -> str:

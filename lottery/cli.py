@@ -59,7 +59,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lottery.distributed import is_main_process
     from lottery.imp import run_imp
     from lottery.report import format_table, write_plots
-    from lottery.runs import RunDir
 
     cfg = config_from_args(args)
     results = run_imp(cfg)

@@ -14,15 +14,6 @@ from lottery.masks import Mask
 from tests.engine_helpers import tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: on a shared 2-core machine, torch's thread pool costs 10-50x more than the arithmetic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mask(*bits, **layers):
     tensors = {"a.weight": torch.tensor(bits, dtype=torch.bool)} if bits else {}
     tensors.update({f"{k}.weight": torch.tensor(v, dtype=torch.bool) for k, v in layers.items()})

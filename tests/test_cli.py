@@ -1,6 +1,5 @@
 """The command line: runs, reports, lists, and answers every bad input with one line and exit code 2."""
 import json
-import os
 import subprocess
 import sys
 

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 import lottery.imp
 from lottery.cli import main
@@ -14,15 +13,6 @@ from lottery.errors import ConfigError, LotteryError
 from tests.engine_helpers import tiny
 
 FAST = dict(model_options={"hidden": [8]}, steps=20, eval_every=10, levels=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: on a shared 2-core machine, torch's thread pool costs 10-50x more than the arithmetic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 FLAGS = ["--dataset", "synthetic", "--model-options", "hidden=[8]", "--steps", "20", "--eval-every", "10",

@@ -15,15 +15,6 @@ from lottery.report import write_plots
 from tests.engine_helpers import tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: on a shared 2-core machine, torch's thread pool costs 10-50x more than the arithmetic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def assert_png(path):
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 2000, path
