@@ -20,6 +20,11 @@ _EXPORTS = {
     "symmetry_report": "lottery.symmetry",
     "TrainResult": "lottery.train",  # the function is lottery.train.train (the module owns the name)
     "run_imp": "lottery.imp",
+    "collapsed_layers": "lottery.prune",
+    "compare_inits": "lottery.compare",
+    "run_gradual": "lottery.gradual",
+    "run_prune_at_init": "lottery.prune_at_init",
+    "export_ticket": "lottery.export", "load_exported": "lottery.export",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -535,3 +535,11 @@ def test_public_rewind_is_the_function_even_after_its_module_is_imported():
     module = importlib.import_module("lottery.rewind")  # what the trainer and the IMP driver do
     importlib.import_module("lottery.train")
     assert lt.rewind is module.rewind and lt.snapshot is module.snapshot and lt.verify_rewind is module.verify_rewind
+
+
+def test_every_public_name_resolves():
+    import lottery
+
+    for name in lottery.__all__:
+        assert getattr(lottery, name) is not None, name
+    assert callable(lottery.rewind) and callable(lottery.run_imp) and callable(lottery.compare_inits)
