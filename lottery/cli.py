@@ -32,8 +32,16 @@ def _flag_type(name: str):
     if base is tuple:
         return parse_list
     if base is bool:
-        return lambda s: s.lower() in ("1", "true", "yes", "on")
+        return _boolean
     return base
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -73,6 +73,7 @@ def test_list_names_every_axis(capsys):
     (["run", "--scope", "row"], ["scope must be one of"]),
     (["run", "--config", "/nonexistent/exp.toml"], ["does not exist"]),
     (["run", "--bogus-flag", "1"], ["unrecognized arguments"]),
+    (["run", "--fused", "maybe"], ["expected true or false"]),
     (["report", "/nonexistent/run"], ["not a run directory"]),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, argv, needles):
