@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.compare.mean_std)
 from lottery.config import Config, parse_options
 from lottery.errors import ConfigError
 from lottery.io import save_json
@@ -123,17 +124,6 @@ def parse_seeds(value: int | str | Sequence[int], base_seed: int = 0) -> list[in
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must list distinct seeds >= 0, got {value!r}")
     return seeds
-
-
-# -- statistics -----------------------------------------------------------------------------------------------
-def mean_std(values: Iterable[float | None]) -> dict:
-    """``{"mean", "std", "n"}`` of the finite values (sample std, ddof=1; 0 for one value; None for none)."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not xs:
-        return {"mean": None, "std": None, "n": 0}
-    mean = sum(xs) / len(xs)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return {"mean": mean, "std": std, "n": len(xs)}
 
 
 def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequence[int]) -> Path:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lottery.stats import mean_std
+
 
 def _pct(x: float | None) -> str:
     return "   -  " if x is None else f"{100 * x:6.2f}"
@@ -24,13 +26,9 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _mean_std(values: list) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "-"
-    mean = sum(vals) / len(vals)
-    std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _pm(values, scale: float = 100, digits: int = 2) -> str:
+    s = mean_std(values)
+    return "-" if s["mean"] is None else f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
 
 
 def format_seeds_table(results_list: list[dict]) -> str:
@@ -46,14 +44,11 @@ def format_seeds_table(results_list: list[dict]) -> str:
             src = e if control is None else e.get("controls", {}).get(control, {})
             return src.get("test_accuracy") if src.get("status") == "ok" else None
 
-        stops = [e["early_stop_step"] for e in entries]
-        stop_mean = sum(stops) / len(stops)
-        stop_std = (sum((s - stop_mean) ** 2 for s in stops) / max(1, len(stops) - 1)) ** 0.5
         lines.append(
-            f"{level:>5} {100 * entries[0]['density']:9.2f} {_mean_std([acc(e) for e in entries]):>15} "
-            f"{_mean_std([acc(e, 'reinit') for e in entries]):>15} "
-            f"{_mean_std([acc(e, 'random_mask') for e in entries]):>15} "
-            f"{f'{stop_mean:.0f} ± {stop_std:.0f}':>15}  {len(entries)}"
+            f"{level:>5} {100 * entries[0]['density']:9.2f} {_pm([acc(e) for e in entries]):>15} "
+            f"{_pm([acc(e, 'reinit') for e in entries]):>15} "
+            f"{_pm([acc(e, 'random_mask') for e in entries]):>15} "
+            f"{_pm([e['early_stop_step'] for e in entries], 1, 0):>15}  {len(entries)}"
         )
     return "\n".join(lines)
 

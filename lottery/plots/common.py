@@ -1,7 +1,6 @@
 """Shared pieces of the figures: saving, the log-density x-axis, mean ± std bands."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -47,16 +46,6 @@ def band(ax, xs, means, stds, label=None, color=None, marker="o", **kw):
         hi = [m + s for m, s in zip(means, stds)]
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     return line
-
-
-def stats(values) -> tuple[float | None, float]:
-    """Mean and sample std (ddof=1, 0 for one value) of the finite values."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not xs:
-        return None, 0.0
-    mean = sum(xs) / len(xs)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return mean, std
 
 
 def legend(ax, **kw) -> None:

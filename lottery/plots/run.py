@@ -7,7 +7,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from lottery.plots.common import band, density_axis, legend, plain_log_ticks, save, stats
+from lottery.plots.common import band, density_axis, legend, plain_log_ticks, save
+from lottery.stats import mean_std
 
 SERIES = (("ticket", None), ("reinit", "reinit"), ("random mask", "random_mask"))
 RUN_FILES = {
@@ -43,7 +44,8 @@ def _by_level(results_list: list[dict], key: str, control: str | None) -> tuple[
         if not vals:
             continue
         k = 100 if key == "test_accuracy" else 1
-        mean, std = stats(vals)
+        m = mean_std(vals)
+        mean, std = m["mean"], m["std"] or 0.0
         xs.append(100 * sum(e["density"] for e in entries) / len(entries))
         means.append(k * mean)
         stds.append(k * std)
@@ -61,7 +63,8 @@ def _vs_density(results, key: str, ylabel: str, ax=None):
             band(ax, xs, means, stds, label=label)
     dense = [e for r in results_list for e in r["levels"] if e["level"] == 0 and e["status"] == "ok"]
     if dense:
-        mean, std = stats([e[key] for e in dense])
+        m = mean_std([e[key] for e in dense])
+        mean, std = m["mean"], m["std"] or 0.0
         k = 100 if key == "test_accuracy" else 1
         ax.axhline(k * mean, color="gray", ls="--", label="dense")
         if std:
