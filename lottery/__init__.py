@@ -5,7 +5,7 @@ the mask utilities never pays for the model zoo or the data sets.
 """
 from importlib import import_module
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "Mask": "lottery.masks",

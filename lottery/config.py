@@ -87,6 +87,9 @@ class Config:
             default = _jsonable(f.default_factory() if f.default is dataclasses.MISSING else f.default)
             if value != default:
                 out[f.name] = value
+        if self.init.startswith("xavier_") and "gain" not in self.init_options:
+            # 0.2 made xavier_* Glorot's gain 1 (it followed the activation before): older runs are other experiments
+            out["xavier_gain"] = 1
         return out
 
     def hash(self) -> str:

@@ -6,9 +6,11 @@ large: diverges); their biases to 0 (``normal`` takes ``bias=``, e.g. AlexNet's 
 bias 0 and fresh running statistics. Other parameters (embeddings, custom ones) are left alone. ``checkpoint``
 is the exception: it loads every tensor from a file.
 
-Gains follow the model's nonlinearity, ``model.activation`` (every ``lottery.models`` model has one; a plain
-module counts as ``"relu"``), for every layer alike, as ``torch.nn.init.calculate_gain`` defines them. So
-``xavier_*`` on a ReLU net has gain sqrt(2); pass ``gain=1.0`` for Glorot & Bengio's original formula.
+``xavier_*`` is Glorot & Bengio's formula: gain 1, as ``torch.nn.init`` has it, whatever the nonlinearity
+(``gain="auto"`` follows the activation instead, which on a ReLU net is He's method in all but name). Kaiming
+(He's method), orthogonal and sparse take the gain of the model's nonlinearity, ``model.activation`` (every
+``lottery.models`` model has one; a plain module counts as ``"relu"``), as ``torch.nn.init.calculate_gain``
+defines it. Before version 0.2 ``xavier_*`` followed the activation by default: runs made then are not comparable.
 
 With ``seed`` the weights come from a private ``torch.Generator`` on the CPU: the same seed gives bit-identical
 weights on any device and the global RNG is left untouched. With ``seed=None`` the global RNG is used.
@@ -123,8 +125,10 @@ def _per_layer(model: nn.Module, generator, fill: Callable, bias: float = 0.0) -
             module.reset_parameters()
 
 
-def _gain_option(model: nn.Module, value: object) -> float:
-    return activation_gain(model) if value is None else _positive("gain", value)
+def _gain_option(model: nn.Module, value: object, default: object = "auto") -> float:
+    """``gain=None`` means ``default``; ``"auto"`` is the gain of ``model.activation``; else a number > 0."""
+    value = default if value is None else value
+    return activation_gain(model) if value == "auto" else _positive("gain", value)
 
 
 # -- the schemes ----------------------------------------------------------------------------------------------
@@ -138,16 +142,16 @@ def normal(model, generator, *, std=0.01, bias=0.0):
 
 
 @INIT_SCHEMES.register("xavier_uniform")
-def xavier_uniform(model, generator, *, gain=None):
-    """U(±gain·sqrt(6 / (fan_in + fan_out))), Glorot & Bengio 2010."""
-    g = _gain_option(model, gain)
+def xavier_uniform(model, generator, *, gain=1.0):
+    """U(±gain·sqrt(6 / (fan_in + fan_out))), Glorot & Bengio 2010 (gain 1; ``"auto"``: the activation's)."""
+    g = _gain_option(model, gain, default=1.0)
     _per_layer(model, generator, lambda t, gen: nn.init.xavier_uniform_(t, g, generator=gen))
 
 
 @INIT_SCHEMES.register("xavier_normal")
-def xavier_normal(model, generator, *, gain=None):
-    """N(0, gain²·2 / (fan_in + fan_out)), Glorot & Bengio 2010."""
-    g = _gain_option(model, gain)
+def xavier_normal(model, generator, *, gain=1.0):
+    """N(0, gain²·2 / (fan_in + fan_out)), Glorot & Bengio 2010 (gain 1; ``"auto"``: the activation's)."""
+    g = _gain_option(model, gain, default=1.0)
     _per_layer(model, generator, lambda t, gen: nn.init.xavier_normal_(t, g, generator=gen))
 
 

@@ -143,8 +143,11 @@ def test_same_hash_different_stored_config_is_refused(tmp_path):
 
 def test_hash_covers_only_non_default_result_settings(tmp_path):
     base = lt.Config()
-    assert base.hash() == "44136fa355"  # sha256("{}"): defaults hash to nothing; pinned so it cannot drift
-    assert base.replace(lr=1e-3).hash() == "bb90828f77"  # pinned: changing it orphans every existing run directory
+    # defaults hash to {"xavier_gain": 1} (0.2 made xavier_* Glorot's gain 1); pinned so it cannot drift
+    assert base.hash() == "d7d15db9c2"
+    assert base.replace(init="kaiming_normal").hash() != base.replace(init="kaiming_normal", lr=1e-3).hash()
+    assert base.replace(init_options={"gain": "auto"}).hash() != base.hash()  # the pre-0.2 Xavier is another run
+    assert base.replace(lr=1e-3).hash() == "bbc4a2c616"  # pinned: changing it orphans every existing run directory
     assert base.replace(device="cpu", out="elsewhere", progress=False).hash() == base.hash()
     assert base.replace(lr=1e-3).hash() != base.hash()
 

@@ -53,7 +53,9 @@ def test_every_scheme_runs_and_returns_the_model(scheme, tmp_path):
     ("normal", {"std": 0.1}, 0.1),
     ("xavier_normal", {"gain": 1.0}, math.sqrt(2 / (FAN_IN + FAN_OUT))),
     ("xavier_uniform", {"gain": 1.0}, math.sqrt(6 / (FAN_IN + FAN_OUT)) / math.sqrt(3)),
-    ("xavier_normal", {}, math.sqrt(2) * math.sqrt(2 / (FAN_IN + FAN_OUT))),  # relu gain by default
+    ("xavier_normal", {}, math.sqrt(2 / (FAN_IN + FAN_OUT))),  # Glorot's gain 1 by default, on a ReLU net too
+    ("xavier_uniform", {}, math.sqrt(6 / (FAN_IN + FAN_OUT)) / math.sqrt(3)),
+    ("xavier_normal", {"gain": "auto"}, math.sqrt(2) * math.sqrt(2 / (FAN_IN + FAN_OUT))),  # the relu gain
     ("kaiming_normal", {}, math.sqrt(2 / FAN_IN)),
     ("kaiming_uniform", {}, math.sqrt(6 / FAN_IN) / math.sqrt(3)),
 ])
@@ -79,8 +81,24 @@ def test_kaiming_mode_picks_the_fan():
 def test_gain_follows_the_model_activation(activation, gain):
     w = weight(init_weights(wide(activation), "kaiming_normal", seed=0))
     assert float(w.std()) == pytest.approx(gain / math.sqrt(FAN_IN), rel=0.02)
-    w = weight(init_weights(wide(activation), "xavier_uniform", seed=0))
+    w = weight(init_weights(wide(activation), "xavier_uniform", seed=0, gain="auto"))
     assert float(w.abs().max()) == pytest.approx(gain * math.sqrt(6 / (FAN_IN + FAN_OUT)), rel=0.01)
+
+
+@pytest.mark.parametrize("scheme", ["xavier_normal", "xavier_uniform"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "leaky_relu"])
+def test_xavier_matches_torch_statistics_on_every_layer(scheme, activation):
+    """Xavier means Glorot: the same distribution as torch.nn.init on every layer, whatever the activation."""
+    from lottery.models import build_model
+
+    ours = init_weights(build_model("deep_mlp", (300,), 10, activation=activation, depth=3, width=400), scheme, seed=0)
+    for name, p in ours.named_parameters():
+        if name.endswith("weight"):
+            ref = torch.empty_like(p)
+            getattr(nn.init, scheme + "_")(ref, generator=torch.Generator().manual_seed(1))
+            assert float(p.detach().std()) == pytest.approx(float(ref.std()), rel=0.03), name
+            if "uniform" in scheme:  # same bound: gain 1 · sqrt(6 / (fan_in + fan_out))
+                assert float(p.detach().abs().max()) == pytest.approx(float(ref.abs().max()), rel=1e-3), name
 
 
 def test_orthogonal_rows_are_orthonormal_times_gain():
@@ -245,8 +263,12 @@ def test_errors_name_the_fix():
     odd = small()
     odd.activation = "gelu"
     with pytest.raises(ConfigError, match="no known gain.*gain="):
-        init_weights(odd, "xavier_normal")
-    init_weights(odd, "xavier_normal", gain=1.0)  # an explicit gain needs no activation
+        init_weights(odd, "kaiming_normal")
+    init_weights(odd, "xavier_normal")  # Glorot's gain 1 needs no activation
+    with pytest.raises(ConfigError, match="no known gain"):
+        init_weights(odd, "xavier_normal", gain="auto")
+    with pytest.raises(ConfigError, match="gain must be"):
+        init_weights(small(), "xavier_normal", gain="relu")
     init_weights(odd, "normal", data=MLP_DATA)  # data is ignored by schemes that do not use it
     with pytest.raises(ConfigError, match="no Linear or Conv"):
         init_weights(nn.Sequential(nn.ReLU()), "normal")

@@ -127,3 +127,26 @@ def test_user_modules_by_name_or_instance():
     assert build_model(own, activation="tanh").activation == "sigmoid"  # a module's own declaration wins
     with pytest.raises(ConfigError, match="module instance"):
         build_model(nn.Linear(2, 2), hidden=(3,))
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("deep_mlp", {"depth": 0}, "depth must be a positive integer"),
+    ("deep_mlp", {"width": -4}, "width must be a positive integer"),
+    ("deep_conv", {"depth": 0}, "depth must be a positive integer"),
+    ("deep_conv", {"width": 0}, "width must be a positive integer"),
+])
+def test_deep_models_refuse_bad_sizes_in_one_line(name, options, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(name, (1, 28, 28), 10, **options)
+
+
+def test_deep_models_have_the_asked_depth_and_no_normalization():
+    mlp = build_model("deep_mlp", (1, 28, 28), 10, depth=20, width=64)
+    linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 21 and all(m.out_features == 64 for m in linears[:-1])
+    conv = build_model("deep_conv", (3, 32, 32), 10, depth=10, width=16)
+    assert sum(isinstance(m, nn.Conv2d) for m in conv.modules()) == 10
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)) for m in conv.modules())
+    assert conv(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="unknown activation"):
+        build_model("deep_mlp", (40,), 10, activation="swish")
