@@ -70,6 +70,9 @@ class Config:
     eval_every: int = _opt(100, "evaluate on the validation split every N steps (early-stop step)")
     fused: bool = _opt(True, "fused optimizer kernel (several times less memory traffic per step); the same update as "
                        "torch's default kernel up to float rounding; false for bit-identical results")
+    record_signal: bool = _opt(True, "record each layer's activation std and weight-gradient norm at step 0 and every "
+                               "evaluation (layer_signal.png); costs one small forward/backward per evaluation",
+                               hashed=False)
     amp: bool = _opt(False, "bf16 autocast for the training forward pass on CUDA (no effect on the CPU)")
     seed: int = _opt(0, "random seed (init, data order, controls)")
     device: str = _opt("auto", "auto, cpu or cuda", hashed=False)

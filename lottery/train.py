@@ -22,6 +22,7 @@ from torch import nn
 from lottery.config import Config
 from lottery.masks import Mask
 from lottery.rewind import snapshot
+from lottery.signal import SignalProbe
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrainResult:
     steps: int
     wall_time: float
     curve: list = field(default_factory=list)  # [step, val_loss, val_accuracy] at each evaluation
+    signal: dict | None = None  # per-layer activation std and gradient norm at each evaluation (lottery.signal)
     rewind_state: dict | None = None  # weights after ``snapshot_step`` updates, when asked
 
     def summary(self) -> dict:
@@ -141,6 +143,7 @@ def train(
         else contextlib.nullcontext
 
     curve: list = []
+    probe = SignalProbe(model, x_val, y_val) if getattr(cfg, "record_signal", True) else None
     best = (math.inf, 0, 0.0)  # (val loss, step, val accuracy)
     status, rewind_state = "ok", None
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -155,6 +158,8 @@ def train(
                 dist.sync_buffers(model)
             val_loss, val_acc = evaluate(model, x_val, y_val)
             curve.append([step, val_loss, val_acc])
+            if probe is not None:
+                probe(step)
             if not math.isfinite(val_loss):
                 status = "diverged"
                 break
@@ -205,5 +210,6 @@ def train(
         steps=step,
         wall_time=time.perf_counter() - start,
         curve=curve,
+        signal=probe.to_dict() if probe is not None else None,
         rewind_state=rewind_state,
     )

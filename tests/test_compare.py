@@ -132,7 +132,7 @@ def test_compare_inits_end_to_end_and_reuse(tmp_path, monkeypatch, capsys):
     assert isinstance(level1["matches_dense"], bool)
     assert len({r["run_dir"] for s in stored["schemes"] for r in s["runs"]}) == 4
     for name in ("compare_accuracy_vs_density.png", "compare_controls_vs_density.png",
-                 "compare_early_stop_vs_density.png", "compare_training_curves.png"):
+                 "compare_early_stop_vs_density.png", "compare_training_curves.png", "compare_relative_to_dense.png"):
         assert (out_dir / name).read_bytes().startswith(b"\x89PNG")
 
     table = format_summary(stored)

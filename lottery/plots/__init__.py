@@ -16,8 +16,9 @@ if "matplotlib.pyplot" not in sys.modules:  # files only, no display; a notebook
 
 from lottery.plots.compare import (  # noqa: E402
     COMPARE_FILES, compare_plots, plot_compare_accuracy, plot_compare_controls, plot_compare_early_stop,
-    plot_compare_training_curves,
+    plot_compare_relative, plot_compare_training_curves,
 )
+from lottery.plots.signal import plot_layer_signal  # noqa: E402
 from lottery.plots.run import (  # noqa: E402
     RUN_FILES, input_shape_of, plot_accuracy_vs_density, plot_early_stop_vs_density, plot_layer_density,
     plot_mask_pixels, plot_training_curves, run_plots, seed_plots,
@@ -25,7 +26,8 @@ from lottery.plots.run import (  # noqa: E402
 
 __all__ = [
     "COMPARE_FILES", "RUN_FILES", "compare_plots", "input_shape_of", "plot_accuracy_vs_density",
-    "plot_compare_accuracy", "plot_compare_controls", "plot_compare_early_stop", "plot_compare_training_curves",
-    "plot_early_stop_vs_density", "plot_layer_density", "plot_mask_pixels", "plot_training_curves", "run_plots",
+    "plot_compare_accuracy", "plot_compare_controls", "plot_compare_early_stop", "plot_compare_relative",
+    "plot_compare_training_curves",
+    "plot_early_stop_vs_density", "plot_layer_density", "plot_layer_signal", "plot_mask_pixels", "plot_training_curves", "run_plots",
     "seed_plots",
 ]

@@ -13,6 +13,7 @@ COMPARE_FILES = {
     "controls": "compare_controls_vs_density.png",
     "early_stop": "compare_early_stop_vs_density.png",
     "training_curves": "compare_training_curves.png",
+    "relative": "compare_relative_to_dense.png",
 }
 _CONTROL_LABELS = (("ticket", "ticket"), ("reinit", "reinit"), ("random_mask", "random mask"))
 
@@ -55,6 +56,28 @@ def plot_compare_accuracy(summary: dict, ax=None):
     ax.set_ylabel("ticket test accuracy (%)  [dashed: dense]")
     legend(ax, fontsize=7)
     ax.set_title(f"IMP tickets per init scheme · {_subtitle(summary)}", fontsize=9)
+    return fig or ax.figure
+
+
+def plot_compare_relative(summary: dict, ax=None):
+    """Ticket accuracy minus the scheme's own dense accuracy (points), band: the ticket's std over seeds.
+
+    Schemes whose dense accuracies differ by tens of points merge into one line on an absolute axis; relative to
+    their own dense network the question "does a ticket match dense, down to which density?" is read directly.
+    """
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, s in enumerate(summary["schemes"]):
+        dense = s["dense"]["test_accuracy"]["mean"]
+        xs, means, stds = _series(s, "ticket")
+        if xs and dense is not None:
+            band(ax, xs, [m - 100 * dense for m in means], stds, label=_label(s), color=COLORS[i % len(COLORS)])
+    ax.axhline(0, color="black", lw=0.8)
+    density_axis(ax)
+    ax.set_ylabel("ticket − dense test accuracy (points)")
+    legend(ax, fontsize=7)
+    ax.set_title(f"tickets relative to each scheme's dense network · {_subtitle(summary)}", fontsize=9)
     return fig or ax.figure
 
 
@@ -133,4 +156,5 @@ def compare_plots(out_dir, summary: dict) -> list[Path]:
         save(plot_compare_controls(summary), out_dir / COMPARE_FILES["controls"]),
         save(plot_compare_early_stop(summary), out_dir / COMPARE_FILES["early_stop"]),
         save(plot_compare_training_curves(summary), out_dir / COMPARE_FILES["training_curves"]),
+        save(plot_compare_relative(summary), out_dir / COMPARE_FILES["relative"]),
     ]

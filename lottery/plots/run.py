@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from lottery.plots.common import band, density_axis, legend, plain_log_ticks, save
+from lottery.plots.signal import plot_layer_signal
 from lottery.stats import mean_std
 
 SERIES = (("ticket", None), ("reinit", "reinit"), ("random mask", "random_mask"))
@@ -17,6 +18,7 @@ RUN_FILES = {
     "layer_density": "layer_density.png",
     "training_curves": "training_curves.png",
     "mask_pixels": "mask_pixels.png",  # image models only
+    "layer_signal": "layer_signal.png",  # runs that recorded it (record_signal)
 }
 SEED_FILES = {"accuracy": "seeds_accuracy_vs_density.png", "early_stop": "seeds_early_stop_vs_density.png"}
 # Loaders that read fixed-shape files: their shape is known without reading them (synthetic's comes from options).
@@ -232,6 +234,10 @@ def run_plots(run_path, results: dict, input_shape=None) -> list[Path]:
     fig = plot_mask_pixels(run_path, results, input_shape)
     if fig is not None:
         written.append(save(fig, run_path / RUN_FILES["mask_pixels"]))
+    dense = next((e for e in results["levels"] if e["level"] == 0 and e.get("signal")), None)
+    if dense is not None:
+        fig = plot_layer_signal(dense["signal"], title=_title(results, " · dense network's layer signal"))
+        written.append(save(fig, run_path / RUN_FILES["layer_signal"]))
     return written
 
 
