@@ -219,6 +219,9 @@ def validate(cfg: Config) -> None:
     _check(_REWIND.match(cfg.rewind) is not None, f"rewind must be init, lr or step:K (K >= 0), got '{cfg.rewind}'")
     bad = [c for c in cfg.controls if c not in CONTROLS]
     _check(not bad, f"unknown control '{bad[0] if bad else ''}'; known: {', '.join(CONTROLS)} (or none)")
+    _check(cfg.init != "checkpoint" or "reinit" not in cfg.controls,
+           "init 'checkpoint' loads the same weights whatever the seed, so the reinit control would be the ticket "
+           "itself; use --controls random_mask (or none)")
     _check(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{cfg.optimizer}'")
     _check(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got '{cfg.schedule}'")
     _check(cfg.min_kept_per_layer == 0 or "min_kept" in inspect.signature(PRUNERS.get(cfg.strategy)).parameters,
