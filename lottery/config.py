@@ -54,7 +54,8 @@ class Config:
     min_kept_per_layer: int = _opt(0, "every layer keeps at least this many of its highest-scored weights (guards "
                                    "against layer collapse); 0 = off")
     strategy: str = _opt("magnitude", "pruning strategy (see `lottery list`)")
-    rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0), or lr")
+    rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0; levels >= 1 then "
+                       "train its steps K..T), or lr")
     controls: tuple = _opt(CONTROLS, "controls per level: reinit,random_mask or none")
     optimizer: str = _opt("adam", "adam, adamw or sgd (with momentum)")
     lr: float = _opt(2e-3, "learning rate")

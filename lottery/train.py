@@ -196,7 +196,7 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
                 break
             if val_loss < best[0]:
                 best = (val_loss, step, val_acc)
-                best_state = _keep(model, best_state)
+                best_state = keep_state(model, best_state)
             if progress is not None:
                 progress.set_postfix(val_acc=f"{val_acc:.3f}", refresh=False)
         if step == total:
@@ -232,12 +232,7 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
     if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
         status = "diverged"
     test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
-    early_test_acc = test_acc
-    if status == "ok" and best[1] != step:  # the best weights in, measured, then the final weights back
-        final = snapshot(model)
-        model.load_state_dict(best_state)
-        early_test_acc = evaluate(model, *data.test)[1]
-        model.load_state_dict(final)
+    early_test_acc = test_acc if best[1] == step or status != "ok" else accuracy_of(model, best_state, *data.test)
     return TrainResult(
         status=status,
         test_accuracy=test_acc,
@@ -253,11 +248,22 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
     )
 
 
+
 @torch.no_grad()
-def _keep(model: nn.Module, into: dict | None) -> dict:
-    """A copy of the model's state, written into the buffers of the last copy when there is one."""
+def keep_state(model: nn.Module, into: dict | None) -> dict:
+    """A copy of the model's state, written into the buffers of the last copy when there is one (no allocation)."""
     if into is None:
         return snapshot(model)
     for k, v in model.state_dict().items():
         into[k].copy_(v)
     return into
+
+
+def accuracy_of(model: nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``state`` (e.g. the early-stop weights) on ``x, y``; the model keeps its own weights after."""
+    own = snapshot(model)
+    model.load_state_dict(state)
+    try:
+        return evaluate(model, x, y)[1]
+    finally:
+        model.load_state_dict(own)
