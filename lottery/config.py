@@ -54,7 +54,8 @@ class Config:
     min_kept_per_layer: int = _opt(0, "every layer keeps at least this many of its highest-scored weights (guards "
                                    "against layer collapse); 0 = off")
     strategy: str = _opt("magnitude", "pruning strategy (see `lottery list`)")
-    rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0), or lr")
+    rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0; levels >= 1 then "
+                       "train its steps K..T), or lr")
     controls: tuple = _opt(CONTROLS, "controls per level: reinit,random_mask or none")
     optimizer: str = _opt("adam", "adam, adamw or sgd (with momentum)")
     lr: float = _opt(2e-3, "learning rate")
@@ -225,6 +226,9 @@ def validate(cfg: Config) -> None:
     _check(_REWIND.match(cfg.rewind) is not None, f"rewind must be init, lr or step:K (K >= 0), got '{cfg.rewind}'")
     bad = [c for c in cfg.controls if c not in CONTROLS]
     _check(not bad, f"unknown control '{bad[0] if bad else ''}'; known: {', '.join(CONTROLS)} (or none)")
+    _check(cfg.init != "checkpoint" or "reinit" not in cfg.controls,
+           "init 'checkpoint' loads the same weights whatever the seed, so the reinit control would be the ticket "
+           "itself; use --controls random_mask (or none)")
     _check(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{cfg.optimizer}'")
     _check(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got '{cfg.schedule}'")
     _check(cfg.min_kept_per_layer == 0 or "min_kept" in inspect.signature(PRUNERS.get(cfg.strategy)).parameters,

@@ -32,7 +32,7 @@ from lottery.masks import Mask
 from lottery.prune_schedule import kept_counts, prune_to_counts
 from lottery.rewind import rewind
 from lottery.runs import RunDir
-from lottery.train import TrainResult, budget_steps, evaluate, lr_factor, make_optimizer
+from lottery.train import TrainResult, accuracy_of, budget_steps, evaluate, keep_state, lr_factor, make_optimizer
 
 RESULTS_FILE = "gradual.json"
 
@@ -120,6 +120,7 @@ def train_gradual(model: nn.Module, data, cfg: Config, schedule: CubicSchedule, 
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     curve, history = [], []
     best = (math.inf, schedule.end_step, math.nan)
+    best_state = None  # the weights at the early-stop step, for their test accuracy
     status = "ok"
     model.train()
     gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask]
@@ -136,6 +137,7 @@ def train_gradual(model: nn.Module, data, cfg: Config, schedule: CubicSchedule, 
                 break
             if step >= schedule.end_step and val_loss < best[0]:
                 best = (val_loss, step, val_acc)
+                best_state = keep_state(model, best_state)
         if step == total:
             break
 
@@ -160,7 +162,9 @@ def train_gradual(model: nn.Module, data, cfg: Config, schedule: CubicSchedule, 
     test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
     result = TrainResult(status=status, test_accuracy=test_acc, test_loss=test_loss, early_stop_step=best[1],
                          early_stop_val_loss=best[0], early_stop_val_accuracy=best[2], steps=step,
-                         wall_time=time.perf_counter() - start_time, curve=curve)
+                         wall_time=time.perf_counter() - start_time, curve=curve,
+                         early_stop_test_accuracy=test_acc if best[1] == step or best_state is None or status != "ok"
+                         else accuracy_of(model, best_state, *data.test))
     return result, mask, history
 
 

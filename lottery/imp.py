@@ -6,7 +6,6 @@ uninterrupted one (every run's randomness comes from seeds derived from the conf
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from contextlib import nullcontext
 
@@ -25,13 +24,7 @@ from lottery.models import build_model
 from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.runs import RunDir
-from lottery.train import budget_steps, train
-
-
-def derived_seed(seed: int, *parts: object) -> int:
-    """A seed for one named random choice (e.g. the reinit control of level 3), stable across processes."""
-    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+from lottery.train import budget_steps, derived_seed, train
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,8 +79,14 @@ class Experiment:
 
     # -- setup --------------------------------------------------------------------------------------------
     def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
-        """Draw the configured init scheme with ``seed`` into the model and return a snapshot of it."""
+        """Draw the configured init scheme with ``seed`` into the model and return a snapshot of it.
+
+        What the scheme does not set (PReLU slopes, custom parameters and buffers) comes from ``init.pt``, never
+        from the weights the model was last trained to: a control starts untrained.
+        """
         cfg = self.cfg
+        if getattr(self, "init_state", None) is not None:
+            self.model.load_state_dict(self.init_state)
         init_weights(self.model, cfg.init, seed=seed, scale=cfg.init_scale,
                      data=self.data.train[0][: cfg.batch_size * 5], **cfg.init_options)
         return snapshot(self.model)
@@ -122,19 +121,25 @@ class Experiment:
         return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True) if self.progress else nullcontext()
 
     # -- one training run ---------------------------------------------------------------------------------
-    def _train(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None):
+    def _train(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None,
+               start_step: int = 0):
         """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros."""
         rewind(self.model, start_state, mask)
         point = "train:" + desc.replace(" ticket", "").replace("level ", "level").replace(" ", ":")  # train:level1
-        with self._bar(self.total_steps, desc) as bar:
+        with self._bar(self.total_steps - start_step, desc) as bar:
             result = train(self.model, self.data, self.cfg, mask, seed=self.cfg.seed,
                            snapshot_step=snapshot_step, progress=crash_progress(bar, point),
-                           dist=self.dist if self.dist.active else None)
+                           dist=self.dist if self.dist.active else None, start_step=start_step)
         if result.status == "ok":
             params = dict(self.model.named_parameters())
             if any(bool(params[k][~m].any()) for k, m in mask.items()):
                 raise RewindCheckError(f"{desc}: a pruned weight became non-zero during training")
         return result
+
+    def _start_step(self, level: int) -> int:
+        """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's
+        schedule and data order, as Frankle et al. 2020 do, not T more steps from a restarted schedule."""
+        return self.rewind_step if (level > 0 and self.rewind_step is not None) else 0
 
     def _rewind_state(self, level: int) -> dict[str, torch.Tensor]:
         if self.cfg.rewind == "init" or level == 0:
@@ -228,7 +233,8 @@ class Experiment:
         mask = self._shared_mask(lambda: self._mask(level))
         snap = self.rewind_step if (level == 0 and self.rewind_step is not None) else None
         start = self._from_main(lambda: self._rewind_state(level))
-        result = self._train(start, mask, f"level {level} ticket", snapshot_step=snap)
+        result = self._train(start, mask, f"level {level} ticket", snapshot_step=snap,
+                             start_step=self._start_step(level))
         if snap is not None and result.rewind_state is not None:
             self.rundir.save_state("rewind.pt", result.rewind_state)
         self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
@@ -251,11 +257,13 @@ class Experiment:
                 continue
             mask = mask or self._shared_mask(lambda: self._mask(level))
             seed = derived_seed(self.cfg.seed, control, level)
-            if control == "reinit":  # same mask, a fresh draw of the same init scheme
+            if control == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
                 start, control_mask = self._from_main(lambda: self._fresh_init(seed)), mask
-            else:  # random_mask: same per-layer densities, same rewind state
+                start_step = 0
+            else:  # random_mask: same per-layer densities, same rewind state (and step)
                 start = self._from_main(lambda: self._rewind_state(level))
                 control_mask = self._shared_mask(lambda: random_mask_like(mask, seed))
-            result = self._train(start, control_mask, f"level {level} {control}")
+                start_step = self._start_step(level)
+            result = self._train(start, control_mask, f"level {level} {control}", start_step=start_step)
             entry["controls"][control] = result.summary()
             self._save()

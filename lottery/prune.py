@@ -100,7 +100,8 @@ class _TorchKernels:
 
     @staticmethod
     def kth_smallest(buf, n):
-        return torch.kthvalue(buf.float(), n).values.to(buf.dtype)
+        # float64 as it is: a float32 copy would merge neighbouring values and move the threshold off the data
+        return torch.kthvalue(buf if buf.dtype == torch.float64 else buf.float(), n).values.to(buf.dtype)
 
 
 def _lowest_positions(

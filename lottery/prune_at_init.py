@@ -47,6 +47,9 @@ def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0
     bad = [a for a in ablations if a not in ABLATIONS]
     if bad:
         raise ConfigError(f"unknown ablation '{bad[0]}'; known: {', '.join(ABLATIONS)}")
+    if cfg.init == "checkpoint" and "reinit" in ablations:
+        raise ConfigError("init 'checkpoint' loads the same weights whatever the seed, so the reinit ablation would "
+                          "be the subnetwork itself; use --ablations shuffled (or none)")
     densities = check_densities(densities)
     run = RunDir.for_config(cfg)
     with run:
@@ -120,7 +123,7 @@ class PruneAtInit:
             seed = derived_seed(self.cfg.seed, "prune_at_init", ablation, strategy, density)
             if ablation == "shuffled":  # same per-layer counts, positions drawn at random; same init
                 start, ablated = self.exp.init_state, random_mask_like(mask, seed).to(self.exp.device)
-            else:  # reinit: same mask, a fresh draw of the same init scheme
+            else:  # reinit: same mask, a fresh draw of the same init scheme (the rest from init.pt)
                 start, ablated = self.exp._fresh_init(seed), mask
             result = self.exp._train(start, ablated, f"{strategy} {density:g} {ablation}")
             entry["controls"][ablation] = result.summary()

@@ -10,6 +10,10 @@ def _pct(x: float | None) -> str:
     return "   -  " if x is None else f"{100 * x:6.2f}"
 
 
+ACCURACY_NOTE = ("accuracies: test set, weights at the final step; results.json also holds "
+                 "early_stop_test_accuracy (weights at the early-stop step)")
+
+
 def format_table(results: dict) -> str:
     """Level, weights remaining, test accuracy of ticket / reinit / random mask, early-stop step, status."""
     head = f"{'level':>5} {'weights %':>9} {'ticket %':>8} {'reinit %':>8} {'random %':>8} {'early stop':>10}  status"
@@ -23,6 +27,7 @@ def format_table(results: dict) -> str:
             f"{_pct(c.get('reinit', {}).get('test_accuracy')):>8} {_pct(c.get('random_mask', {}).get('test_accuracy')):>8} "
             f"{e['early_stop_step']:>10}  {status}"
         )
+    lines.append(ACCURACY_NOTE)
     return "\n".join(lines)
 
 
@@ -50,6 +55,7 @@ def format_seeds_table(results_list: list[dict]) -> str:
             f"{_pm([acc(e, 'random_mask') for e in entries]):>15} "
             f"{_pm([e['early_stop_step'] for e in entries], 1, 0):>15}  {len(entries)}"
         )
+    lines.append(ACCURACY_NOTE)
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ minute of compile per run on two cores, so it is not used.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lottery.config import Config
+from lottery.errors import ConfigError
 from lottery.masks import Mask
 from lottery.rewind import snapshot
 from lottery.signal import SignalProbe
@@ -35,8 +37,9 @@ class TrainResult:
     early_stop_step: int
     early_stop_val_loss: float
     early_stop_val_accuracy: float
-    steps: int
+    steps: int  # updates made by this run: T, or T - K for a run that starts at step K (late rewinding)
     wall_time: float
+    early_stop_test_accuracy: float = math.nan  # test accuracy of the weights at early_stop_step
     curve: list = field(default_factory=list)  # [step, val_loss, val_accuracy] at each evaluation
     signal: dict | None = None  # per-layer activation std and gradient norm at each evaluation (lottery.signal)
     rewind_state: dict | None = None  # weights after ``snapshot_step`` updates, when asked
@@ -45,6 +48,12 @@ class TrainResult:
         """The JSON-ready part (``results.json``)."""
         d = {k: v for k, v in self.__dict__.items() if k != "rewind_state"}
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A seed for one named random choice (e.g. the reinit control of level 3), stable across processes."""
+    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def budget_steps(cfg: Config, n_train: int) -> int:
@@ -113,6 +122,7 @@ def train(
     progress=None,
     optimizer: torch.optim.Optimizer | None = None,
     dist=None,
+    start_step: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (tensors already on the model's device) under ``mask``.
 
@@ -120,7 +130,23 @@ def train(
     them — and their momentum / Adam moments — at exactly zero, so nothing is resurrected. Pass ``optimizer`` to
     inspect or reuse its state; by default one is made from ``cfg``. Under torchrun, ``dist``
     (``lottery.distributed.Dist``) makes this rank train on its slice of every global batch, through DDP.
+
+    ``start_step=K`` continues a run from its step K (late rewinding): the remaining T - K updates, with the
+    learning-rate schedule and the data order of steps K..T; curve and early-stop steps count from 0 as before.
+    Stochastic layers (dropout) draw from the global RNG seeded from ``seed`` for this call alone (its state
+    outside is left as it was), so the same call gives the same numbers in any process.
     """
+    device = data.train[0].device
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.default_generator.manual_seed(derived_seed(seed, "layers"))
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(derived_seed(seed, "layers"))
+        return _train(model, data, cfg, mask, seed=seed, snapshot_step=snapshot_step, progress=progress,
+                      optimizer=optimizer, dist=dist, start_step=start_step)
+
+
+def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, dist, start_step) -> TrainResult:
     start = time.perf_counter()
     x_train, y_train = data.train
     x_val, y_val = data.val
@@ -128,6 +154,8 @@ def train(
     total = budget_steps(cfg, len(x_train))
     batch = min(cfg.batch_size, len(x_train))
     per_epoch = len(x_train) // batch
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= total:
+        raise ConfigError(f"start_step must be an integer in [0, {total}] (the training budget), got {start_step!r}")
 
     optimizer = optimizer or make_optimizer(model, cfg)
     net = dist.wrap(model) if dist is not None else model  # DDP averages the gradients over the ranks in backward
@@ -136,24 +164,32 @@ def train(
     # float masks for one fused multiply per step; bool tensors cannot be _foreach-multiplied into floats
     gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask] if mask is not None else []
     order = torch.Generator().manual_seed(int(seed))  # data order: seeded, on the CPU, identical on every device
+    perm = None
+    for _ in range(-(-start_step // per_epoch)):  # a late start: the permutations steps 0..K-1 drew, in order
+        perm = torch.randperm(len(x_train), generator=order)
+    perm = perm.to(device) if perm is not None else None
     # A data set on disk (lottery.data.image_folder): DataLoader workers read these same batches ahead of the steps.
-    stream = x_train.stream(seed, batch, dist) if getattr(x_train, "streaming", False) else None
+    stream = x_train.stream(seed, batch, dist, start=start_step) if getattr(x_train, "streaming", False) else None
     # bf16 autocast where it pays (CUDA tensor cores); on the CPU nothing changes.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp and device.type == "cuda" \
         else contextlib.nullcontext
 
     curve: list = []
     probe = SignalProbe(model, x_val, y_val) if getattr(cfg, "record_signal", True) else None
-    best = (math.inf, 0, 0.0)  # (val loss, step, val accuracy)
+    best = (math.inf, start_step, 0.0)  # (val loss, step, val accuracy)
+    best_state = None  # the weights at the best step, for their test accuracy at the end (one test pass)
     status, rewind_state = "ok", None
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    # Base rates from `initial_lr` (as torch's schedulers keep them): a reused optimizer's `lr` is already scaled.
+    for g in optimizer.param_groups:
+        g.setdefault("initial_lr", g["lr"])
+    base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
     current_factor = None
     model.train()
-    for step in range(total + 1):
+    for step in range(start_step, total + 1):
         if snapshot_step is not None and step == snapshot_step:
             rewind_state = snapshot(model)
         # Evaluate before update `step`: step 0 is the init, step `total` the final weights.
-        if step % cfg.eval_every == 0 or step == total:
+        if step % cfg.eval_every == 0 or step == total or step == start_step:
             if dist is not None:  # BatchNorm statistics from rank 0: every rank evaluates the same network
                 dist.sync_buffers(model)
             val_loss, val_acc = evaluate(model, x_val, y_val)
@@ -165,6 +201,7 @@ def train(
                 break
             if val_loss < best[0]:
                 best = (val_loss, step, val_acc)
+                best_state = keep_state(model, best_state)
             if progress is not None:
                 progress.set_postfix(val_acc=f"{val_acc:.3f}", refresh=False)
         if step == total:
@@ -200,6 +237,7 @@ def train(
     if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
         status = "diverged"
     test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
+    early_test_acc = test_acc if best[1] == step or status != "ok" else accuracy_of(model, best_state, *data.test)
     return TrainResult(
         status=status,
         test_accuracy=test_acc,
@@ -207,9 +245,31 @@ def train(
         early_stop_step=best[1],
         early_stop_val_loss=best[0],
         early_stop_val_accuracy=best[2],
-        steps=step,
+        steps=step - start_step,
         wall_time=time.perf_counter() - start,
+        early_stop_test_accuracy=early_test_acc,
         curve=curve,
         signal=probe.to_dict() if probe is not None else None,
         rewind_state=rewind_state,
     )
+
+
+
+@torch.no_grad()
+def keep_state(model: nn.Module, into: dict | None) -> dict:
+    """A copy of the model's state, written into the buffers of the last copy when there is one (no allocation)."""
+    if into is None:
+        return snapshot(model)
+    for k, v in model.state_dict().items():
+        into[k].copy_(v)
+    return into
+
+
+def accuracy_of(model: nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``state`` (e.g. the early-stop weights) on ``x, y``; the model keeps its own weights after."""
+    own = snapshot(model)
+    model.load_state_dict(state)
+    try:
+        return evaluate(model, x, y)[1]
+    finally:
+        model.load_state_dict(own)

@@ -21,7 +21,7 @@ import lottery as lt
 from lottery.cli import build_parser, config_from_args
 from lottery.faults import ENV, crash_point
 from tests.engine_helpers import strip_times
-from tests.fault_helpers import run_cli_with_crash
+from tests.fault_helpers import DropoutNet, run_cli_with_crash, run_cli_with_crash_dropout
 
 # rewind to step 5 so that rewind.pt exists too; two controls so control training and its results are covered
 ARGS = ["--dataset", "synthetic", "--model", "mlp", "--model-options", "hidden=[16]", "--steps", "30",
@@ -88,7 +88,7 @@ CASES = [
     ("write:final.pt#2", "saving level 1's final weights"),
     ("train:level1:reinit#3", "level 1 reinit control training"),
     ("write:results.json#3", "recording level 1's reinit control"),
-    ("train:level1:random_mask#29", "the last step of level 1's random-mask control"),
+    ("train:level1:random_mask#25", "the last step of level 1's random-mask control (steps 5..30: 25 updates)"),
     ("prune:level2", "pruning: level 2's mask computed, not saved"),
     ("write:results.json#8", "recording the finished run (status complete)"),
 ]
@@ -100,15 +100,15 @@ _FORKSERVER = multiprocessing.get_context("forkserver")
 _FORKSERVER.set_forkserver_preload(["lottery.cli", "lottery.imp", "tests.fault_helpers"])
 
 
-def _killed_run(point: str, out: Path, *, subprocess_cli: bool) -> None:
-    argv = ["run", *ARGS, "--out", str(out)]
+def _killed_run(point: str, out: Path, *, subprocess_cli: bool, args=ARGS, target=run_cli_with_crash) -> None:
+    argv = ["run", *args, "--out", str(out)]
     if subprocess_cli:
         env = {**os.environ, ENV: point, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run([sys.executable, "-m", "lottery", *argv], env=env, capture_output=True, text=True,
                               timeout=300, cwd=ROOT)
         rc, why = proc.returncode, proc.stderr[-2000:]
     else:
-        child = _FORKSERVER.Process(target=run_cli_with_crash, args=(point, argv))
+        child = _FORKSERVER.Process(target=target, args=(point, argv))
         child.start()
         child.join(300)
         rc, why = child.exitcode, "(forked child)"
@@ -158,3 +158,21 @@ def test_killed_again_while_resuming(tmp_path, reference):
     _killed_run("train:level2:random_mask#2", out, subprocess_cli=False)
     assert strip_times(lt.run_imp(_cfg(out))) == ref_results
     assert _same(_tensors(_run_dir(out)), ref_tensors)
+
+
+def test_dropout_model_resumes_bit_identical(tmp_path):
+    """Dropout draws from the global RNG: seeded per training run, a resumed run equals an uninterrupted one."""
+    DropoutNet.register()
+    try:
+        args = [*ARGS[:ARGS.index("--model")], "--model", DropoutNet.name, "--model-options", "{}",
+                *ARGS[ARGS.index("--steps"):]]
+        cfg = lambda out: config_from_args(build_parser().parse_args(["run", *args, "--out", str(out)]))  # noqa: E731
+        reference = strip_times(lt.run_imp(cfg(tmp_path / "ref")))
+        out = tmp_path / "killed"
+        _killed_run("train:level1:reinit#12", out, subprocess_cli=False, args=args, target=run_cli_with_crash_dropout)
+        torch.rand(7)  # this process's global RNG is wherever the program left it
+        assert strip_times(lt.run_imp(cfg(out))) == reference
+        ref_dir, run_dir = (p / cfg(p).run_name() for p in (tmp_path / "ref", out))
+        assert _same(_tensors(run_dir), _tensors(ref_dir))
+    finally:
+        lt.MODELS.pop(DropoutNet.name, None)

@@ -52,6 +52,7 @@ def test_densities_follow_the_schedule_exactly_at_every_pruning_step(tmp_path, s
     params = dict(model.named_parameters())
     assert all(not params[k][~m].any() for k, m in mask.items())  # pruned weights (and their Adam moments) stay 0
     assert result.status == "ok" and result.early_stop_step >= 60 and result.steps == 80
+    assert 0 <= result.early_stop_test_accuracy <= 1  # the early-stop weights' own test accuracy
 
 
 def test_run_gradual_reports_like_imp_and_compares(tmp_path, capsys):

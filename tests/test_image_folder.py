@@ -18,7 +18,8 @@ def folder(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("images"))
 
 
-def test_streaming_batches_equal_the_in_memory_batches(folder):
+@pytest.mark.parametrize("start_step", [0, 13])  # 13: a late start (step:K rewinding) in the third epoch
+def test_streaming_batches_equal_the_in_memory_batches(folder, start_step):
     """Same images, same seed: training from disk (2 workers) gives bit-identical weights to training from memory."""
     streamed = load_dataset("image_folder", root=folder, workers=2, val_size=6)
     assert isinstance(streamed.train[0], FolderImages) and streamed.input_shape == (3, 8, 8)
@@ -32,9 +33,10 @@ def test_streaming_batches_equal_the_in_memory_batches(folder):
         lt.init_weights(model, "xavier_normal", seed=0)
         mask = lt.prune_magnitude(model, lt.Mask.ones_like(model), 0.5)
         mask.apply(model)
-        results.append((train(model, data, cfg, mask, seed=3), lt.snapshot(model)))
+        results.append((train(model, data, cfg, mask, seed=3, start_step=start_step), lt.snapshot(model)))
     (r_disk, w_disk), (r_mem, w_mem) = results
     assert r_disk.curve == r_mem.curve and r_disk.test_accuracy == r_mem.test_accuracy
+    assert r_disk.steps == 25 - start_step and r_disk.curve[0][0] == start_step
     assert all(torch.equal(w_disk[k], w_mem[k]) for k in w_mem)
 
 

@@ -248,6 +248,24 @@ def test_accelerator_kernels_give_the_same_masks(case, monkeypatch):
     assert got == expected
 
 
+@pytest.mark.parametrize("kernels", ["numpy", "torch"])
+def test_float64_near_ties_remove_the_exact_count(kernels, monkeypatch):
+    """float64 magnitudes 1e-12 apart, which float32 rounds to one value: the exact count, the smallest first."""
+    import lottery.prune as prune_module
+
+    layer = nn.Linear(10, 10).double()
+    with torch.no_grad():
+        layer.weight.copy_(1.0 + torch.randperm(100, generator=torch.Generator().manual_seed(0)).double()
+                           .view(10, 10) * 1e-12)
+    assert len(torch.unique(layer.weight.detach().float())) == 1  # one value in float32
+    if kernels == "torch":  # the accelerator path, here on the CPU
+        monkeypatch.setattr(prune_module, "_NumpyKernels", prune_module._TorchKernels)
+    mask = lt.prune_magnitude(layer, lt.Mask.ones_like(layer), 0.37)
+    removed = layer.weight.detach()[~mask["weight"]]
+    assert len(removed) == 37
+    assert bool(removed.max() < layer.weight.detach()[mask["weight"]].min())
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 @pytest.mark.parametrize("kernels", ["numpy", "torch"])
 def test_chunk_boundaries_change_nothing(chunk, kernels, monkeypatch):

@@ -100,35 +100,41 @@ class FolderImages:
         if pending:
             yield torch.cat(pending).to(self.device, non_blocking=True)
 
-    def stream(self, seed: int, batch: int, dist=None) -> "Stream":
-        """The trainer's batches, in its order (same seeded permutation per epoch, same global-batch slices)."""
-        return Stream(self, seed, batch, dist)
+    def stream(self, seed: int, batch: int, dist=None, start: int = 0) -> "Stream":
+        """The trainer's batches, in its order (same seeded permutation per epoch, same global-batch slices),
+        from its step ``start`` on."""
+        return Stream(self, seed, batch, dist, start)
 
 
 class _TrainOrder:
     """The trainer's batch order as a batch sampler: per epoch one ``randperm`` of a generator seeded with
-    ``seed``, cut into whole global batches, of which this rank takes its slice. Endless (the trainer stops)."""
+    ``seed``, cut into whole global batches, of which this rank takes its slice. Endless (the trainer stops).
+    ``start`` skips the first batches without reading them (a run continued from step ``start``)."""
 
-    def __init__(self, n: int, seed: int, batch: int, dist):
-        self.n, self.seed, self.batch, self.dist = n, int(seed), batch, dist
+    def __init__(self, n: int, seed: int, batch: int, dist, start: int = 0):
+        self.n, self.seed, self.batch, self.dist, self.start = n, int(seed), batch, dist, start
 
     def __iter__(self):
         order = torch.Generator().manual_seed(self.seed)
         per_epoch = self.n // self.batch
+        for _ in range(self.start // per_epoch):  # whole epochs skipped: their permutations drawn all the same
+            torch.randperm(self.n, generator=order)
+        skip = self.start % per_epoch
         while True:
             perm = torch.randperm(self.n, generator=order)
-            for s in range(per_epoch):
+            for s in range(skip, per_epoch):
                 idx = perm[s * self.batch : (s + 1) * self.batch]
                 yield (self.dist.shard(idx) if self.dist is not None else idx).tolist()
+            skip = 0
 
 
 class Stream:
     """Batches read ahead by DataLoader workers; ``next(idx)`` returns the one for ``idx`` (checked)."""
 
-    def __init__(self, images: FolderImages, seed: int, batch: int, dist=None):
+    def __init__(self, images: FolderImages, seed: int, batch: int, dist=None, start: int = 0):
         self.images = images
-        self._order = iter(_TrainOrder(len(images), seed, batch, dist))  # a twin of the sampler, for the check
-        self._batches = iter(images._loader(_TrainOrder(len(images), seed, batch, dist)))
+        self._order = iter(_TrainOrder(len(images), seed, batch, dist, start))  # the sampler's twin, for the check
+        self._batches = iter(images._loader(_TrainOrder(len(images), seed, batch, dist, start)))
 
     def next(self, idx: torch.Tensor) -> torch.Tensor:
         expected = next(self._order)
