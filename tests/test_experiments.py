@@ -35,3 +35,22 @@ def test_lenet300_recipe_matches_frankle_and_carbin():
     cfg = _config(next(p for p in EXPERIMENTS if p.stem == "lenet300_mnist"))
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.steps, cfg.scope) == ("adam", 1.2e-3, 60, 50000, "layer")
     assert cfg.layer_fractions == {"fc3.weight": 0.1} and cfg.prune_fraction == 0.2 and cfg.rewind == "init"
+
+
+def test_init_study_tables_read_a_comparison(tmp_path):
+    """experiments/init_study.py's tables come from a real (tiny) comparison: labels, densities, IoU baseline."""
+    import importlib.util
+
+    from lottery.compare import compare_inits
+
+    spec = importlib.util.spec_from_file_location("init_study", Path(__file__).parent.parent / "experiments/init_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    base = from_dict({"dataset": "synthetic", "levels": 2, "steps": 40, "eval_every": 20, "controls": "none",
+                      "progress": False, "out": str(tmp_path)})
+    summary = compare_inits(base, "kaiming_normal,zeros", seeds=1, plots=False, log=None)
+    rescue = study.rescue_table(summary)
+    assert "best dense network: kaiming_normal" in rescue and "stalled" in rescue.splitlines()[-1]
+    overlap = study.overlap_table(summary["comparison_dir"], level=2)
+    assert "kaiming_normal" in overlap and "1.00 [1.00]" in overlap  # the diagonal
+    assert "[0.47]" in overlap  # independent random masks at 64 % density: 0.64² / (2·0.64 − 0.64²) = 0.47
