@@ -6,8 +6,7 @@ weights are removed so that the sparsity follows the cubic schedule
     s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n Δt))**3,   t in {t0, t0 + Δt, ..., t0 + n Δt}
 
 (fast at first, while there is much redundancy, then slower), and the rest of the budget trains at the final
-density. ``train`` cannot prune mid-run, so this is a small loop with its conventions: the same optimizer,
-learning-rate factor and evaluation, a seeded permutation per epoch sliced into batches, masked gradients.
+density. It runs through the one training loop, ``lottery.train.train``, whose step hook prunes on the schedule.
 Weights pruned mid-run also lose their optimizer state (momentum, Adam moments), or they would keep moving.
 
 Results go to ``gradual.json`` in the IMP run directory of the same config (same ``init.pt``), with entries
@@ -16,11 +15,9 @@ shaped like IMP levels, so ``lottery.report.format_table`` prints them and IMP v
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lottery import __version__
@@ -32,7 +29,7 @@ from lottery.masks import Mask
 from lottery.prune_schedule import kept_counts, prune_to_counts
 from lottery.rewind import rewind
 from lottery.runs import RunDir
-from lottery.train import TrainResult, accuracy_of, budget_steps, evaluate, keep_state, lr_factor, make_optimizer
+from lottery.train import TrainResult, budget_steps, train
 
 RESULTS_FILE = "gradual.json"
 
@@ -98,73 +95,32 @@ def train_gradual(model: nn.Module, data, cfg: Config, schedule: CubicSchedule, 
                   seed: int = 0, progress=None) -> tuple[TrainResult, Mask, list]:
     """Train ``model`` in place while pruning it on ``schedule``; returns (result, final mask, [[step, density]]).
 
-    The early-stop step is the minimum validation loss among evaluations at the final density (from
-    ``end_step`` on): earlier minima belong to denser networks.
+    The one training loop (``lottery.train.train``) with a step hook that prunes on the schedule's steps. The
+    early-stop step is the minimum validation loss among evaluations at the final density (from ``end_step`` on):
+    earlier minima belong to denser networks.
     """
-    start_time = time.perf_counter()
-    x_train, y_train = data.train
-    device = x_train.device
-    total = budget_steps(cfg, len(x_train))
+    total = budget_steps(cfg, len(data.train[0]))
     if schedule.end_step > total:
         raise ConfigError(f"the schedule ends at step {schedule.end_step}, beyond the {total} training steps")
-    batch = min(cfg.batch_size, len(x_train))
-    per_epoch = len(x_train) // batch
     start = mask if mask is not None else Mask.ones_like(model)
-    mask = start
     start.apply(model)
-
-    optimizer = make_optimizer(model, cfg)
-    params = dict(model.named_parameters())
     prune_at = set(schedule.steps())
-    order = torch.Generator().manual_seed(int(seed))
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    curve, history = [], []
-    best = (math.inf, schedule.end_step, math.nan)
-    best_state = None  # the weights at the early-stop step, for their test accuracy
-    status = "ok"
-    model.train()
-    gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask]
-    for step in range(total + 1):
-        if step in prune_at and schedule.sparsity(step) > 0:
-            mask = _prune_step(model, optimizer, start, mask, schedule.sparsity(step), cfg.scope)
-            gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask]
-            history.append([step, mask.density])
-        if step % cfg.eval_every == 0 or step == total:
-            val_loss, val_acc = evaluate(model, *data.val)
-            curve.append([step, val_loss, val_acc])
-            if not math.isfinite(val_loss):
-                status = "diverged"
-                break
-            if step >= schedule.end_step and val_loss < best[0]:
-                best = (val_loss, step, val_acc)
-                best_state = keep_state(model, best_state)
-        if step == total:
-            break
+    state = {"mask": start}
+    history: list = []
 
-        if step % per_epoch == 0:
-            perm = torch.randperm(len(x_train), generator=order).to(device)
-            xs, ys = x_train[perm], y_train[perm]
-        i = (step % per_epoch) * batch
-        for g, base in zip(optimizer.param_groups, base_lrs):
-            g["lr"] = base * lr_factor(cfg, step, total)
-        loss = F.cross_entropy(model(xs[i : i + batch]), ys[i : i + batch])
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        torch._foreach_mul_([params[k].grad for k in mask], gates)
-        optimizer.step()
-        if progress is not None:
-            progress.update(1)
+    def prune(step: int, optimizer: torch.optim.Optimizer) -> Mask | None:
+        if step not in prune_at or schedule.sparsity(step) <= 0:
+            return None
+        state["mask"] = _prune_step(model, optimizer, start, state["mask"], schedule.sparsity(step), cfg.scope)
+        history.append([step, state["mask"].density])
+        return state["mask"]
 
-    if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
-        status = "diverged"
-    if status == "ok" and any(bool(params[k][~m].any()) for k, m in mask.items()):
+    result = train(model, data, cfg, start, seed=seed, progress=progress, step_hook=prune,
+                   early_stop_from=schedule.end_step)
+    mask = state["mask"]
+    params = dict(model.named_parameters())
+    if result.status == "ok" and any(bool(params[k][~m].any()) for k, m in mask.items()):
         raise RewindCheckError("gradual pruning: a pruned weight became non-zero during training")
-    test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
-    result = TrainResult(status=status, test_accuracy=test_acc, test_loss=test_loss, early_stop_step=best[1],
-                         early_stop_val_loss=best[0], early_stop_val_accuracy=best[2], steps=step,
-                         wall_time=time.perf_counter() - start_time, curve=curve,
-                         early_stop_test_accuracy=test_acc if best[1] == step or best_state is None or status != "ok"
-                         else accuracy_of(model, best_state, *data.test))
     return result, mask, history
 
 

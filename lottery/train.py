@@ -123,6 +123,8 @@ def train(
     optimizer: torch.optim.Optimizer | None = None,
     dist=None,
     start_step: int = 0,
+    step_hook=None,
+    early_stop_from: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (tensors already on the model's device) under ``mask``.
 
@@ -135,6 +137,10 @@ def train(
     learning-rate schedule and the data order of steps K..T; curve and early-stop steps count from 0 as before.
     Stochastic layers (dropout) draw from the global RNG seeded from ``seed`` for this call alone (its state
     outside is left as it was), so the same call gives the same numbers in any process.
+
+    ``step_hook(step, optimizer)`` runs before each step's evaluation and update; a ``Mask`` it returns replaces
+    ``mask`` from that step on (gradual pruning: the hook zeroes the removed weights and their optimizer state).
+    ``early_stop_from`` ignores earlier evaluations for the early-stop step (they belong to denser networks).
     """
     device = data.train[0].device
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -143,10 +149,12 @@ def train(
         for index in cuda:
             torch.cuda.default_generators[index].manual_seed(derived_seed(seed, "layers"))
         return _train(model, data, cfg, mask, seed=seed, snapshot_step=snapshot_step, progress=progress,
-                      optimizer=optimizer, dist=dist, start_step=start_step)
+                      optimizer=optimizer, dist=dist, start_step=start_step, step_hook=step_hook,
+                      early_stop_from=start_step if early_stop_from is None else early_stop_from)
 
 
-def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, dist, start_step) -> TrainResult:
+def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, dist, start_step, step_hook,
+           early_stop_from) -> TrainResult:
     start = time.perf_counter()
     x_train, y_train = data.train
     x_val, y_val = data.val
@@ -160,9 +168,7 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
     optimizer = optimizer or make_optimizer(model, cfg)
     net = dist.wrap(model) if dist is not None else model  # DDP averages the gradients over the ranks in backward
     params = dict(model.named_parameters())
-    masked = [params[k] for k in mask] if mask is not None else []
-    # float masks for one fused multiply per step; bool tensors cannot be _foreach-multiplied into floats
-    gates = [mask[k].to(device=device, dtype=params[k].dtype) for k in mask] if mask is not None else []
+    masked, gates = _gates(params, mask, device)
     order = torch.Generator().manual_seed(int(seed))  # data order: seeded, on the CPU, identical on every device
     perm = None
     for _ in range(-(-start_step // per_epoch)):  # a late start: the permutations steps 0..K-1 drew, in order
@@ -176,7 +182,7 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
 
     curve: list = []
     probe = SignalProbe(model, x_val, y_val) if getattr(cfg, "record_signal", True) else None
-    best = (math.inf, start_step, 0.0)  # (val loss, step, val accuracy)
+    best = (math.inf, early_stop_from, 0.0)  # (val loss, step, val accuracy)
     best_state = None  # the weights at the best step, for their test accuracy at the end (one test pass)
     status, rewind_state = "ok", None
     # Base rates from `initial_lr` (as torch's schedulers keep them): a reused optimizer's `lr` is already scaled.
@@ -186,6 +192,9 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
     current_factor = None
     model.train()
     for step in range(start_step, total + 1):
+        if step_hook is not None and (new_mask := step_hook(step, optimizer)) is not None:
+            mask = new_mask
+            masked, gates = _gates(params, mask, device)
         if snapshot_step is not None and step == snapshot_step:
             rewind_state = snapshot(model)
         # Evaluate before update `step`: step 0 is the init, step `total` the final weights.
@@ -199,7 +208,7 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
             if not math.isfinite(val_loss):
                 status = "diverged"
                 break
-            if val_loss < best[0]:
+            if val_loss < best[0] and step >= early_stop_from:
                 best = (val_loss, step, val_acc)
                 best_state = keep_state(model, best_state)
             if progress is not None:
@@ -237,7 +246,8 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
     if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
         status = "diverged"
     test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
-    early_test_acc = test_acc if best[1] == step or status != "ok" else accuracy_of(model, best_state, *data.test)
+    early_test_acc = test_acc if best[1] == step or best_state is None or status != "ok" \
+        else accuracy_of(model, best_state, *data.test)
     return TrainResult(
         status=status,
         test_accuracy=test_acc,
@@ -253,6 +263,13 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
         rewind_state=rewind_state,
     )
 
+
+
+def _gates(params: dict, mask: Mask | None, device) -> tuple[list, list]:
+    """The masked parameters and their masks as floats: one fused multiply per step (bool cannot multiply floats)."""
+    if mask is None:
+        return [], []
+    return [params[k] for k in mask], [mask[k].to(device=device, dtype=params[k].dtype) for k in mask]
 
 
 @torch.no_grad()
