@@ -126,7 +126,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from lottery.data import DATASETS
     from lottery.inits import INIT_SCHEMES
     from lottery.models import MODELS
-    from lottery.prune import PRUNERS
+    from lottery.pruning import PRUNERS
 
     for title, registry in (("models", MODELS), ("data sets", DATASETS), ("init schemes", INIT_SCHEMES),
                             ("pruning strategies", PRUNERS)):

@@ -206,7 +206,7 @@ def validate(cfg: Config) -> None:
     from lottery.data import DATASETS
     from lottery.inits import INIT_SCHEMES
     from lottery.models import MODELS
-    from lottery.prune import PRUNERS, SCOPES, check_fraction
+    from lottery.pruning import PRUNERS, SCOPES, check_fraction
 
     MODELS.get(cfg.model)
     DATASETS.get(cfg.dataset)

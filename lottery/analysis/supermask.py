@@ -22,7 +22,7 @@ from torch import nn
 from lottery.errors import ConfigError
 from lottery.io import save_json
 from lottery.masks import Mask
-from lottery.prune import prune_by_scores
+from lottery.pruning import prune_by_scores
 from lottery.registry import Registry
 from lottery.train import evaluate
 
