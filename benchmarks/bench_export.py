@@ -2,8 +2,8 @@
 
 For each density (global magnitude pruning of a Glorot-normal LeNet-300-100; latency does not depend on the
 values) the ticket is exported in the three layouts; the report gives the file sizes, the multiply-adds of one
-forward pass, and the median latency (``torch.utils.benchmark``, single thread) of the dense model vs the model
-whose Linear layers run as ``torch.sparse`` CSR matmuls, at batch 1 and 256. Writes the ``## Export`` section of
+forward pass, and the median latency (``lottery.export.measure_latency``, single thread) of the dense model vs the
+model whose Linear layers run as ``torch.sparse`` CSR matmuls, at batch 1 and 256. Writes the ``## Export`` section of
 benchmarks/RESULTS.md (other sections are kept).
 
     python benchmarks/bench_export.py [--densities 1,0.2,0.05,0.01] [--min-time 0.5] [--no-write]
@@ -84,7 +84,7 @@ def section(rows, batches, threads: int, min_time: float) -> str:
 
 `python benchmarks/bench_export.py` — LeNet-300-100 (266,200 prunable weights), global magnitude pruning of a
 Glorot-normal init; torch {torch.__version__}, {platform.machine()}, {threads} thread(s), median of
-`torch.utils.benchmark` blocked runs (≥ {min_time} s each) of one forward pass on random inputs. One seed: the
+blocked runs (`lottery.export.measure_latency`: blocks of ≥ 10 ms, ≥ {min_time} s in all) of one forward pass on random inputs. One seed: the
 figures are timings on a shared 2-core machine and move by ±20 % between runs. The training checkpoint
 (`final.pt`, torch.save) is {first['checkpoint'] / 1e3:.0f} kB; the dense export is the same size.
 

@@ -44,7 +44,8 @@ class Config:
     dataset_options: dict = _opt({}, "extra data-set options as JSON or key=value,...")
     data_root: str | None = _opt(None, "directory holding torchvision-format data sets", hashed=False)
     val_size: int | None = _opt(None, "validation examples carved from the training set (default per data set)")
-    init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`)")
+    init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`); also "
+                     "SCHEME:KEY=VALUE...*SCALE, e.g. normal:std=0.01 (the compare-inits grammar)")
     init_scale: float = _opt(1.0, "multiply the initial weights by this (too-small / too-large experiments)")
     init_options: dict = _opt({}, "extra init options as JSON or key=value,... (e.g. std=0.01,bias=1.0)")
     levels: int = _opt(15, "pruning levels after the dense level 0 (density 0.8^levels at 20 %)")
@@ -124,6 +125,8 @@ def from_dict(d: dict, source: str = "config") -> Config:
     if unknown:
         raise ConfigError(f"unknown {source} key '{unknown[0]}'; known keys: {', '.join(FIELDS)}")
     d = dict(d)
+    if isinstance(d.get("init"), str) and any(c in d["init"] for c in ":*"):
+        d = _expand_init(d)
     for k in ("controls", "milestones"):
         if k in d and isinstance(d[k], (list, str)):
             d[k] = parse_list(d[k], int if k == "milestones" else str)
@@ -131,6 +134,28 @@ def from_dict(d: dict, source: str = "config") -> Config:
     cfg = Config(**d)
     validate(cfg)
     return cfg
+
+
+def _expand_init(d: dict) -> dict:
+    """``init = "normal:std=0.01*2"`` (the compare-inits grammar) -> ``init``, ``init_options``, ``init_scale``, so
+    both spellings give the same config and hash. A value given both ways must agree."""
+    from lottery.init_variant import parse_init_variant
+
+    v = parse_init_variant(d["init"])
+    options = d.get("init_options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"init_options must be a table / key=value list, got {options!r}")
+    clash = sorted(k for k in v.options if k in options and options[k] != v.options[k])
+    if clash:
+        raise ConfigError(f"init option '{clash[0]}' is given twice (in init and init_options); give it once")
+    out = {**d, "init": v.scheme, "init_options": {**options, **v.options}}
+    if v.scale is not None:
+        given = d.get("init_scale", 1.0)
+        if given not in (1.0, v.scale):
+            raise ConfigError(f"init '{d['init']}' sets the scale to {v.scale:g} but init_scale is {given!r}; "
+                              "give it once")
+        out["init_scale"] = v.scale
+    return out
 
 
 _KINDS = {str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number"),
