@@ -86,7 +86,7 @@ def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequenc
               if k not in ("init", "init_options", "init_scale", "seed")}
     blob = json.dumps({"shared": shared, "inits": [v.label for v in variants], "seeds": list(seeds)},
                       sort_keys=True).encode()
-    return Path(base.out) / f"compare-{base.name}-{hashlib.sha256(blob).hexdigest()[:10]}"
+    return Path(base.out) / f"compare-{base.experiment_name()}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 def _chance(cfg: Config) -> float:

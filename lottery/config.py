@@ -36,7 +36,8 @@ def _opt(default: Any, help: str, *, hashed: bool = True, flag: bool = True, **m
 class Config:
     """One IMP experiment. Defaults: the embedded MNIST-1D MLP run (GUIDE §3) that finishes in minutes on a CPU."""
 
-    name: str = _opt("default", "run name; the directory is runs/<name>-<hash>", hashed=False)
+    name: str | None = _opt(None, "run name; the directory is runs/<name>-<hash> (default: <model>-<dataset>)",
+                            hashed=False)
     model: str = _opt("mlp", "model name (see `lottery list`)")
     model_options: dict = _opt({}, "extra model options as JSON or key=value,... (e.g. hidden=[300,100])")
     activation: str = _opt("relu", "nonlinearity: relu, leaky_relu, tanh, sigmoid")
@@ -94,8 +95,21 @@ class Config:
         blob = json.dumps(self.hashed_settings(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
+    def experiment_name(self) -> str:
+        """``name``, or ``<model>-<dataset>`` when none is given, so a directory says what ran."""
+        return self.name or f"{self.model}-{self.dataset}"
+
     def run_name(self) -> str:
-        return f"{self.name}-{self.hash()}"
+        return f"{self.experiment_name()}-{self.hash()}"
+
+    def drift_from(self, stored: dict) -> list[tuple[str, Any, Any]]:
+        """``(setting, stored value, value now)`` for each hashed setting whose value differs from a run
+        directory's stored full config. The hash covers only non-default settings, so when a default changes
+        an old run keeps its hash: this is how a resume notices (settings the stored config lacks predate it and
+        default to no change)."""
+        mine = self.to_dict()
+        return [(f.name, stored[f.name], mine[f.name]) for f in fields(self)
+                if f.metadata["hashed"] and f.name in stored and _jsonable(stored[f.name]) != mine[f.name]]
 
     def to_dict(self) -> dict:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
@@ -271,7 +285,7 @@ def validate(cfg: Config) -> None:
         import torch
 
         _check(torch.cuda.is_available(), "--device cuda was given but CUDA is not available; use --device cpu or auto")
-    _check(re.fullmatch(r"[A-Za-z0-9_.+-]+", cfg.name) is not None,
+    _check(cfg.name is None or re.fullmatch(r"[A-Za-z0-9_.+-]+", cfg.name) is not None,
            f"name '{cfg.name}' may hold only letters, digits and _.+-")
     for k in ("model_options", "dataset_options", "init_options", "layer_fractions"):
         _check(isinstance(getattr(cfg, k), dict), f"{k} must be a table / key=value list")
