@@ -34,7 +34,8 @@ def _opt(default: Any, help: str, *, hashed: bool = True, flag: bool = True, **m
 
 @dataclass(frozen=True)
 class Config:
-    """One IMP experiment. Defaults: the embedded MNIST-1D MLP run (GUIDE §3) that finishes in minutes on a CPU."""
+    """One IMP experiment. Defaults: the embedded MNIST-1D MLP run (experiments/mnist1d_mlp.toml) that finishes in
+    minutes on a CPU."""
 
     name: str | None = _opt(None, "run name; the directory is runs/<name>-<hash> (default: <model>-<dataset>)",
                             hashed=False)
