@@ -9,7 +9,7 @@ weights, through the exact top-k of ``lottery.pruning.topk``; ``min_kept`` guard
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Mapping
 
 import torch
@@ -92,9 +92,9 @@ def prune_to_counts(scores: Mapping[str, torch.Tensor], mask: Mask, counts: Mapp
     for group, target in counts.items():
         names = list(group)
         kept = sum(count(mask[k]) for k in names)
-        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= kept:
+        if isinstance(target, bool) or not isinstance(target, Integral) or not 0 <= target <= kept:
             raise ValueError(f"cannot keep {target!r} of the {kept} live weights of {names}")
-        n, candidates = kept - target, mask
+        n, candidates = kept - int(target), mask
         if min_kept and n:  # collapse guard: a layer's top-scored min_kept live weights are not candidates
             candidates = {k: lowest_positions(scores, mask, [k], count(mask[k]) - min_kept, absolute).get(
                 k, torch.zeros_like(mask[k])) for k in names}
