@@ -34,8 +34,8 @@ def prune_iteratively(score: Callable[[Mask], Scores], mask: Mask, fraction: flo
     layer_fractions = dict(layer_fractions or {})
     current = mask
     for r in range(1, rounds + 1):
-        at = lambda f: exponential_fraction(f, r, rounds)  # noqa: E731
-        counts = kept_counts(mask, at(fraction), scope, {k: at(f) for k, f in layer_fractions.items()})
+        counts = kept_counts(mask, exponential_fraction(fraction, r, rounds), scope,
+                             {k: exponential_fraction(f, r, rounds) for k, f in layer_fractions.items()})
         current = prune_to_counts(score(current), current, counts, min_kept)
     return current
 
