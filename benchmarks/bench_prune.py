@@ -9,8 +9,8 @@ Measures, for each method:
 - mask file size: ``Mask.save`` of the pruned mask vs ``torch.save`` of the ``weight_mask`` buffers that
   ``torch.nn.utils.prune`` keeps.
 
-Targets (GUIDE §4): ≥ 5× faster than ``global_unstructured``, peak extra memory ≤ 1.5× the parameters, mask files
-≤ 1/30 of torch's float masks.
+Targets (the rows of the table it writes): ≥ 5× faster than ``global_unstructured``, peak extra memory ≤ 1.5×
+the parameters, mask files ≤ 1/30 of torch's float masks.
 
     python benchmarks/bench_prune.py            # print the table
     python benchmarks/bench_prune.py --write    # also replace the "## Pruning" section of benchmarks/RESULTS.md
@@ -164,7 +164,7 @@ def table(lt_res: dict, th_res: dict, repeats: int, load: float) -> str:
         f"| {th_res['peak_extra']:.2f} | {th_res['held_extra']:.2f} | {mb(th_res['file_bytes'])} "
         f"| {th_res['kept']:,} |",
         "",
-        "| target (GUIDE §4) | measured | met |",
+        "| target | measured | met |",
         "|---|---|---|",
         f"| ≥ 5× faster than `global_unstructured` | {speedup:.1f}× | {ok(speedup >= 5)} |",
         f"| peak extra memory ≤ 1.5× the parameters | {lt_res['peak_extra']:.2f}× "

@@ -371,6 +371,26 @@ def ok(cond: bool) -> str:
     return "yes" if cond else "**no**"
 
 
+def threads_verdict(threads: dict) -> str:
+    """How the trainer's speed changed with the thread count in this run (computed, not asserted)."""
+    if len(threads) < 2:
+        return ""
+    (n1, r1), (n2, r2) = min(threads.items()), max(threads.items())
+    return (f"Here {n2} threads ran the trainer {r1['trainer'] / r2['trainer']:.2f}× as fast as {n1} "
+            "(load average above).")
+
+
+def conv_verdict(conv_res: dict, compiled: bool) -> str:
+    """Channels-last (and torch.compile) against contiguous eager, from this run's table."""
+    gains = {n: r["per_step"]["contiguous"] / r["per_step"]["channels_last"] - 1 for n, r in conv_res.items()}
+    text = "Channels-last vs contiguous here: " + ", ".join(f"{n} {g:+.0%}" for n, g in gains.items()) + " speed."
+    if compiled:
+        text += " torch.compile vs contiguous eager: " + ", ".join(
+            f"{n} {r['per_step']['contiguous'] / r['per_step']['compile']:.2f}× after {r['compile_s']:.0f} s of "
+            "compiling" for n, r in conv_res.items()) + "."
+    return text
+
+
 def report(args, gflops: float, flops_step: float, lenet_res: dict, imp_res: dict, conv_res: dict,
            loads: tuple) -> dict[str, str]:
     best = {k: min(v) for k, v in lenet_res["per_step"].items()}
@@ -406,7 +426,7 @@ def report(args, gflops: float, flops_step: float, lenet_res: dict, imp_res: dic
         "",
         *rows,
         "",
-        "| target (GUIDE §4) | measured | met |",
+        "| target | measured | met |",
         "|---|---|---|",
         f"| ≤ 1.5 s per epoch of 1000 steps | {tr * 1e3:.2f} s | {ok(tr * 1e3 <= 1.5)} |",
         f"| within 2× of the arithmetic limit | {tr / limit:.2f}× | {ok(tr / limit <= 2)} |",
@@ -416,22 +436,14 @@ def report(args, gflops: float, flops_step: float, lenet_res: dict, imp_res: dic
         "Threads (same run): " + "; ".join(
             f"{n} thread{'s' if n > 1 else ''}: matmul {r['gflops']:.0f} GFLOP/s, trainer {r['trainer'] * 1e3:.2f} "
             f"s/epoch ({r['trainer'] / (flops_step / (r['gflops'] * 1e9)):.2f}× that thread count's limit)"
-            for n, r in lenet_res["threads"].items()) + ". A second thread pays only when no other process "
-        "wants the cores: otherwise every OpenMP barrier waits for a descheduled thread (load average above).",
+            for n, r in lenet_res["threads"].items()) + ". " + threads_verdict(lenet_res["threads"]),
         "",
         "Profile of the trainer's step (torch.profiler, self CPU time, same run): " + ", ".join(
             f"{k} {v:.0%}" for k, v in lenet_res["profile"].items()) + ".",
         "",
-        "What was tried (measured during development on this machine, 1 thread, load 7–12, alternating "
-        "variants in one process): torch's fused Adam instead of `foreach` cut the step by ~40 % (5.2 vs 9.0 "
-        "ms/step) — same update, different rounding (float64 agreement 1e-15, "
-        "tests/test_train_equivalence.py), so it is the default and `fused = false` restores bit-identity with a "
-        "plain loop; `zero_grad(set_to_none=True)`: within noise, kept (no memset); a batch `index_select` per step "
-        "instead of a shuffled copy per epoch: same speed, 172 MB less peak memory; calling `torch._fused_adam_` "
-        "directly to skip `Optimizer.step`'s Python: no measurable gain (4.69 vs 4.70 ms/step), not done; "
-        "`torch.compile` of LeNet: slower (7.9 vs 7.1 ms/step) after 70 s of compiling, not used. Two OpenMP "
-        "threads on a loaded machine are catastrophic (47–183 ms/step vs 5–6 at one thread: libgomp's barriers "
-        "wait for descheduled threads), so run concurrent experiments with `OMP_NUM_THREADS=1` each.",
+        "The trainer uses torch's fused Adam kernel (`fused = true`, the default): the same update as the "
+        "`foreach` kernel up to float rounding (float64 agreement, tests/test_train_equivalence.py); `fused = false` "
+        "restores bit-identity with a plain loop.",
         "",
         "The limit counts the Linear layers' fwd + bwd FLOPs (3 × 2 × batch × weights per step, dense: the mask "
         "saves no arithmetic in dense kernels) at the fp32 GFLOP/s of a 2048² matmul measured in the same run. "
@@ -457,7 +469,7 @@ def report(args, gflops: float, flops_step: float, lenet_res: dict, imp_res: dic
         "",
         *imp_rows,
         "",
-        "| target (GUIDE §4) | measured | met |",
+        "| target | measured | met |",
         "|---|---|---|",
         f"| wall time per level ≤ 1.2× its training | worst level {max(ratios):.3f}×, mean {sum(ratios) / len(ratios):.3f}× "
         f"| {ok(max(ratios) <= 1.2)} |",
@@ -488,10 +500,7 @@ def report(args, gflops: float, flops_step: float, lenet_res: dict, imp_res: dic
         *conv_rows,
         "",
         "The trainer runs contiguous (NCHW) tensors, as the plain loop the equivalence tests compare it with; "
-        "channels-last is 5–25 % faster on this CPU for these nets but picks other conv kernels (other rounding), so "
-        "it is left to a later option. `torch.compile` (`--compile`; measured during development, 1 thread, "
-        "loaded): conv2 slower than eager (565 vs 501 ms/step), resnet20 10 % faster than channels-last eager "
-        "(427 vs 475 ms/step) after 79 s of compiling, which pays back only after ~1600 steps.",
+        "channels-last picks other conv kernels (other rounding). " + conv_verdict(conv_res, args.compile),
     ])
     return {SECTIONS[0]: throughput + "\n", SECTIONS[1]: imp + "\n", SECTIONS[2]: convs + "\n"}
 

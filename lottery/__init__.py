@@ -9,8 +9,8 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "Mask": "lottery.masks",
-    "PRUNERS": "lottery.prune", "prune_by_scores": "lottery.prune", "prune_magnitude": "lottery.prune",
-    "prune_random": "lottery.prune", "random_mask_like": "lottery.prune",
+    "PRUNERS": "lottery.pruning", "prune_by_scores": "lottery.pruning", "prune_magnitude": "lottery.pruning",
+    "prune_random": "lottery.pruning", "random_mask_like": "lottery.pruning",
     "Registry": "lottery.registry",
     "snapshot": "lottery.rewind", "rewind": "lottery.rewind", "verify_rewind": "lottery.rewind",
     "Config": "lottery.config",
@@ -20,7 +20,7 @@ _EXPORTS = {
     "symmetry_report": "lottery.symmetry",
     "TrainResult": "lottery.train",  # the function is lottery.train.train (the module owns the name)
     "run_imp": "lottery.imp",
-    "collapsed_layers": "lottery.prune",
+    "collapsed_layers": "lottery.pruning",
     "compare_inits": "lottery.compare",
     "run_gradual": "lottery.gradual",
     "run_prune_at_init": "lottery.prune_at_init",

@@ -50,7 +50,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.metadata["flag"]:
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_flag_type(name), default=None,
                                 help=f.metadata["help"].replace("%", "%%"), metavar=name.upper())
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+    add_progress_flag(parser, default=None)  # None: the --config file (or the default) decides
+
+
+def add_progress_flag(parser: argparse.ArgumentParser, default: bool | None = True) -> None:
+    """``--no-progress``, the same flag on every subcommand that draws progress bars."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=default,
                         help="no progress bars")
 
 
@@ -126,7 +131,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from lottery.data import DATASETS
     from lottery.inits import INIT_SCHEMES
     from lottery.models import MODELS
-    from lottery.prune import PRUNERS
+    from lottery.pruning import PRUNERS
 
     for title, registry in (("models", MODELS), ("data sets", DATASETS), ("init schemes", INIT_SCHEMES),
                             ("pruning strategies", PRUNERS)):
@@ -222,7 +227,8 @@ def cmd_supermask(args: argparse.Namespace) -> int:
     from lottery.analysis.supermask import format_table, supermask_run
 
     criteria = parse_list(args.criteria) if args.criteria != "all" else None
-    results = supermask_run(args.run_dir, _floats(args.densities), criteria, args.scope, args.seed)
+    results = supermask_run(args.run_dir, _floats(args.densities), criteria, args.scope, args.seed,
+                            progress=args.progress)
     print(format_table(results))
     return 0
 
@@ -233,7 +239,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     seeds = parse_list(args.seeds, int)
     if len(seeds) != 2:
         raise LotteryError(f"--seeds takes two data-order seeds, e.g. 1,2; got {args.seeds!r}")
-    result = stability_run(args.run_dir, args.level, args.k, seeds, args.points)
+    result = stability_run(args.run_dir, args.level, args.k, seeds, args.points, progress=args.progress)
     print(format_result(result))
     print(f"plot: {result['plot']}")
     return 0
@@ -294,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criteria", default="all", help="comma-separated criteria, or all")
     p.add_argument("--scope", default="layer", choices=("layer", "global"), help="rank per layer (default) or all")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criteria")
+    add_progress_flag(p)
     p.set_defaults(func=cmd_supermask)
     p = sub.add_parser("stability", help="instability (linear mode connectivity) of a level from step k")
     p.add_argument("run_dir")
@@ -301,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=0, help="train this many steps before the two copies split (default 0)")
     p.add_argument("--seeds", default="1,2", help="the two copies' data-order seeds (default 1,2)")
     p.add_argument("--points", type=int, default=21, help="points on the line, both ends included (default 21)")
+    add_progress_flag(p)
     p.set_defaults(func=cmd_stability)
     return parser
 

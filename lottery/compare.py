@@ -32,64 +32,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.compare.mean_std)
-from lottery.config import Config, parse_options
+from lottery.config import Config
 from lottery.errors import ConfigError
+from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  (public here too)
 from lottery.io import save_json
 
 CONTROL_KEYS = ("reinit", "random_mask")
 COMPARE_KEYS = ("inits", "seeds", "match_tolerance", "stall_margin")  # a comparison's own settings (CLI / TOML)
-_VARIANT = re.compile(r"^\s*(?P<scheme>[A-Za-z0-9_]+)(?P<opts>(:[^:*]+)*)(\*(?P<scale>[^:*]+))?\s*$")
-
-
-@dataclass(frozen=True)
-class InitVariant:
-    """One entry of ``--inits``: a scheme, its options and a scale; ``label`` is how it was written."""
-
-    label: str
-    scheme: str
-    options: dict = field(default_factory=dict)
-    scale: float | None = None  # None: keep the base config's init_scale
-
-    def apply(self, cfg: Config) -> Config:
-        changes = {"init": self.scheme, "init_options": dict(self.options)}
-        if self.scale is not None:
-            changes["init_scale"] = self.scale
-        return cfg.replace(**changes)
-
-
-def parse_init_variant(text: str) -> InitVariant:
-    """``'normal:std=0.001'`` / ``'xavier_normal*0.01'`` / ``'kaiming_normal:mode=fan_out*2'`` -> InitVariant."""
-    from lottery.inits import INIT_SCHEMES
-
-    m = _VARIANT.match(text)
-    if not m:
-        raise ConfigError(f"init variant {text!r} must look like SCHEME[:KEY=VALUE...][*SCALE], "
-                          "e.g. normal:std=0.001 or xavier_normal*0.01")
-    scheme = m.group("scheme")
-    INIT_SCHEMES.get(scheme)  # unknown scheme: error listing the known ones
-    options: dict = {}
-    for part in filter(None, (m.group("opts") or "").split(":")):
-        options.update(parse_options(part))
-    scale = options.pop("scale", None)
-    if m.group("scale") is not None:
-        if scale is not None:
-            raise ConfigError(f"init variant {text!r} gives the scale twice (*SCALE and scale=); give it once")
-        scale = m.group("scale")
-    if scale is not None:
-        try:
-            scale = float(scale)
-        except (TypeError, ValueError):
-            raise ConfigError(f"init variant {text!r}: scale {scale!r} is not a number") from None
-        if not (math.isfinite(scale) and scale > 0):
-            raise ConfigError(f"init variant {text!r}: scale must be a finite number > 0, got {scale!r}")
-    return InitVariant(label=text.strip(), scheme=scheme, options=options, scale=scale)
 
 
 def parse_inits(value: str | Iterable[str]) -> list[InitVariant]:
@@ -132,7 +86,7 @@ def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequenc
               if k not in ("init", "init_options", "init_scale", "seed")}
     blob = json.dumps({"shared": shared, "inits": [v.label for v in variants], "seeds": list(seeds)},
                       sort_keys=True).encode()
-    return Path(base.out) / f"compare-{base.name}-{hashlib.sha256(blob).hexdigest()[:10]}"
+    return Path(base.out) / f"compare-{base.experiment_name()}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 def _chance(cfg: Config) -> float:

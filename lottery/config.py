@@ -34,9 +34,11 @@ def _opt(default: Any, help: str, *, hashed: bool = True, flag: bool = True, **m
 
 @dataclass(frozen=True)
 class Config:
-    """One IMP experiment. Defaults: the embedded MNIST-1D MLP run (GUIDE §3) that finishes in minutes on a CPU."""
+    """One IMP experiment. Defaults: the embedded MNIST-1D MLP run (experiments/mnist1d_mlp.toml) that finishes in
+    minutes on a CPU."""
 
-    name: str = _opt("default", "run name; the directory is runs/<name>-<hash>", hashed=False)
+    name: str | None = _opt(None, "run name; the directory is runs/<name>-<hash> (default: <model>-<dataset>)",
+                            hashed=False)
     model: str = _opt("mlp", "model name (see `lottery list`)")
     model_options: dict = _opt({}, "extra model options as JSON or key=value,... (e.g. hidden=[300,100])")
     activation: str = _opt("relu", "nonlinearity: relu, leaky_relu, tanh, sigmoid")
@@ -44,7 +46,8 @@ class Config:
     dataset_options: dict = _opt({}, "extra data-set options as JSON or key=value,...")
     data_root: str | None = _opt(None, "directory holding torchvision-format data sets", hashed=False)
     val_size: int | None = _opt(None, "validation examples carved from the training set (default per data set)")
-    init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`)")
+    init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`); also "
+                     "SCHEME:KEY=VALUE...*SCALE, e.g. normal:std=0.01 (the compare-inits grammar)")
     init_scale: float = _opt(1.0, "multiply the initial weights by this (too-small / too-large experiments)")
     init_options: dict = _opt({}, "extra init options as JSON or key=value,... (e.g. std=0.01,bias=1.0)")
     levels: int = _opt(15, "pruning levels after the dense level 0 (density 0.8^levels at 20 %)")
@@ -100,8 +103,21 @@ class Config:
         blob = json.dumps(self.hashed_settings(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
+    def experiment_name(self) -> str:
+        """``name``, or ``<model>-<dataset>`` when none is given, so a directory says what ran."""
+        return self.name or f"{self.model}-{self.dataset}"
+
     def run_name(self) -> str:
-        return f"{self.name}-{self.hash()}"
+        return f"{self.experiment_name()}-{self.hash()}"
+
+    def drift_from(self, stored: dict) -> list[tuple[str, Any, Any]]:
+        """``(setting, stored value, value now)`` for each hashed setting whose value differs from a run
+        directory's stored full config. The hash covers only non-default settings, so when a default changes
+        an old run keeps its hash: this is how a resume notices (settings the stored config lacks predate it and
+        default to no change)."""
+        mine = self.to_dict()
+        return [(f.name, stored[f.name], mine[f.name]) for f in fields(self)
+                if f.metadata["hashed"] and f.name in stored and _jsonable(stored[f.name]) != mine[f.name]]
 
     def to_dict(self) -> dict:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
@@ -131,6 +147,8 @@ def from_dict(d: dict, source: str = "config") -> Config:
     if unknown:
         raise ConfigError(f"unknown {source} key '{unknown[0]}'; known keys: {', '.join(FIELDS)}")
     d = dict(d)
+    if isinstance(d.get("init"), str) and any(c in d["init"] for c in ":*"):
+        d = _expand_init(d)
     for k in ("controls", "milestones"):
         if k in d and isinstance(d[k], (list, str)):
             d[k] = parse_list(d[k], int if k == "milestones" else str)
@@ -138,6 +156,28 @@ def from_dict(d: dict, source: str = "config") -> Config:
     cfg = Config(**d)
     validate(cfg)
     return cfg
+
+
+def _expand_init(d: dict) -> dict:
+    """``init = "normal:std=0.01*2"`` (the compare-inits grammar) -> ``init``, ``init_options``, ``init_scale``, so
+    both spellings give the same config and hash. A value given both ways must agree."""
+    from lottery.init_variant import parse_init_variant
+
+    v = parse_init_variant(d["init"])
+    options = d.get("init_options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"init_options must be a table / key=value list, got {options!r}")
+    clash = sorted(k for k in v.options if k in options and options[k] != v.options[k])
+    if clash:
+        raise ConfigError(f"init option '{clash[0]}' is given twice (in init and init_options); give it once")
+    out = {**d, "init": v.scheme, "init_options": {**options, **v.options}}
+    if v.scale is not None:
+        given = d.get("init_scale", 1.0)
+        if given not in (1.0, v.scale):
+            raise ConfigError(f"init '{d['init']}' sets the scale to {v.scale:g} but init_scale is {given!r}; "
+                              "give it once")
+        out["init_scale"] = v.scale
+    return out
 
 
 _KINDS = {str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number"),
@@ -213,7 +253,7 @@ def validate(cfg: Config) -> None:
     from lottery.data import DATASETS
     from lottery.inits import INIT_SCHEMES
     from lottery.models import MODELS
-    from lottery.prune import PRUNERS, SCOPES, check_fraction
+    from lottery.pruning import PRUNERS, SCOPES, check_fraction
 
     MODELS.get(cfg.model)
     DATASETS.get(cfg.dataset)
@@ -256,7 +296,7 @@ def validate(cfg: Config) -> None:
         import torch
 
         _check(torch.cuda.is_available(), "--device cuda was given but CUDA is not available; use --device cpu or auto")
-    _check(re.fullmatch(r"[A-Za-z0-9_.+-]+", cfg.name) is not None,
+    _check(cfg.name is None or re.fullmatch(r"[A-Za-z0-9_.+-]+", cfg.name) is not None,
            f"name '{cfg.name}' may hold only letters, digits and _.+-")
     for k in ("model_options", "dataset_options", "init_options", "layer_fractions"):
         _check(isinstance(getattr(cfg, k), dict), f"{k} must be a table / key=value list")

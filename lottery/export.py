@@ -281,14 +281,40 @@ def count_macs(model: nn.Module, input_shape) -> tuple[int, int]:
 
 
 def measure_latency(model: nn.Module, input_shape, batch: int, min_run_time: float = 0.3, threads: int = 1) -> float:
-    """Median seconds per forward pass of a ``batch`` of random inputs (``torch.utils.benchmark``, ``threads``)."""
-    from torch.utils import benchmark
+    """Median seconds per forward pass of a ``batch`` of random inputs on ``threads`` threads.
+
+    Blocked runs, as ``torch.utils.benchmark``'s ``blocked_autorange``: each block repeats the call enough times to
+    last >= 10 ms, blocks go on until ``min_run_time`` has passed (3 at least), and the median block wins. Timed
+    with ``time.perf_counter`` because importing ``torch.utils.benchmark`` imports torch's C++-extension builder,
+    which prints a "No CUDA runtime is found" warning on CPU-only machines.
+    """
+    import statistics
+    import time
 
     x = torch.randn(batch, *input_shape)
-    with torch.inference_mode():
-        model(x)  # warm up
-        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
-        return timer.blocked_autorange(min_run_time=min_run_time).median
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            model(x)  # warm up
+
+            def block(n: int) -> float:
+                start = time.perf_counter()
+                for _ in range(n):
+                    model(x)
+                return time.perf_counter() - start
+
+            n = 1
+            while (t := block(n)) < 0.01 and n < 1 << 20:
+                n *= 10 if t < 0.001 else 2
+            times, spent = [], 0.0
+            while spent < min_run_time or len(times) < 3:
+                t = block(n)
+                times.append(t / n)
+                spent += t
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(before)
 
 
 def export_report(path: str | os.PathLike, batch_sizes=(1, 256), min_run_time: float = 0.3,

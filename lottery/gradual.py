@@ -26,7 +26,7 @@ from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
 from lottery.imp import Experiment
 from lottery.io import load_json, save_json
 from lottery.masks import Mask
-from lottery.prune_schedule import kept_counts, prune_to_counts
+from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
 from lottery.rewind import rewind
 from lottery.runs import RunDir
 from lottery.train import TrainResult, budget_steps, train
@@ -66,9 +66,7 @@ class CubicSchedule:
         return cls(final_density, begin, begin + max(1, (end - begin) // every) * every, every, **kw)
 
     def sparsity(self, step: int) -> float:
-        s_i, s_f = 1 - self.initial_density, 1 - self.final_density
-        t = min(max(step, self.begin_step), self.end_step)
-        return s_f + (s_i - s_f) * (1 - (t - self.begin_step) / (self.end_step - self.begin_step)) ** 3
+        return cubic_sparsity(step, self.begin_step, self.end_step, self.initial_density, self.final_density)
 
     def steps(self) -> list[int]:
         """The steps at which weights are pruned (before that step's update)."""

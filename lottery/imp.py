@@ -21,7 +21,7 @@ from lottery.faults import crash_point, crash_progress
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
-from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
+from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.runs import RunDir
 from lottery.train import budget_steps, derived_seed, train

@@ -18,7 +18,7 @@ from lottery.errors import ConfigError, CorruptFileError
 from lottery.imp import Experiment, derived_seed
 from lottery.io import load_json, save_json
 from lottery.masks import Mask
-from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
+from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
 from lottery.runs import RunDir
 
 RESULTS_FILE = "prune_at_init.json"

@@ -62,6 +62,13 @@ class RunDir:
                     f"{run.path} holds a different experiment (same hash, other settings); "
                     "use another --name or --out"
                 )
+            drift = cfg.drift_from(stored["config"] if isinstance(stored.get("config"), dict) else {})
+            if drift:  # same non-default settings, but a default changed since this run was made
+                name, old, new = drift[0]
+                raise ConfigError(
+                    f"{run.path} was made with {name} = {old!r}, which is now {new!r} (a default changed); it "
+                    "cannot resume under other settings: `lottery report` still reads it, use another --out or --name"
+                )
         else:
             save_json(stored_path, {"hashed": cfg.hashed_settings(), "config": cfg.to_dict(), "version": __version__})
         return run

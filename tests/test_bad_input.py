@@ -64,7 +64,6 @@ def test_config_file_that_is_not_text(tmp_path, capsys):
     (["--prune-fraction", "nan"], ["prune_fraction"]),
     (["--layer-fractions", "fc1.weight=1"], ["layer_fractions['fc1.weight']", "[0, 1)"]),
     (["--min-kept-per-layer", "-1"], ["min_kept_per_layer must be an integer >= 0"]),
-    (["--min-kept-per-layer", "2", "--strategy", "snip"], ["does not support min_kept_per_layer"]),
     (["--model-options", "{bad"], ["--model-options"]),
     (["--model-options", "nope=1"], ["has no option 'nope'"]),
     (["--dataset-options", "nope=1"], ["nope"]),

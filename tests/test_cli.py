@@ -127,3 +127,55 @@ def test_report_over_several_seeds_prints_mean_and_std(tmp_path, capsys):
     assert [r[0] for r in rows] == ["0", "1", "2"]
     png = (tmp_path / "agg" / "seeds_accuracy_vs_density.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+# -- one meaning per flag across subcommands -----------------------------------------------------------------
+
+
+def test_run_takes_the_compare_inits_init_grammar():
+    from lottery.cli import build_parser, config_from_args
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["run", *argv]))
+
+    a = cfg("--init", "normal:std=0.01*2")
+    assert (a.init, a.init_options, a.init_scale) == ("normal", {"std": 0.01}, 2.0)
+    assert a.hash() == cfg("--init", "normal", "--init-options", "std=0.01", "--init-scale", "2").hash()
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["run", "--init", "normal:std"], ["must look like key=value"]),
+    (["run", "--init", "nope:std=1"], ["unknown init scheme 'nope'"]),
+    (["run", "--init", "normal:std=0.01", "--init-options", "std=0.1"], ["'std' is given twice"]),
+    (["run", "--init", "normal*2", "--init-scale", "3"], ["init_scale is 3.0"]),
+    (["run", "--init", "normal:nope=1"], ["has no option 'nope'"]),
+])
+def test_bad_init_variants_are_one_line(capsys, argv, needles):
+    _one_line_error(capsys, argv, *needles)
+
+
+@pytest.mark.parametrize("command", [["run"], ["gradual"], ["prune-at-init"], ["compare-inits", "--inits", "normal"]])
+def test_negative_levels_are_refused_by_every_subcommand(capsys, command, tmp_path):
+    _one_line_error(capsys, [*command, "--levels", "-1", "--out", str(tmp_path)], "levels must be an integer >= 0")
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("command", ["run", "gradual", "prune-at-init", "compare-inits", "stability", "supermask"])
+def test_every_training_subcommand_takes_no_progress(command):
+    from lottery.cli import build_parser
+
+    args = build_parser().parse_args([command, *(["RUN_DIR"] if command in ("stability", "supermask") else []),
+                                      "--no-progress"])
+    assert args.progress is False
+
+
+def test_export_imports_nothing_that_warns_about_cuda(tmp_path):
+    """`torch.utils.benchmark` imports torch's C++-extension builder, which logs "No CUDA runtime is found" on a
+    CPU-only machine with a CUDA_HOME; the export report must not import it."""
+    assert main(["run", *TINY, "--levels", "1", "--controls", "none", "--out", str(tmp_path)]) == 0
+    run = next(tmp_path.iterdir())
+    code = ("import sys; from lottery.cli import main; rc = main(['export', sys.argv[1], '--level', '1']); "
+            "print('cpp_extension' in ' '.join(sys.modules)); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "False" and "CUDA" not in p.stderr, p.stdout + p.stderr

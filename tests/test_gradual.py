@@ -9,7 +9,7 @@ from lottery.data import load_dataset
 from lottery.errors import ConfigError
 from lottery.gradual import CubicSchedule, compare_table, run_gradual, train_gradual
 from lottery.models import build_model
-from lottery.prune_schedule import kept_counts
+from lottery.pruning import kept_counts
 from lottery.report import format_table
 from tests.engine_helpers import tiny
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lottery as lt
-from lottery.prune import collapsed_layers, prune_by_scores
+from lottery.pruning import collapsed_layers, prune_by_scores
 from tests.engine_helpers import tiny
 
 

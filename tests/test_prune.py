@@ -1,4 +1,4 @@
-"""`lottery.prune`: exact counts per scope, largest magnitudes kept, deterministic ties, nesting, purity, the
+"""`lottery.pruning`: exact counts per scope, largest magnitudes kept, deterministic ties, nesting, purity, the
 random control, the registry, and the errors for bad requests."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 import lottery as lt
 from lottery.errors import ConfigError, MaskMismatchError, UnknownNameError
-from lottery.prune import PRUNERS, random_mask_like
+from lottery.pruning import PRUNERS, random_mask_like
 from lottery.registry import Registry
 from tests.mask_helpers import CASE_IDS, CASES, flat, flat_abs
 
@@ -233,7 +233,7 @@ def test_mixed_ties_exact_count_and_earliest_first():
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_accelerator_kernels_give_the_same_masks(case, monkeypatch):
     """The torch kernels (used on GPUs) against the numpy ones (CPU), here both on CPU, ties included."""
-    import lottery.prune as prune_module
+    import lottery.pruning.topk as prune_module
 
     model = case.model()
     with torch.no_grad():  # coarse values: many ties at every threshold
@@ -251,7 +251,7 @@ def test_accelerator_kernels_give_the_same_masks(case, monkeypatch):
 @pytest.mark.parametrize("kernels", ["numpy", "torch"])
 def test_float64_near_ties_remove_the_exact_count(kernels, monkeypatch):
     """float64 magnitudes 1e-12 apart, which float32 rounds to one value: the exact count, the smallest first."""
-    import lottery.prune as prune_module
+    import lottery.pruning.topk as prune_module
 
     layer = nn.Linear(10, 10).double()
     with torch.no_grad():
@@ -270,7 +270,7 @@ def test_float64_near_ties_remove_the_exact_count(kernels, monkeypatch):
 @pytest.mark.parametrize("kernels", ["numpy", "torch"])
 def test_chunk_boundaries_change_nothing(chunk, kernels, monkeypatch):
     """Layers of millions of weights are scored in chunks; tiny chunks here cross every boundary case."""
-    import lottery.prune as prune_module
+    import lottery.pruning.topk as prune_module
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(13, 11), nn.Linear(11, 5), nn.Conv1d(5, 3, 2))

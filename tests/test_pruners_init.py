@@ -10,10 +10,9 @@ from torch import nn
 import lottery as lt
 from lottery.errors import ConfigError
 from lottery.cli import main
-from lottery.prune import PRUNERS, collapsed_layers
+from lottery.pruning import PRUNERS, collapsed_layers
 from lottery.prune_at_init import format_table, run_prune_at_init
-from lottery.prune_schedule import kept_counts
-from lottery.pruners_init import grasp_scores, prune_iteratively, snip_scores, synflow_scores
+from lottery.pruning import grasp_scores, kept_counts, prune_iteratively, snip_scores, synflow_scores
 
 from tests.engine_helpers import tiny
 

@@ -1,10 +1,14 @@
 """Supermasks: each criterion keeps what it should on hand-made init/final tensors, signed constants, and the
 run-directory entry point."""
+import json
+import types
+
 import pytest
 import torch
 
 import lottery as lt
-from lottery.analysis.supermask import CRITERIA, format_table, masked_untrained, supermask, supermask_run
+from lottery.analysis.supermask import (CRITERIA, evaluate_supermasks, format_table, masked_untrained, supermask,
+                                       supermask_run)
 from lottery.cli import main
 from tests.engine_helpers import tiny
 
@@ -64,9 +68,27 @@ def test_supermask_run_and_cli(tmp_path, capsys):
     lt.run_imp(cfg)
     run = tmp_path / "runs" / cfg.run_name()
     results = supermask_run(run, densities=[0.5, 0.1], criteria=["large_final_same_sign", "random"])
-    assert len(results["rows"]) == 4 and (run / "supermask.json").exists()
-    for r in results["rows"]:
-        assert 0 <= r["init"]["test_accuracy"] <= 1 and 0 <= r["signed_constant"]["test_accuracy"] <= 1
+    assert [(r["criterion"], r["target_density"]) for r in results["rows"]] == [
+        ("large_final_same_sign", 0.5), ("large_final_same_sign", 0.1), ("random", 0.5), ("random", 0.1)]
+    assert json.loads((run / "supermask.json").read_text()) == json.loads(json.dumps(results))
     assert "signed const" in format_table(results)
     assert main(["supermask", str(run), "--densities", "0.2", "--criteria", "movement"]) == 0
-    assert "movement" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "movement" in out and "supermasks: " in err  # the table, and a progress bar
+    assert main(["supermask", str(run), "--densities", "0.2", "--criteria", "movement", "--no-progress"]) == 0
+    assert "supermasks: " not in capsys.readouterr().err
+
+
+def test_masked_untrained_accuracy_on_a_constructed_case():
+    """A 2-input, 2-class linear net whose logits are the columns of W: input e_j is right when W[j, j] is the
+    largest entry of column j. large_final keeps the diagonal (the largest |w_final|), and the untrained net with
+    its init values there classifies everything; large_init keeps row 0, which gets class 1 wrong."""
+    model = torch.nn.Linear(2, 2, bias=False)
+    init = {"weight": torch.tensor([[0.5, 0.4], [0.3, 0.2]])}  # unmasked: e_1 -> 0.4 > 0.2, wrong
+    final = {"weight": torch.tensor([[0.9, 0.1], [-0.1, 0.8]])}
+    x = torch.eye(2).repeat(5, 1)
+    data = types.SimpleNamespace(test=(x, torch.tensor([0, 1]).repeat(5)))
+    rows = evaluate_supermasks(model, init, final, data, densities=[0.5], criteria=["large_final", "large_init"])
+    acc = {r["criterion"]: (r["init"]["test_accuracy"], r["signed_constant"]["test_accuracy"]) for r in rows}
+    assert acc == {"large_final": (1.0, 1.0), "large_init": (0.5, 0.5)}
+    assert supermask(init, final, 0.5, "large_final")["weight"].tolist() == [[True, False], [False, True]]

@@ -19,6 +19,7 @@ mode) before evaluation; networks without BatchNorm are evaluated as they are.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -73,25 +74,27 @@ def interpolate_errors(model: nn.Module, state_a: dict, state_b: dict, data, poi
 
 
 def instability(model: nn.Module, data, cfg: Config, start_state: dict, mask: Mask | None = None, k: int = 0, *,
-                seeds: tuple[int, int] = (1, 2), points: int = 21) -> dict:
+                seeds: tuple[int, int] = (1, 2), points: int = 21, progress: bool = False) -> dict:
     """Train to step k from ``start_state`` (data order ``cfg.seed``), then two copies to the end of the budget
-    with data orders ``seeds``; returns errors along the line between them and the instability."""
+    with data orders ``seeds``; returns errors along the line between them and the instability. ``progress``:
+    one bar over every training step."""
     total = budget_steps(cfg, len(data.train[0]))
     if not 0 <= k < total:
         raise ConfigError(f"k must be in [0, {total}) (the training budget), got {k}")
     if len(set(seeds)) != 2:
         raise ConfigError(f"two different data-order seeds are needed, got {seeds}")
     rewind(model, start_state, mask)
-    if k > 0:
-        train(model, data, cfg.replace(steps=k, epochs=None, progress=False), mask, seed=cfg.seed)
-    at_k = snapshot(model)
-    rest = cfg.replace(steps=total - k, epochs=None, progress=False)
-    finals, copies = [], []
-    for s in seeds:
-        rewind(model, at_k, mask)
-        result = train(model, data, rest, mask, seed=s)
-        finals.append(snapshot(model))
-        copies.append({"seed": s, "status": result.status, "test_accuracy": result.test_accuracy})
+    with _bar(progress, k + 2 * (total - k)) as bar:
+        if k > 0:
+            train(model, data, cfg.replace(steps=k, epochs=None, progress=False), mask, seed=cfg.seed, progress=bar)
+        at_k = snapshot(model)
+        rest = cfg.replace(steps=total - k, epochs=None, progress=False)
+        finals, copies = [], []
+        for s in seeds:
+            rewind(model, at_k, mask)
+            result = train(model, data, rest, mask, seed=s, progress=bar)
+            finals.append(snapshot(model))
+            copies.append({"seed": s, "status": result.status, "test_accuracy": result.test_accuracy})
     alphas, errors = interpolate_errors(model, finals[0], finals[1], data, points)
     exact = k == 0 or (cfg.schedule == "constant" and not cfg.warmup_steps)
     return {
@@ -102,8 +105,14 @@ def instability(model: nn.Module, data, cfg: Config, start_state: dict, mask: Ma
     }
 
 
+def _bar(progress: bool, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="stability", dynamic_ncols=True) if progress else nullcontext()
+
+
 def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[int, int] = (1, 2),
-                  points: int = 21, plot: bool = True) -> dict:
+                  points: int = 21, plot: bool = True, progress: bool = False) -> dict:
     """``instability`` for level ``level`` of an IMP run: its mask and rewind state. Results accumulate in
     ``stability.json`` (a finished (level, k, seeds, points) is returned, not recomputed) and the plot is
     ``stability_level_NN_kK.png`` in the run directory."""
@@ -125,7 +134,7 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
         mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
         found = {"level": level, "density": mask.density,
                  **instability(exp.model, exp.data, cfg, exp._rewind_state(level), mask, k,
-                               seeds=tuple(seeds), points=points)}
+                               seeds=tuple(seeds), points=points, progress=progress)}
         stored = load_json(path) if path.exists() else {"entries": []}  # re-read: another study may have written
         stored["entries"].append(found)
         save_json(path, stored)

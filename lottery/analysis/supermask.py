@@ -22,7 +22,7 @@ from torch import nn
 from lottery.errors import ConfigError
 from lottery.io import save_json
 from lottery.masks import Mask
-from lottery.prune import prune_by_scores
+from lottery.pruning import prune_by_scores
 from lottery.registry import Registry
 from lottery.train import evaluate
 
@@ -107,27 +107,30 @@ def masked_untrained(model: nn.Module, init: Mapping[str, torch.Tensor], mask: M
 
 
 def evaluate_supermasks(model: nn.Module, init, final, data, densities=(0.5, 0.2, 0.1, 0.05),
-                        criteria=None, scope: str = "layer", seed: int = 0) -> list[dict]:
-    """Test accuracy of the masked untrained network per criterion, density and variant (``data.test``)."""
+                        criteria=None, scope: str = "layer", seed: int = 0, progress: bool = False) -> list[dict]:
+    """Test accuracy of the masked untrained network per criterion, density and variant (``data.test``);
+    ``progress``: a bar over the (criterion, density) pairs."""
+    from tqdm.auto import tqdm
+
     names = list(Mask.ones_like(model))
     device = next(model.parameters()).device
     init = {k: v.to(device) for k, v in init.items()}
     final = {k: v.to(device) for k, v in final.items()}
     rows = []
-    for criterion in criteria or list(CRITERIA):
-        for density in densities:
-            mask = supermask(init, final, density, criterion, names, scope, seed)
-            row = {"criterion": criterion, "density": mask.density, "target_density": density}
-            for variant in VARIANTS:
-                loss, acc = evaluate(masked_untrained(model, init, mask, variant), *data.test)
-                row[variant] = {"test_accuracy": acc, "test_loss": loss if math.isfinite(loss) else None}
-            rows.append(row)
+    pairs = [(c, d) for c in criteria or list(CRITERIA) for d in densities]
+    for criterion, density in tqdm(pairs, desc="supermasks", dynamic_ncols=True, disable=not progress):
+        mask = supermask(init, final, density, criterion, names, scope, seed)
+        row = {"criterion": criterion, "density": mask.density, "target_density": density}
+        for variant in VARIANTS:
+            loss, acc = evaluate(masked_untrained(model, init, mask, variant), *data.test)
+            row[variant] = {"test_accuracy": acc, "test_loss": loss if math.isfinite(loss) else None}
+        rows.append(row)
     model.load_state_dict(dict(init))
     return rows
 
 
 def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria=None, scope: str = "layer",
-                  seed: int = 0) -> dict:
+                  seed: int = 0, progress: bool = False) -> dict:
     """Supermasks of an IMP run directory: ``init.pt`` and the dense run's ``level_00/final.pt``; the results are
     also written to ``supermask.json`` there."""
     from lottery.imp import Experiment
@@ -139,7 +142,8 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
     if final is None:
         raise ConfigError(f"{run.path} has no level_00/final.pt yet; run level 0 first (`lottery run --levels 0`)")
     exp = Experiment(cfg, run)  # read only (init.pt exists once level 0 finished): no lock, runs may continue
-    rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed)
+    rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed,
+                               progress)
     results = {"run": str(run.path), "scope": scope, "seed": seed, "rows": rows}
     save_json(run.path / RESULTS_FILE, results)
     return results

@@ -1,7 +1,7 @@
 """What every data set hands the trainer: in-memory tensors, already normalized, with a seeded validation split.
 
 Data sets here are small enough to live in memory as tensors, so the trainer slices batches from a seeded
-permutation instead of running a DataLoader (the single largest speed-up over the usual loop, see GUIDE §4).
+permutation instead of running a DataLoader (the single largest speed-up over the usual loop: benchmarks/RESULTS.md, "Training throughput").
 """
 from __future__ import annotations
 

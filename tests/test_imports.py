@@ -1,0 +1,72 @@
+"""Every module under lottery/ imports first in a fresh interpreter: no import cycle hides behind import order."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules() -> list[str]:
+    out = []
+    for path in sorted((ROOT / "lottery").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__main__":  # runs the command line when imported; it imports only lottery.cli
+            continue
+        out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return out
+
+
+def test_every_module_is_listed():
+    mods = _modules()
+    assert {"lottery", "lottery.pruning", "lottery.pruning.topk", "lottery.prune_schedule", "lottery.cli"} <= set(mods)
+
+
+_CHECK = """
+import importlib, sys, traceback
+failed = {}
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "lottery" or m.startswith("lottery.")]:
+        del sys.modules[loaded]  # torch and numpy stay cached: each module is imported first, in milliseconds
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        failed[name] = f"{type(e).__name__}: {e}"
+print(repr(failed))
+"""
+
+
+def test_each_module_imports_first():
+    """In one fresh interpreter, each module in turn is imported with no other lottery module loaded: a cycle
+    shows only when a module of the cycle is the first one imported, so import order cannot hide it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", _CHECK, *_modules()], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600, check=True).stdout
+    assert out.strip().splitlines()[-1] == "{}", out
+
+
+@pytest.mark.parametrize("shim, names", [
+    ("lottery.prune", ["PRUNERS", "prune_magnitude", "prune_random", "random_mask_like", "collapsed_layers",
+                       "prune_by_scores", "check_fraction", "SCOPES"]),
+    ("lottery.pruners_init", ["snip_scores", "grasp_scores", "synflow_scores", "prune_iteratively"]),
+    ("lottery.prune_schedule", ["kept_counts", "prune_to_counts"]),
+])
+def test_compatibility_modules_reexport_the_package(shim, names):
+    import importlib
+
+    import lottery.pruning as pruning
+
+    mod = importlib.import_module(shim)
+    for n in names:
+        assert getattr(mod, n) is getattr(pruning, n), n
+
+
+def test_public_pruning_names_come_from_the_package():
+    import lottery as lt
+    import lottery.pruning as pruning
+
+    for n in ["PRUNERS", "prune_magnitude", "prune_random", "random_mask_like", "collapsed_layers", "prune_by_scores"]:
+        assert getattr(lt, n) is getattr(pruning, n), n
+    assert {"magnitude", "magnitude_init", "random", "snip", "grasp", "synflow"} <= set(pruning.PRUNERS)
