@@ -133,3 +133,40 @@ def test_unfusable_model_falls_back_with_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be fused" in err[0] and "one after another" in err[0]
     assert [g.test_accuracy for g in got] == [r.test_accuracy for r in ref]  # the exact unfused result
+
+
+def test_imp_pack_gives_the_unpacked_results(tmp_path, monkeypatch):
+    """--pack 3 trains ticket, reinit and random mask of each level together: same masks, same numbers up to
+    float rounding (accuracies within one test sample, early-stop steps equal)."""
+    from tests.engine_helpers import strip_times, tiny
+    from lottery.imp import run_imp
+    from lottery.runs import RunDir
+
+    one = run_imp(tiny(tmp_path / "a", levels=2))
+    packed_cfg = tiny(tmp_path / "b", levels=2, pack=3)
+    passes = []
+    real = fused.train_fused
+    monkeypatch.setattr(fused, "train_fused", lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    packed = run_imp(packed_cfg)
+    assert passes == [3, 3]  # levels 1 and 2: ticket + reinit + random mask in one pass each
+    a, b = strip_times(one), strip_times(packed)
+    assert b["config"].pop("pack") == 3 and a["config"].pop("pack") == 1 and a["config"] == b["config"]
+    n_test = 512
+    for ea, eb in zip(a["levels"], b["levels"]):
+        assert (ea["level"], ea["num_kept"], ea["status"], ea["early_stop_step"]) == \
+            (eb["level"], eb["num_kept"], eb["status"], eb["early_stop_step"])
+        assert abs(ea["test_accuracy"] - eb["test_accuracy"]) <= 1 / n_test + 1e-12
+        assert set(ea["controls"]) == set(eb["controls"]) == ({"reinit", "random_mask"} if ea["level"] else set())
+        for c in ea["controls"]:
+            assert ea["controls"][c]["early_stop_step"] == eb["controls"][c]["early_stop_step"]
+            assert abs(ea["controls"][c]["test_accuracy"] - eb["controls"][c]["test_accuracy"]) <= 1 / n_test + 1e-12
+    ra, rb = RunDir.for_config(tiny(tmp_path / "a", levels=2)), RunDir.for_config(packed_cfg)
+    for level in range(3):
+        assert ra.load_mask(level).iou(rb.load_mask(level)) == 1.0
+
+
+def test_pack_zero_is_refused():
+    from lottery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pack must be an integer >= 1"):
+        from_dict({"pack": 0})
