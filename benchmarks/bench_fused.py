@@ -135,7 +135,7 @@ def report(sweeps: dict, grid_rows: list, args, load: tuple) -> str:
     if grid_rows:
         lines += ["", "compare-inits grid (MLP on MNIST-1D, 2 schemes x 2 seeds, 2 levels, reinit + random-mask "
                   "controls; whole command, separate processes):", "",
-                  "| how | wall s | speed-up | max |accuracy difference| vs one at a time |", "|---|---|---|---|"]
+                  "| how | wall s | speed-up | max accuracy difference vs one at a time |", "|---|---|---|---|"]
         for r in grid_rows:
             lines.append(f"| {r['label']} | {r['wall']:.1f} | {r['speedup']:.2f}x | {r['diff']:.4f} |")
     return "\n".join(lines) + "\n"
