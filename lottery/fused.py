@@ -168,7 +168,8 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
     masked_names = [n for n in stack.params if any(mk is not None and n in mk for mk in masks)]
     masked = [stack.params[n] for n in masked_names]
     # One stacked float gate per masked parameter; a network without a mask (or without that name) keeps all.
-    gates = [torch.stack([(mk[n] if mk is not None and n in mk else torch.ones_like(stack.params[n][0], dtype=torch.bool))
+    keep_all = {n: torch.ones_like(stack.params[n][0], dtype=torch.bool) for n in masked_names}
+    gates = [torch.stack([(mk[n] if mk is not None and n in mk else keep_all[n])
                           .to(device=device, dtype=stack.params[n].dtype) for mk in masks]) for n in masked_names]
     shared = len(set(int(s) for s in seeds)) == 1  # one data order for all: one batch, one GEMM per layer
     orders = [torch.Generator().manual_seed(int(s)) for s in (seeds[:1] if shared else seeds)]

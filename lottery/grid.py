@@ -101,7 +101,8 @@ def _executor(settings: dict, folder: Path):
         ex.update_parameters(**settings)
     except (NameError, ValueError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"[submitit] setting not accepted ({first}); see submitit's AutoExecutor parameters") from None
+        raise ConfigError(f"[submitit] setting not accepted ({first}); see submitit's AutoExecutor "
+                          "parameters") from None
     return ex
 
 

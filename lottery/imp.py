@@ -301,8 +301,8 @@ class Experiment:
                 rewind(model, start, arm_mask)
             names = "+".join(a for a, _, _ in chunk)
             with self._bar(self.total_steps, f"level {level} {names}") as bar:
-                out = train_fused(models, self.data, self.cfg, [m for _, _, m in chunk],
-                                  seeds=[self.cfg.seed] * len(chunk), progress=crash_progress(bar, f"train:level{level}"))
+                out = train_fused(models, self.data, self.cfg, [m for _, _, m in chunk], seeds=[self.cfg.seed] *
+                                  len(chunk), progress=crash_progress(bar, f"train:level{level}"))
             for model, (arm, _, arm_mask), result in zip(models, chunk, out):
                 params = dict(model.named_parameters())
                 if result.status == "ok" and any(bool(params[k][~m].any()) for k, m in arm_mask.items()):

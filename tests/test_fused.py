@@ -32,7 +32,8 @@ def _setup(k, dtype, model="mlp", options=None, optimizer="adam", shape=(1, 12, 
     data = dataclasses.replace(data, train=cast(data.train), val=cast(data.val), test=cast(data.test))
     models, masks = [], []
     for i in range(k):
-        m = build_model(model, shape, data.num_classes, **({"hidden": [32, 16]} if options is None else options)).to(dtype)
+        options = {"hidden": [32, 16]} if options is None else options
+        m = build_model(model, shape, data.num_classes, **options).to(dtype)
         init_weights(m, "kaiming_normal", seed=i)
         mask = prune_random(Mask.ones_like(m), 0.1 * (i % 5), seed=i) if i % 5 else Mask.ones_like(m)
         mask.apply(m)
@@ -147,7 +148,8 @@ def test_imp_pack_gives_the_unpacked_results(tmp_path, monkeypatch):
     packed_cfg = tiny(tmp_path / "b", levels=2, pack=3)
     passes = []
     real = fused.train_fused
-    monkeypatch.setattr(fused, "train_fused", lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    monkeypatch.setattr(fused, "train_fused",
+                        lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
     packed = run_imp(packed_cfg)
     assert passes == [3, 3]  # levels 1 and 2: ticket + reinit + random mask in one pass each
     a, b = strip_times(one), strip_times(packed)
