@@ -126,7 +126,7 @@ def report(sweeps: dict, grid_rows: list, args, load: tuple) -> str:
              f"`python benchmarks/bench_fused.py{' --quick' if args.quick else ''}` on {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} torch thread(s), load average {load[0]:.1f} / {load[1]:.1f} at start / end "
              "(a shared machine: absolute times are noisy, ratios are within one run). Steps per run: "
-             f"{args.steps} (Conv-4: {max(2, args.steps // 10)}, K up to 8: ~3 s per network step here).", "",
+             f"{args.steps} (Conv-4: {max(2, args.steps // 10)}, K up to 8, to bound the run time).", "",
              "| network | K | separate ms/step (one net) | fused ms/step (K nets) | fused vs K separate |",
              "|---|---|---|---|---|"]
     for name, rows in sweeps.items():
@@ -156,7 +156,7 @@ def main() -> None:
     sweeps = {}
     for name, model, options, shape, batch, optimizer, lr in NETS:
         print(name, flush=True)
-        # Conv-4 runs ~3 s per step per network on one loaded core: fewer steps, and K up to 8
+        # Conv-4 costs seconds per network step on one loaded core: fewer steps, and K up to 8
         steps, net_ks = ((max(2, args.steps // 10), ks[:4]) if model == "conv4" else (args.steps, ks))
         sweeps[name] = fused_sweep(model, options, shape, batch, optimizer, lr, net_ks, steps, torch.device("cpu"))
     grid_rows = [] if args.no_grid else (print("grid", flush=True) or grid(args.quick))
