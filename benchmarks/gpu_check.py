@@ -10,9 +10,12 @@ Checks, each an assertion that stops the script with a message:
 2. fp32 on CUDA follows the CPU run from the same init and batches (validation loss within 2 %; kernels differ);
 3. bf16 autocast (``--amp``) trains to a finite result and the weights stay float32;
 4. a full IMP experiment (``run_imp``, 1 level, ``device=cuda``) completes and its run directory exports;
-5. the exported ticket reloads (on the CPU) with the CUDA model's predictions.
+5. the exported ticket reloads (on the CPU) with the CUDA model's predictions;
+6. fused training (``lottery.fused``) of 3 LeNet-300-100 tickets on the device follows 3 separate runs (validation
+   losses within 1e-3 relative).
 Timings: steps per second of ``lottery.train.train`` under a 20 %-density mask, fp32 vs bf16 autocast, with the data
-set in device memory (synthetic data of MNIST / CIFAR shapes: the GPU machine has no internet).
+set in device memory (synthetic data of MNIST / CIFAR shapes: the GPU machine has no internet); and the fused sweep:
+K = 1 .. 64 LeNet-300-100 tickets in one pass against K separate runs (the issue's target: >= 10x at K = 32).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from lottery.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench_common module
 from bench_common import RESULTS, write_sections  # noqa: E402
+from bench_fused import _data as _sweep_data, _nets, fused_sweep  # noqa: E402
 # (model, input shape, batch, lr, steps on GPU, steps in --smoke)
 MODELS = [("lenet_300_100", (1, 28, 28), 60, 1.2e-3, 3000, 20), ("resnet20", (3, 32, 32), 128, 1e-3, 600, 2)]
 
@@ -103,7 +107,22 @@ def check_imp_and_export(device, out_dir: Path, steps: int = 50):
     return results["levels"][-1]["test_accuracy"]
 
 
-def section(rows, device_name: str, checks: dict) -> str:
+def check_fused(device, n_train: int, steps: int = 20) -> float:
+    """check 6: 3 fused LeNet-300-100 tickets on the device follow their separate runs."""
+    from lottery.fused import train_fused
+
+    data = _sweep_data((1, 28, 28), n_train, device)
+    cfg = from_dict(dict(steps=steps, batch_size=60, lr=1.2e-3, eval_every=5, device=device.type, progress=False))
+    separate, separate_masks = _nets("lenet_300_100", {}, (1, 28, 28), 3, device)
+    alone = [train(m, data, cfg, mk, seed=i) for i, (m, mk) in enumerate(zip(separate, separate_masks))]
+    models, masks = _nets("lenet_300_100", {}, (1, 28, 28), 3, device)  # the same inits and masks again
+    fused = train_fused(models, data, cfg, masks, seeds=[0, 1, 2])
+    worst = max(abs(f[1] - a[1]) / abs(a[1]) for r, g in zip(alone, fused) for a, f in zip(r.curve, g.curve))
+    assert worst <= 1e-3, f"fused vs separate validation loss differs by {worst:.2e} relative on {device.type}"
+    return worst
+
+
+def section(rows, device_name: str, checks: dict, sweep=()) -> str:
     lines = [
         "## GPU",
         "",
@@ -117,6 +136,11 @@ def section(rows, device_name: str, checks: dict) -> str:
     for r in rows:
         lines.append(f"| {r['name']} | {r['batch']} | {r['steps']} | {r['fp32']:.1f} | {r['bf16']:.1f} | "
                      f"{r['bf16'] / r['fp32']:.2f}x | {r['acc32']:.3f} | {r['acc16']:.3f} |")
+    if sweep:
+        lines += ["", "Fused LeNet-300-100 tickets (batch 60, Adam, own masks, inits and data orders; no evaluation):",
+                  "", "| K | separate ms/step (one net) | fused ms/step (K nets) | fused vs K separate |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['k']} | {r['separate_ms']:.3f} | {r['fused_ms']:.3f} | {r['ratio']:.2f}x |" for r in sweep]
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +175,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         acc = check_imp_and_export(device, Path(tmp), 20 if args.smoke else 50)
     checks[f"run_imp + export round trip (level-1 acc {acc:.3f})"] = True
-    text = section(rows, device_name + (" (smoke: reduced sizes)" if args.smoke else ""), checks)
+    worst = check_fused(device, n_train, 5 if args.smoke else 20)
+    checks[f"fused vs separate val loss within {worst:.1e} relative"] = True
+    ks = (1, 2) if args.smoke else (1, 2, 4, 8, 16, 32, 64)
+    sweep = fused_sweep("lenet_300_100", {}, (1, 28, 28), 60, "adam", 1.2e-3, ks, 3 if args.smoke else 300, device,
+                        n_train=n_train)
+    text = section(rows, device_name + (" (smoke: reduced sizes)" if args.smoke else ""), checks, sweep)
     print(text)
     target = args.results or (None if args.smoke else str(RESULTS))
     if target:

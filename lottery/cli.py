@@ -172,7 +172,7 @@ def cmd_compare_inits(args: argparse.Namespace) -> int:
 
     # the comparison's own settings may also sit in the TOML file (inits = [...], seeds = 3); flags win
     in_file = load_toml(args.config) if args.config else {}
-    given = {k: getattr(args, k) if getattr(args, k) is not None else in_file.get(k) for k in COMPARE_KEYS}
+    given = {k: getattr(args, k, None) if getattr(args, k, None) is not None else in_file.get(k) for k in COMPARE_KEYS}
     if not given["inits"]:
         raise LotteryError("name the init schemes to compare: --inits normal,xavier_normal,... "
                            "or inits = [...] in the --config file")
@@ -180,7 +180,9 @@ def cmd_compare_inits(args: argparse.Namespace) -> int:
     summary = compare_inits(cfg, given["inits"], given["seeds"] or 1,
                             match_tolerance=given["match_tolerance"] if given["match_tolerance"] is not None else 0.01,
                             stall_margin=given["stall_margin"] if given["stall_margin"] is not None else 0.05,
-                            log=lambda line: print(line, file=sys.stderr))
+                            log=lambda line: print(line, file=sys.stderr),
+                            jobs=given["jobs"] if given["jobs"] is not None else 1,
+                            executor=given["executor"] or "local", submitit=given["submitit"])
     print(format_summary(summary))
     print(f"\ncomparison directory: {summary['comparison_dir']}  (summary.json and plots)")
     return 0
@@ -268,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with one seed: a ticket matches dense within this accuracy (default 0.01 = 1 point)")
     p.add_argument("--stall-margin", type=float, metavar="FRACTION",
                    help="a scheme is 'stalled' when its dense accuracy is below chance + this (default 0.05)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="run the grid's unfinished (scheme, seed) runs in N local worker processes, each with "
+                        "cores/N threads (default 1: one after another)")
+    p.add_argument("--executor", choices=("local", "submitit"),
+                   help="local worker processes (default) or a submitit job array (SLURM; settings in the config "
+                        "file's [submitit] table; pip install 'lottery[grid]')")
     add_config_flags(p)
     p.set_defaults(func=cmd_compare_inits)
     p = sub.add_parser("list", help="registered models, data sets, init schemes and pruning strategies")

@@ -43,7 +43,7 @@ from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  
 from lottery.io import save_json
 
 CONTROL_KEYS = ("reinit", "random_mask")
-COMPARE_KEYS = ("inits", "seeds", "match_tolerance", "stall_margin")  # a comparison's own settings (CLI / TOML)
+COMPARE_KEYS = ("inits", "seeds", "match_tolerance", "stall_margin", "jobs", "executor", "submitit")  # own settings
 
 
 def parse_inits(value: str | Iterable[str]) -> list[InitVariant]:
@@ -111,8 +111,13 @@ def _run_finished(cfg: Config) -> dict | None:
 # -- the comparison -------------------------------------------------------------------------------------------
 def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str | Sequence[int] = 1, *,
                   match_tolerance: float = 0.01, stall_margin: float = 0.05, plots: bool = True,
-                  log: Callable[[str], None] | None = print) -> dict:
+                  log: Callable[[str], None] | None = print, jobs: int = 1, executor: str = "local",
+                  submitit: dict | None = None) -> dict:
     """Run (or reuse) IMP for every init variant and seed; write and return the summary.
+
+    ``jobs`` > 1 runs the unfinished (variant, seed) trunks in that many worker processes, and ``executor=
+    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/grid.py. The summary is built
+    once all are done.
 
     >>> import tempfile
     >>> from lottery.config import from_dict
@@ -132,7 +137,10 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     out_dir = comparison_dir(base_cfg, variants, seed_list)
     runs: dict[tuple, dict] = {}
     total = len(configs)
-    for i, ((label, seed), cfg) in enumerate(configs.items(), start=1):
+    grid = jobs != 1 or executor != "local"  # worker processes / a job array
+    if grid:
+        runs = _run_grid(configs, jobs, executor, submitit, out_dir / "submitit", base_cfg.progress, log)
+    for i, ((label, seed), cfg) in enumerate(() if grid else configs.items(), start=1):
         results = _run_finished(cfg)
         if results is not None:
             if log:
@@ -156,6 +164,21 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
         if log:
             log(f"plots: {', '.join(p.name for p in summary_plots)}")
     return summary
+
+
+def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log) -> dict:
+    """The unfinished trunks through lottery.grid (worker processes or submitit); every trunk's results."""
+    from lottery.grid import check, run_grid
+
+    check(jobs, executor, submitit)
+    pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
+    if log:
+        log(f"grid: {len(configs) - len(pending)} of {len(configs)} runs finished already, {len(pending)} to run "
+            f"({executor}, {jobs} worker{'s' if jobs != 1 else ''})")
+    done = dict(zip(pending, run_grid(list(pending.values()), jobs=jobs, executor=executor, submitit=submitit,
+                                      folder=folder, progress=progress))) if pending else {}
+    return {key: {"results": done.get(key) or _run_finished(cfg), "run_dir": str(Path(cfg.out) / cfg.run_name())}
+            for key, cfg in configs.items()}
 
 
 def summarize(variants: Sequence[InitVariant], seeds: Sequence[int], runs: dict, *, chance: float,

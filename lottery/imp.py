@@ -215,7 +215,10 @@ class Experiment:
         cfg = self.cfg
         with self._bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
             for level in range(cfg.levels + 1):
-                entry = self.dist.share_object(lambda: self._finished(level)) or self._run_level(level)
+                entry = self.dist.share_object(lambda: self._finished(level))
+                if self.cfg.pack > 1 and level > 0 and not self.dist.active:  # arms of the level in one pass
+                    entry = self._run_arms_packed(level, entry)
+                entry = entry or self._run_level(level)
                 if entry["status"] == "ok":
                     self._run_controls(level, entry)
                 if levels_bar is not None and hasattr(levels_bar, "update"):
@@ -267,3 +270,65 @@ class Experiment:
             result = self._train(start, control_mask, f"level {level} {control}", start_step=start_step)
             entry["controls"][control] = result.summary()
             self._save()
+
+    # -- fused arms (cfg.pack > 1) ------------------------------------------------------------------------
+    def _run_arms_packed(self, level: int, entry: dict | None) -> dict | None:
+        """Train the level's unfinished arms (ticket, controls) in fused passes of up to ``cfg.pack`` networks.
+
+        The ticket's mask and start depend only on earlier levels, so the three arms are independent. Results,
+        files and the order they are written in are those of the unpacked path (controls are recorded only
+        when the ticket is ok, as there); values agree up to float rounding (lottery/fused.py). Returns the
+        level's entry, or the ``entry`` given when there is nothing to pack (the unpacked path then runs).
+        """
+        import copy
+
+        from lottery.fused import train_fused
+
+        done = entry["controls"] if entry is not None else {}
+        if entry is not None and entry["status"] != "ok":
+            return entry
+        todo = ([] if entry is not None else ["ticket"]) + [c for c in self.cfg.controls if c not in done]
+        if len(todo) < 2:
+            return entry
+        started = time.perf_counter()
+        mask = self._mask(level)
+        arms = []  # (arm, start state, mask)
+        for arm in todo:
+            seed = derived_seed(self.cfg.seed, arm, level)
+            if arm == "ticket":
+                arms.append((arm, self._rewind_state(level), mask))
+            elif arm == "reinit":  # same mask, a fresh draw of the same init scheme
+                arms.append((arm, self._fresh_init(seed), mask))
+            else:  # random_mask: same per-layer densities, same rewind state
+                arms.append((arm, self._rewind_state(level), random_mask_like(mask, seed)))
+        results = {}
+        for i in range(0, len(arms), self.cfg.pack):
+            chunk = arms[i: i + self.cfg.pack]
+            models = [copy.deepcopy(self.model) for _ in chunk]
+            for model, (_, start, arm_mask) in zip(models, chunk):
+                rewind(model, start, arm_mask)
+            names = "+".join(a for a, _, _ in chunk)
+            with self._bar(self.total_steps, f"level {level} {names}") as bar:
+                out = train_fused(models, self.data, self.cfg, [m for _, _, m in chunk], seeds=[self.cfg.seed] *
+                                  len(chunk), progress=crash_progress(bar, f"train:level{level}"))
+            for model, (arm, _, arm_mask), result in zip(models, chunk, out):
+                params = dict(model.named_parameters())
+                if result.status == "ok" and any(bool(params[k][~m].any()) for k, m in arm_mask.items()):
+                    raise RewindCheckError(f"level {level} {arm}: a pruned weight became non-zero during training")
+                results[arm] = (model, result)
+        if "ticket" in results:
+            model, result = results.pop("ticket")
+            self.model.load_state_dict(model.state_dict())
+            self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
+            entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
+                     "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
+                     **result.summary(), "controls": {},
+                     "level_wall_time": time.perf_counter() - started}
+            self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
+            self._save()
+        if entry["status"] == "ok":
+            for control in self.cfg.controls:
+                if control in results:
+                    entry["controls"][control] = results[control][1].summary()
+                    self._save()
+        return entry

@@ -21,3 +21,4 @@ def test_gpu_check_smoke_mode_passes_its_checks_and_writes_only_its_section(tmp_
     text = results.read_text()
     assert "kept" in text and "also kept" in text and "old" not in text
     assert "| lenet_300_100 |" in text and "| resnet20 |" in text and "run_imp + export round trip" in text
+    assert "fused vs separate val loss" in text and "Fused LeNet-300-100 tickets" in text and "\n| 2 |" in text

@@ -6,7 +6,6 @@ file's md5 before unpickling it; we never unpickle these files ourselves. Downlo
 from __future__ import annotations
 
 import torch
-import torchvision
 
 from lottery.data.base import DATASETS, DataNotFoundError, Source, cache_dir, standardize
 from lottery.errors import CorruptFileError
@@ -45,10 +44,14 @@ def _load(tv_class, root, download: bool, num_classes: int, mean, std) -> Source
 @DATASETS.register("cifar10")
 def cifar10(root=None, download: bool = False) -> Source:
     """CIFAR-10, normalized per channel; 5000 training images held out for validation."""
+    import torchvision  # imported here: a run on another data set does not pay for it
+
     return _load(torchvision.datasets.CIFAR10, root, download, 10, CIFAR10_MEAN, CIFAR10_STD)
 
 
 @DATASETS.register("cifar100")
 def cifar100(root=None, download: bool = False) -> Source:
     """CIFAR-100 (fine labels), normalized per channel; 5000 training images held out for validation."""
+    import torchvision
+
     return _load(torchvision.datasets.CIFAR100, root, download, 100, CIFAR100_MEAN, CIFAR100_STD)

@@ -5,8 +5,6 @@ in ``root`` (plain or torchvision's ``root/FashionMNIST/raw``), or the cache; do
 """
 from __future__ import annotations
 
-import torchvision
-
 from lottery.data.base import DATASETS, Source
 from lottery.data.mnist import load_mnist_like
 
@@ -17,5 +15,5 @@ SYSTEM_DIRS = ["/usr/share/datasets/fashion-mnist"]  # Debian: apt-get install d
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(root=None, download: bool = False) -> Source:
     """Fashion-MNIST, normalized with mean 0.2860 / std 0.3530; 5000 training images held out for validation."""
-    return load_mnist_like(torchvision.datasets.FashionMNIST, root, download, SYSTEM_DIRS, MEAN, STD,
+    return load_mnist_like("FashionMNIST", root, download, SYSTEM_DIRS, MEAN, STD,
                            how_to_get="`apt-get install dataset-fashion-mnist`, or ")

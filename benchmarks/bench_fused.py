@@ -1,0 +1,171 @@
+"""Fused training (lottery/fused.py) against K separate runs, and a compare-inits grid one run at a time vs in workers.
+
+    python benchmarks/bench_fused.py            # the measurement (several minutes on 2 loaded cores)
+    python benchmarks/bench_fused.py --quick    # a smoke version
+    python benchmarks/bench_fused.py --write    # also replace `## Fused training and grids` in RESULTS.md
+
+(a) Fused sweep: K = 1, 2, 4, 8, 16 networks of LeNet-300-100 (batch 60, Adam), a deep MLP (12 hidden layers of
+128, batch 128, SGD + momentum) and Conv-4 (3x32x32, batch 60, Adam) on synthetic data of those shapes, each
+network under its own 20 %-density random mask, init and data order. "separate" is ``lottery.train.train`` on one
+network, timed in the same process just before, times K (the K runs are identical in cost); the ratio is the
+separate time over the fused time for the same K networks and steps. Evaluation is left out (``eval_every``
+beyond the run, tiny val/test), so this is the step rate.
+(b) Grid: ``lottery compare-inits`` on the default MLP / MNIST-1D (2 schemes x 2 seeds, 2 levels of 500 steps,
+controls), as
+separate processes: one run at a time (``--pack 1 --jobs 1``), then ``--jobs 2``, then ``--jobs 2 --pack 3``;
+wall time of each whole command and the largest accuracy difference against the one-at-a-time summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import lottery as lt  # noqa: E402
+from lottery.config import from_dict  # noqa: E402
+from lottery.fused import train_fused  # noqa: E402
+from lottery.train import train  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench_common module
+from bench_common import RESULTS, write_sections  # noqa: E402
+
+SECTION = "## Fused training and grids"
+# name, model, options, input shape, batch, optimizer, lr
+NETS = [("LeNet-300-100", "lenet_300_100", {}, (1, 28, 28), 60, "adam", 1.2e-3),
+        ("deep MLP 12x128", "mlp", {"hidden": [128] * 12}, (1, 28, 28), 128, "sgd", 0.02),
+        ("Conv-4", "conv4", {}, (3, 32, 32), 60, "adam", 3e-4)]
+
+
+def _data(shape, n_train, device):
+    return lt.load_dataset("synthetic", input_shape=list(shape), num_classes=10, n_train=n_train, n_test=16,
+                           val_size=16, device=device)
+
+
+def _nets(model, options, shape, k, device):
+    models, masks = [], []
+    for i in range(k):
+        m = lt.build_model(model, shape, 10, **options)
+        lt.init_weights(m, "kaiming_normal", seed=i)
+        mask = lt.prune_random(lt.Mask.ones_like(m), 0.8, seed=i)
+        mask.apply(m)
+        models.append(m.to(device))
+        masks.append(mask.to(device))
+    return models, masks
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def fused_sweep(model, options, shape, batch, optimizer, lr, ks, steps, device, n_train=2048) -> list[dict]:
+    """Seconds per step of one separate run and of fused K, for each K in ``ks``; results checked finite."""
+    data = _data(shape, n_train, device)
+    cfg = from_dict(dict(steps=steps, batch_size=batch, optimizer=optimizer, lr=lr, eval_every=10 ** 9,
+                         progress=False, device=device.type))
+    rows = []
+    for k in ks:
+        (one,), (mask,) = _nets(model, options, shape, 1, device)
+        train(one, data, cfg.replace(steps=2), mask, seed=0)  # warm-up
+        _sync(device)
+        t = time.perf_counter()
+        train(one, data, cfg, mask, seed=0)
+        _sync(device)
+        separate = (time.perf_counter() - t) / steps
+        models, masks = _nets(model, options, shape, k, device)
+        train_fused(models, data, cfg.replace(steps=2), masks, seeds=list(range(k)))  # warm-up
+        models, masks = _nets(model, options, shape, k, device)
+        _sync(device)
+        t = time.perf_counter()
+        out = train_fused(models, data, cfg, masks, seeds=list(range(k)))
+        _sync(device)
+        fused = (time.perf_counter() - t) / steps
+        assert all(r.status == "ok" for r in out), "a fused network diverged in the benchmark"
+        rows.append({"k": k, "separate_ms": 1e3 * separate, "fused_ms": 1e3 * fused,
+                     "ratio": k * separate / fused})
+        print(f"  K={k:>3}: separate {1e3 * separate:8.2f} ms/step/net, fused {1e3 * fused:8.2f} ms/step "
+              f"({k * separate / fused:.2f}x K separate)", flush=True)
+    return rows
+
+
+def grid(quick: bool) -> list[dict]:
+    steps, seeds = ("100", "2") if quick else ("500", "2")
+    flags = ["--inits", "normal,xavier_normal", "--seeds", seeds, "--levels", "2", "--steps", steps,
+             "--no-progress", "--device", "cpu"]
+    rows, reference = [], None
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for label, extra in (("one at a time (--pack 1 --jobs 1)", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]),
+                         ("--jobs 2 --pack 3", ["--jobs", "2", "--pack", "3"])):
+        with tempfile.TemporaryDirectory() as out:
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "lottery", "compare-inits", *flags, *extra, "--out", out],
+                           check=True, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            (path,) = Path(out).glob("compare-*/summary.json")
+            accs = [(s["label"], r["level"], arm, r[arm]["mean"]) for s in json.loads(path.read_text())["schemes"]
+                    for r in s["levels"] for arm in ("ticket", "reinit", "random_mask") if arm in r]
+        reference = reference or accs
+        diff = max(abs(a[3] - b[3]) for a, b in zip(accs, reference) if a[3] is not None and b[3] is not None)
+        rows.append({"label": label, "wall": wall, "speedup": rows[0]["wall"] / wall if rows else 1.0, "diff": diff})
+        print(f"  {label}: {wall:.1f} s ({rows[-1]['speedup']:.2f}x), max accuracy difference {diff:.4f}", flush=True)
+    return rows
+
+
+def report(sweeps: dict, grid_rows: list, args, load: tuple) -> str:
+    lines = [SECTION, "",
+             f"`python benchmarks/bench_fused.py{' --quick' if args.quick else ''}` on {os.cpu_count()} cores, "
+             f"{torch.get_num_threads()} torch thread(s), load average {load[0]:.1f} / {load[1]:.1f} at start / end "
+             "(a shared machine: absolute times are noisy, ratios are within one run). Steps per run: "
+             f"{args.steps} (Conv-4: {max(2, args.steps // 10)}, K up to 8, to bound the run time).", "",
+             "| network | K | separate ms/step (one net) | fused ms/step (K nets) | fused vs K separate |",
+             "|---|---|---|---|---|"]
+    for name, rows in sweeps.items():
+        for r in rows:
+            lines.append(f"| {name} | {r['k']} | {r['separate_ms']:.2f} | {r['fused_ms']:.2f} | {r['ratio']:.2f}x |")
+    if grid_rows:
+        lines += ["", "compare-inits grid (MLP on MNIST-1D, 2 schemes x 2 seeds, 2 levels, reinit + random-mask "
+                  "controls; whole command, separate processes):", "",
+                  "| how | wall s | speed-up | max accuracy difference vs one at a time |", "|---|---|---|---|"]
+        for r in grid_rows:
+            lines.append(f"| {r['label']} | {r['wall']:.1f} | {r['speedup']:.2f}x | {r['diff']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke sizes")
+    ap.add_argument("--write", action="store_true", help=f"replace `{SECTION}` in benchmarks/RESULTS.md")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-grid", action="store_true", help="skip the compare-inits grid")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.steps = 5 if args.quick else 30
+    ks = (1, 2, 4) if args.quick else (1, 2, 4, 8, 16)
+    load0 = os.getloadavg()
+    sweeps = {}
+    for name, model, options, shape, batch, optimizer, lr in NETS:
+        print(name, flush=True)
+        # Conv-4 costs seconds per network step on one loaded core: fewer steps, and K up to 8
+        steps, net_ks = ((max(2, args.steps // 10), ks[:4]) if model == "conv4" else (args.steps, ks))
+        sweeps[name] = fused_sweep(model, options, shape, batch, optimizer, lr, net_ks, steps, torch.device("cpu"))
+    grid_rows = [] if args.no_grid else (print("grid", flush=True) or grid(args.quick))
+    text = report(sweeps, grid_rows, args, (load0[0], os.getloadavg()[0]))
+    print(text)
+    if args.write:
+        write_sections({SECTION: text})
+        print(f"wrote {SECTION!r} in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Grid executor: the independent (variant, seed) trunks of a comparison in local worker processes or on SLURM.
+
+Each trunk is one ordinary ``run_imp`` run directory, locked by its RunDir while a worker trains it, so workers
+share the runs directory safely; a worker killed mid-run leaves its run resumable (started again, the grid reuses
+what finished and resumes the rest), and the caller builds the summary only once every trunk is done.
+
+- ``local``: ``jobs`` spawned worker processes, each with ``torch.set_num_threads(cores // jobs)``.
+- ``submitit``: a job array through submitit (``pip install 'lottery[grid]'``); settings come from the TOML's
+  ``[submitit]`` table (``cluster`` = slurm / local / debug picks the backend; the rest go to
+  ``update_parameters``, e.g. ``slurm_partition``, ``timeout_min``, ``cpus_per_task``).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Sequence
+
+from lottery.config import Config
+from lottery.errors import ConfigError, LotteryError
+
+EXECUTORS = ("local", "submitit")
+
+
+def check_jobs(jobs: object) -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be an integer >= 1 (worker processes), got {jobs!r}")
+    return jobs
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def run_trunk(cfg: Config, threads: int | None = None) -> dict:
+    """One trunk in a worker: its share of the cores, no per-run progress bars (the grid has one bar)."""
+    import torch
+
+    from lottery.imp import run_imp
+
+    if threads:
+        torch.set_num_threads(threads)
+    return run_imp(cfg.replace(progress=False))
+
+
+def check(jobs: object, executor: str = "local", submitit: dict | None = None) -> None:
+    """Refuse bad grid settings up front (before anything runs), each with one line."""
+    check_jobs(jobs)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if submitit is not None and not isinstance(submitit, dict):
+        raise ConfigError(f"submitit settings must be a [submitit] table in the config file, got {submitit!r}")
+    if executor == "submitit":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            _executor(submitit or {}, Path(folder))
+
+
+def run_grid(configs: Sequence[Config], *, jobs: int = 1, executor: str = "local", submitit: dict | None = None,
+             folder: Path | None = None, progress: bool = True) -> list[dict]:
+    """Run every config's IMP experiment (in order of ``configs``); returns their results in that order."""
+    check(jobs, executor, submitit)
+    if executor == "submitit":
+        return _submitit(configs, submitit or {}, folder or Path(configs[0].out) / "submitit")
+    from tqdm.auto import tqdm
+
+    threads = max(1, _cores() // jobs)
+    results: list[dict | None] = [None] * len(configs)
+    bar = tqdm(total=len(configs), desc="grid", unit="run", dynamic_ncols=True, disable=not progress)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_trunk, cfg, threads): i for i, cfg in enumerate(configs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update(1)
+    except BrokenProcessPool:
+        raise LotteryError("a grid worker died mid-run (killed or out of memory); run the same command again to "
+                           "resume: finished runs are kept and the interrupted one resumes") from None
+    finally:
+        bar.close()
+    return results  # type: ignore[return-value]
+
+
+def _executor(settings: dict, folder: Path):
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("--executor submitit needs submitit: pip install 'lottery[grid]'") from None
+    settings = dict(settings)
+    cluster = settings.pop("cluster", None)
+    if cluster not in (None, "slurm", "local", "debug"):
+        raise ConfigError(f"[submitit] cluster must be slurm, local or debug, got {cluster!r}")
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    try:
+        ex.update_parameters(**settings)
+    except (NameError, ValueError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"[submitit] setting not accepted ({first}); see submitit's AutoExecutor "
+                          "parameters") from None
+    return ex
+
+
+def _submitit(configs: Sequence[Config], settings: dict, folder: Path) -> list[dict]:
+    ex = _executor(settings, folder)
+    threads = settings.get("cpus_per_task")
+    jobs = ex.map_array(run_trunk, list(configs), [threads] * len(configs))
+    out = []
+    for cfg, job in zip(configs, jobs):
+        try:
+            out.append(job.result())
+        except Exception as e:  # submitit wraps the worker's error; its last line is the message
+            if isinstance(e, LotteryError):
+                raise
+            lines = [line for line in str(e).strip().splitlines() if line.strip()]
+            raise LotteryError(f"grid job {job.job_id} ({cfg.run_name()}) failed: {lines[-1] if lines else e}; "
+                               f"its log is in {folder}; run the same command again to resume") from None
+    return out

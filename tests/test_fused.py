@@ -1,0 +1,207 @@
+"""Fused training equals training each network alone (lottery.train.train), network by network.
+
+Tolerances (measured, then stated here): float64 — final weights within 1e-9 relative, validation losses at every
+step within 1e-6 (``evaluate`` sums the loss in float32 whatever the weights' dtype, so one float32 ulp); float32 —
+within 1e-3 relative after 30 steps (observed for K = 8: weights 4e-7, losses 3e-7; float64 weights 6e-16). Masks
+are exact and early-stop steps equal; pruned weights are exactly zero in weights, gradients and optimizer state.
+"""
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+import lottery.fused as fused
+from lottery.config import from_dict
+from lottery.data import load_dataset
+from lottery.inits import init_weights
+from lottery.masks import Mask
+from lottery.models import build_model
+from lottery.prune import prune_random
+from lottery.train import train
+
+TOL = {torch.float64: 1e-9, torch.float32: 1e-3}
+LOSS_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
+
+
+def _setup(k, dtype, model="mlp", options=None, optimizer="adam", shape=(1, 12, 12)):
+    cfg = from_dict(dict(dataset="synthetic", steps=30, eval_every=1, batch_size=32, lr=5e-3, optimizer=optimizer,
+                         progress=False, device="cpu"))
+    data = load_dataset("synthetic", val_size=None)
+    cast = lambda split: tuple(t.to(dtype) if t.is_floating_point() else t for t in split)  # noqa: E731
+    data = dataclasses.replace(data, train=cast(data.train), val=cast(data.val), test=cast(data.test))
+    models, masks = [], []
+    for i in range(k):
+        options = {"hidden": [32, 16]} if options is None else options
+        m = build_model(model, shape, data.num_classes, **options).to(dtype)
+        init_weights(m, "kaiming_normal", seed=i)
+        mask = prune_random(Mask.ones_like(m), 0.1 * (i % 5), seed=i) if i % 5 else Mask.ones_like(m)
+        mask.apply(m)
+        models.append(m)
+        masks.append(mask)
+    return cfg, data, models, masks
+
+
+def _close(a, b, tol):
+    return all(torch.allclose(a[n], b[n], rtol=tol, atol=tol) for n in a)
+
+
+def _compare(cfg, data, models, masks, seeds, dtype, method="auto"):
+    alone = [copy.deepcopy(m) for m in models]
+    ref = [train(m, data, cfg, mk, seed=s) for m, mk, s in zip(alone, masks, seeds)]
+    got = fused.train_fused(models, data, cfg, masks, seeds=seeds, method=method)
+    tol = TOL[dtype]
+    for r, g, a, m, mk in zip(ref, got, alone, models, masks):
+        assert g.status == r.status and g.steps == r.steps
+        assert [c[0] for c in g.curve] == [c[0] for c in r.curve]
+        if r.status == "ok":
+            assert torch.allclose(torch.tensor([c[1] for c in g.curve]), torch.tensor([c[1] for c in r.curve]),
+                                  rtol=LOSS_TOL[dtype], atol=LOSS_TOL[dtype])
+            assert g.early_stop_step == r.early_stop_step
+            assert abs(g.test_accuracy - r.test_accuracy) <= (0 if dtype == torch.float64 else 0.01)
+            assert _close(dict(m.named_parameters()), dict(a.named_parameters()), tol)
+        params = dict(m.named_parameters())
+        for n, keep in mk.items():  # pruned weights exactly zero; the mask itself untouched
+            assert bool((params[n][~keep] == 0).all())
+    return ref, got
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_equals_separate(k, dtype):
+    cfg, data, models, masks = _setup(k, dtype)
+    before = [{n: t.clone() for n, t in mk.items()} for mk in masks]
+    _compare(cfg, data, models, masks, seeds=list(range(k)), dtype=dtype)
+    assert all(all(torch.equal(b[n], mk[n]) for n in mk) for b, mk in zip(before, masks))
+
+
+@pytest.mark.parametrize("method", ["bmm", "vmap"])
+def test_shared_data_order_and_both_methods(method):
+    """The IMP arms share one data order (one batch, one GEMM per layer); both forward methods agree."""
+    cfg, data, models, masks = _setup(3, torch.float64)
+    _compare(cfg.replace(optimizer="sgd", lr=0.05, schedule="cosine", warmup_steps=5), data, models, masks,
+             seeds=[7, 7, 7], dtype=torch.float64, method=method)
+
+
+def test_convnet_through_vmap():
+    cfg, data, models, masks = _setup(3, torch.float64, model="lenet5", options={})
+    assert fused.Stack(models).method == "vmap"
+    _compare(cfg.replace(steps=10), data, models, masks, seeds=[0, 1, 2], dtype=torch.float64)
+
+
+def test_pruned_stay_zero_in_gradients_and_optimizer_state(monkeypatch):
+    seen = {}
+    real = fused.make_optimizer
+    monkeypatch.setattr(fused, "make_optimizer", lambda holder, cfg: seen.setdefault("opt", real(holder, cfg)))
+    cfg, data, models, masks = _setup(3, torch.float32)
+    fused.train_fused(models, data, cfg, masks, seeds=[0, 1, 2], method="bmm")
+    opt = seen["opt"]
+    stacked = {n: p for n, p in zip(dict(models[0].named_parameters()), opt.param_groups[0]["params"])}
+    for i, mk in enumerate(masks):
+        for n, keep in mk.items():
+            p = stacked[n]
+            assert bool((p[i][~keep] == 0).all()) and bool((p.grad[i][~keep] == 0).all())
+            for v in opt.state[p].values():
+                if v.shape == p.shape:
+                    assert bool((v[i][~keep] == 0).all())
+    assert any(bool((~mk[n]).any()) for mk in masks for n in mk)  # something was pruned
+
+
+def test_diverging_network_does_not_disturb_the_others():
+    cfg, data, models, masks = _setup(3, torch.float64)
+    with torch.no_grad():
+        for p in models[1].parameters():
+            p.mul_(1e200)  # logits overflow: the validation loss is not finite
+    ref, got = _compare(cfg, data, models, masks, seeds=[0, 1, 2], dtype=torch.float64)
+    assert got[1].status == ref[1].status == "diverged" and got[1].steps == ref[1].steps
+    assert [g.status for g in got] == ["ok", "diverged", "ok"]
+
+
+def test_early_stop_step_per_network():
+    cfg, data, models, masks = _setup(3, torch.float64)
+    cfg = cfg.replace(lr=0.05, steps=60, eval_every=5)  # a rate high enough to overfit: minima land at various steps
+    ref, got = _compare(cfg, data, models, masks, seeds=[0, 1, 2], dtype=torch.float64)
+    assert [g.early_stop_step for g in got] == [r.early_stop_step for r in ref]
+
+
+def test_unfusable_model_falls_back_with_one_line(capsys):
+    cfg, data, _, _ = _setup(1, torch.float32)
+    models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 8), torch.nn.BatchNorm1d(8),
+                                  torch.nn.Linear(8, 4)) for _ in range(2)]
+    masks = [Mask.ones_like(m) for m in models]
+    alone = [copy.deepcopy(m) for m in models]
+    got = fused.train_fused(models, data, cfg, masks, seeds=[0, 1])
+    ref = [train(m, data, cfg, mk, seed=s) for m, mk, s in zip(alone, masks, [0, 1])]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be fused" in err[0] and "one after another" in err[0]
+    assert [g.test_accuracy for g in got] == [r.test_accuracy for r in ref]  # the exact unfused result
+
+
+def test_imp_pack_gives_the_unpacked_results(tmp_path, monkeypatch):
+    """--pack 3 trains ticket, reinit and random mask of each level together: same masks, same numbers up to
+    float rounding (accuracies within one test sample, early-stop steps equal)."""
+    from tests.engine_helpers import strip_times, tiny
+    from lottery.imp import run_imp
+    from lottery.runs import RunDir
+
+    one = run_imp(tiny(tmp_path / "a", levels=2))
+    packed_cfg = tiny(tmp_path / "b", levels=2, pack=3)
+    passes = []
+    real = fused.train_fused
+    monkeypatch.setattr(fused, "train_fused",
+                        lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    packed = run_imp(packed_cfg)
+    assert passes == [3, 3]  # levels 1 and 2: ticket + reinit + random mask in one pass each
+    a, b = strip_times(one), strip_times(packed)
+    assert b["config"].pop("pack") == 3 and a["config"].pop("pack") == 1 and a["config"] == b["config"]
+    n_test = 512
+    for ea, eb in zip(a["levels"], b["levels"]):
+        assert (ea["level"], ea["num_kept"], ea["status"], ea["early_stop_step"]) == \
+            (eb["level"], eb["num_kept"], eb["status"], eb["early_stop_step"])
+        assert abs(ea["test_accuracy"] - eb["test_accuracy"]) <= 1 / n_test + 1e-12
+        assert set(ea["controls"]) == set(eb["controls"]) == ({"reinit", "random_mask"} if ea["level"] else set())
+        for c in ea["controls"]:
+            assert ea["controls"][c]["early_stop_step"] == eb["controls"][c]["early_stop_step"]
+            assert abs(ea["controls"][c]["test_accuracy"] - eb["controls"][c]["test_accuracy"]) <= 1 / n_test + 1e-12
+    ra, rb = RunDir.for_config(tiny(tmp_path / "a", levels=2)), RunDir.for_config(packed_cfg)
+    for level in range(3):
+        assert ra.load_mask(level).iou(rb.load_mask(level)) == 1.0
+
+
+def test_pack_zero_is_refused():
+    from lottery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pack must be an integer >= 1"):
+        from_dict({"pack": 0})
+
+
+def test_imp_pack_killed_mid_pass_resumes_to_the_same_results(tmp_path):
+    """A kill during a level's fused pass (ticket and controls in training) loses that pass only; the resumed run
+    equals an uninterrupted packed one bit for bit (same machine and thread count)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.engine_helpers import strip_times
+
+    args = ["run", "--dataset", "synthetic", "--model-options", "hidden=[16]", "--steps", "30", "--eval-every", "10",
+            "--batch-size", "32", "--levels", "2", "--lr", "5e-3", "--device", "cpu", "--no-progress", "--pack", "3"]
+
+    def cli(out, crash=None):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env.pop("LOTTERY_CRASH_AT", None)
+        if crash:
+            env["LOTTERY_CRASH_AT"] = crash
+        return subprocess.run([sys.executable, "-m", "lottery", *args, "--out", str(out)], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    assert cli(tmp_path / "a").returncode == 0
+    assert cli(tmp_path / "b", crash="train:level1#10").returncode == -signal.SIGKILL
+    (partial,) = (tmp_path / "b").glob("*/results.json")
+    assert [e["level"] for e in json.loads(partial.read_text())["levels"]] == [0]  # level 1 was mid-pass
+    assert cli(tmp_path / "b").returncode == 0
+    (a,), (b,) = (tmp_path / "a").glob("*/results.json"), (tmp_path / "b").glob("*/results.json")
+    ra, rb = (strip_times(json.loads(p.read_text())) for p in (a, b))
+    assert ra == rb

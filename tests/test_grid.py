@@ -1,0 +1,79 @@
+"""The grid executor: compare-inits trunks in worker processes or a submitit job array give the serial results;
+a worker killed mid-run leaves its run resumable; bad settings are one line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lottery.cli import main
+
+FLAGS = ["--dataset", "synthetic", "--model-options", "hidden=[8]", "--steps", "20", "--eval-every", "10",
+         "--batch-size", "32", "--levels", "1", "--lr", "0.005", "--no-progress", "--device", "cpu",
+         "--inits", "normal,xavier_normal", "--seeds", "2"]
+
+
+def _levels(out):
+    """Every scheme's per-level table of the one comparison under ``out`` (run paths left out)."""
+    (summary,) = [json.loads(p.read_text()) for p in out.glob("compare-*/summary.json")]
+    return [(s["label"], s["status"], s["levels"]) for s in summary["schemes"]]
+
+
+def _cli(out, *extra, env=None):
+    return subprocess.run([sys.executable, "-m", "lottery", "compare-inits", *FLAGS, "--out", str(out), *extra],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial")
+    assert main(["compare-inits", *FLAGS, "--out", str(out)]) == 0
+    return _levels(out)
+
+
+def test_jobs_2_equals_one_at_a_time(serial, tmp_path):
+    r = _cli(tmp_path, "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "grid: 0 of 4 runs finished already, 4 to run (local, 2 workers)" in r.stderr
+    assert _levels(tmp_path) == serial  # one thread per worker, as in the serial run: bit-identical
+
+
+def test_worker_killed_mid_run_resumes(serial, tmp_path):
+    r = _cli(tmp_path, "--jobs", "2", env={"LOTTERY_CRASH_AT": "train:level1#5"})
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("lottery: error: a grid worker died")
+    assert not list(tmp_path.glob("compare-*/summary.json"))  # no summary from half a grid
+    r = _cli(tmp_path, "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert _levels(tmp_path) == serial
+
+
+def test_submitit_local_executor(serial, tmp_path):
+    pytest.importorskip("submitit")
+    toml = tmp_path / "grid.toml"
+    toml.write_text('[submitit]\ncluster = "local"\ntimeout_min = 10\n')
+    r = _cli(tmp_path / "runs", "--executor", "submitit", "--config", str(toml))
+    assert r.returncode == 0, r.stderr
+    assert _levels(tmp_path / "runs") == serial
+    assert list((tmp_path / "runs").glob("compare-*/submitit/*_log.out"))  # the job array's logs
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--jobs", "0"], "jobs must be an integer >= 1"),
+    (["--jobs", "-2"], "jobs must be an integer >= 1"),
+])
+def test_bad_jobs_is_one_line(argv, needle, tmp_path, capsys):
+    assert main(["compare-inits", *FLAGS, "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not any(tmp_path.iterdir())  # nothing trained or written
+
+
+def test_unknown_submitit_setting_is_one_line(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    toml = tmp_path / "grid.toml"
+    toml.write_text('[submitit]\ncluster = "local"\nno_such_setting = 3\n')
+    assert main(["compare-inits", *FLAGS, "--out", str(tmp_path / "runs"), "--executor", "submitit",
+                 "--config", str(toml)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[submitit] setting not accepted" in err[0] and "no_such_setting" in err[0]
