@@ -9,13 +9,14 @@ from matplotlib.figure import Figure
 
 from lottery.demo.playground import Arm, LayerSignal, Playground
 
-FLOOR = 1e-12  # a log axis cannot show 0 (zeros init): such values sit on the floor, labelled as such
+FLOOR = 1e-12  # a log axis cannot show 0 (zeros init): such values sit at this floor
 COLORS = ("tab:blue", "tab:orange")
 
 
 def training_png(pg: Playground, signal_at_init: list[LayerSignal], signal_now: list[LayerSignal] | None) -> bytes:
     """Three panels: the training loss so far, the decision boundary now, the per-layer signal (init vs now)."""
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    fig = Figure(figsize=(13, 3.8))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.92, wspace=0.22)  # fixed: layout engines cost 4x
     cost, plane, signal = fig.subplots(1, 3)
     _cost(cost, pg.losses)
     _boundary(plane, pg, pg.model, f"decision boundary (test accuracy {pg.accuracy():.0%})"
@@ -26,7 +27,8 @@ def training_png(pg: Playground, signal_at_init: list[LayerSignal], signal_now: 
 
 def tickets_png(pg: Playground, arms: dict[str, Arm], density: float) -> bytes:
     """The ticket's and the random mask's decision boundaries, side by side, with their test accuracies."""
-    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    fig = Figure(figsize=(9, 3.8))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.86, wspace=0.04)
     for ax, (label, key) in zip(fig.subplots(1, 2), (("IMP ticket", "ticket"), ("random mask", "random"))):
         arm = arms[key]
         result = "diverged" if arm.status == "diverged" else f"test accuracy {arm.accuracy:.0%}"
@@ -69,8 +71,7 @@ def _signal(ax, at_init: list[LayerSignal], now: list[LayerSignal] | None) -> No
         if now is not None:
             ax.plot(layers, values(now, attr), "-o", color=color, label=f"{label} now")
     ax.set_yscale("log")
-    ax.set(title="per-layer signal (Linear outputs, weight gradients)", xlabel="layer", xticks=list(layers))
-    ax.axhline(FLOOR, color="gray", lw=0.5)
+    ax.set(title="per-layer signal", xlabel="Linear layer", xticks=list(layers))
     ax.legend(fontsize=7)
 
 
