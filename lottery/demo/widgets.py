@@ -46,7 +46,7 @@ class Demo:
                                      value=d["batch_size"], description="batch", style=style, layout=wide)
         self.seed = W.IntText(value=d["seed"], description="seed", style=style, layout=wide)
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
-        self.status = W.HTML("choose the settings and press <b>Train</b>")
+        self.status = W.HTML("choose the settings and press <b>Train</b>").add_class("lottery-demo-status")
         self.plots = W.Image(format="png")
         self.density = W.FloatSlider(value=0.2, min=0.02, max=1.0, step=0.01, description="density",
                                      continuous_update=False, readout_format=".0%", style=style, layout=wide,
