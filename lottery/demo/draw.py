@@ -29,7 +29,7 @@ def tickets_png(pg: Playground, arms: dict[str, Arm], density: float) -> bytes:
     """The ticket's and the random mask's decision boundaries, side by side, with their test accuracies."""
     fig = Figure(figsize=(9, 3.8))
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.86, wspace=0.04)
-    for ax, (label, key) in zip(fig.subplots(1, 2), (("IMP ticket", "ticket"), ("random mask", "random"))):
+    for ax, (label, key) in zip(fig.subplots(1, 2), (("ticket", "ticket"), ("random mask", "random"))):
         arm = arms[key]
         result = "diverged" if arm.status == "diverged" else f"test accuracy {arm.accuracy:.0%}"
         _boundary(ax, pg, arm.model, f"{label} at {arm.mask.density:.0%} of the weights: {result}")

@@ -207,7 +207,8 @@ class Playground:
     def ticket(self, density: float) -> dict[str, Arm]:
         """``{"ticket": Arm, "random": Arm}`` at ``density`` (fraction of weights kept), retrained from init.
 
-        The ticket keeps the trained net's largest weights (global magnitude), rewound to their initial values;
+        One-shot pruning (a single IMP level straight to ``density``, not many 20 % levels), so each arm costs one
+        retraining and the slider answers in seconds. The ticket keeps the trained net's largest weights (global magnitude), rewound to their initial values;
         the random mask keeps as many weights in every layer, chosen at random. Both train as the dense net did.
         Results are cached per density.
         """

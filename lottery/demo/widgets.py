@@ -25,7 +25,7 @@ class Demo:
     """The playground's widgets; ``defaults`` override the controls' initial values (e.g. ``depth=6``)."""
 
     def __init__(self, **defaults):
-        d = {**vars(Settings()), **defaults}
+        d = vars(Settings(**defaults))  # unknown names and bad values fail here, as they would on Train
         style, wide = {"description_width": "110px"}, W.Layout(width="340px")
         self.dataset = W.Dropdown(options=sorted(DATASETS_2D), value=d["dataset"], description="data set",
                                   style=style, layout=wide)
