@@ -232,6 +232,16 @@ def test_widgets_compare_before_training_is_an_error_line():
     assert demo.ticket_status.value.startswith("<b>error</b>: press Train first")
 
 
+def test_demo_defaults_are_checked():
+    from lottery.demo.widgets import Demo
+
+    for bad in (dict(depth=0), dict(init_options={"std": 1.0})):
+        with pytest.raises(LotteryError):
+            Demo(**bad)
+    with pytest.raises(TypeError):
+        Demo(colour="red")
+
+
 def test_widget_options_are_the_registries():
     from lottery.demo.widgets import Demo
 

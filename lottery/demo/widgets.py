@@ -26,6 +26,8 @@ class Demo:
 
     def __init__(self, **defaults):
         d = vars(Settings(**defaults))  # unknown names and bad values fail here, as they would on Train
+        if d["init_options"]:
+            raise LotteryError("the demo has no control for init_options; set the init scale instead")
         style, wide = {"description_width": "110px"}, W.Layout(width="340px")
         self.dataset = W.Dropdown(options=sorted(DATASETS_2D), value=d["dataset"], description="data set",
                                   style=style, layout=wide)
