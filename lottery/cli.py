@@ -247,6 +247,15 @@ def cmd_stability(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lottery.demo.serve import serve
+
+    try:
+        return serve(args.port)
+    except KeyboardInterrupt:  # Ctrl-C is how a user stops the server: not an error
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lottery", description="Lottery-ticket experiments: iterative magnitude pruning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -318,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=21, help="points on the line, both ends included (default 21)")
     add_progress_flag(p)
     p.set_defaults(func=cmd_stability)
+    p = sub.add_parser("demo", help="the interactive init/ticket playground as a local web page (needs lottery[demo])")
+    p.add_argument("--port", type=int, default=8866, help="port on localhost to serve it on (default 8866)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

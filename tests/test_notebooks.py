@@ -39,4 +39,4 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
 
 def test_every_notebook_is_collected():
-    assert {"inspect_winning_tickets.ipynb", "initialization.ipynb"} <= {p.name for p in NOTEBOOKS}
+    assert {"inspect_winning_tickets.ipynb", "initialization.ipynb", "demo.ipynb"} <= {p.name for p in NOTEBOOKS}

@@ -1,0 +1,1 @@
+"""The interactive init/ticket playground (``lottery demo``): logic in ``playground``, widgets in ``widgets``."""
