@@ -31,7 +31,7 @@ from lottery.io import load_json, save_json
 from lottery.masks import Mask
 from lottery.prune_schedule import kept_counts, prune_to_counts
 from lottery.rewind import rewind
-from lottery.runs import RunDir
+from lottery.runs import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, evaluate, lr_factor, make_optimizer
 
 RESULTS_FILE = "gradual.json"
@@ -173,12 +173,17 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
-    densities = sorted({float(d) for d in final_densities}, reverse=True)
-    if not densities or any(not 0 < d < 1 for d in densities):
-        raise ConfigError(f"final densities must lie in (0, 1), e.g. 0.2,0.05; got {final_densities}")
+    densities = check_options(final_densities, every, begin_step, end_step)
     run = RunDir.for_config(cfg)
     with run:
         exp = Experiment(cfg, run)
+        n = Mask.ones_like(exp.model).num_total
+        if min(densities) * n < 1:  # everything validated before the first training step
+            raise ConfigError(f"final density {min(densities):g} keeps no weight of the {n} prunable ones; "
+                              f"use at least {1 / n:.2g}")
+        for density in densities:
+            if CubicSchedule.for_budget(density, exp.total_steps, every, begin_step, end_step).end_step > exp.total_steps:
+                raise ConfigError(f"--end-step {end_step} is beyond the {exp.total_steps} training steps")
         path = run.path / RESULTS_FILE
         results = load_results(run.path) if path.exists() else {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
@@ -210,9 +215,27 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
         return results
 
 
+def check_options(final_densities, every: int, begin_step: int | None, end_step: int | None) -> list[float]:
+    """The final densities, sorted; refuses what ``CubicSchedule.for_budget`` would otherwise silently replace."""
+    try:
+        densities = sorted({float(d) for d in final_densities}, reverse=True)
+    except (TypeError, ValueError):
+        densities = []
+    if not densities or any(not 0 < d < 1 for d in densities):
+        raise ConfigError(f"final densities must lie in (0, 1), e.g. 0.2,0.05; got {final_densities}")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"--prune-every must be an integer >= 1 (steps between pruning steps), got {every!r}")
+    if begin_step is not None and begin_step < 0:
+        raise ConfigError(f"--begin-step must be >= 0, got {begin_step}")
+    if begin_step is not None and end_step is not None and end_step <= begin_step:
+        raise ConfigError(f"--end-step ({end_step}) must come after --begin-step ({begin_step})")
+    return densities
+
+
 def load_results(run_path) -> dict:
     results = load_json(run_path / RESULTS_FILE)
-    if not isinstance(results, dict) or not isinstance(results.get("levels"), list):
+    levels = results.get("levels") if isinstance(results, dict) else None
+    if not isinstance(levels, list) or not all(valid_level(e) for e in levels):
         raise CorruptFileError(f"{run_path / RESULTS_FILE} is not a gradual-pruning results file; delete it")
     return results
 

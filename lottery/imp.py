@@ -152,7 +152,7 @@ class Experiment:
         if level == 0:
             return Mask.ones_like(self.model)
         try:
-            stored = self.rundir.load_mask(level)
+            stored = self.rundir.load_mask(level, like=self.model)
             if stored is not None:
                 stored.check_fits(self.model)
                 return stored.to(self.device)
@@ -178,7 +178,7 @@ class Experiment:
         if not entries:
             return None
         try:
-            mask = self.rundir.load_mask(level)
+            mask = self.rundir.load_mask(level, like=self.model)
             if mask is None and level > 0:
                 raise CorruptFileError("mask missing")
             if mask is not None:
@@ -208,6 +208,7 @@ class Experiment:
 
     def run(self) -> dict:
         cfg = self.cfg
+        why = None
         with self._bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
             for level in range(cfg.levels + 1):
                 entry = self.dist.share_object(lambda: self._finished(level)) or self._run_level(level)
@@ -218,10 +219,30 @@ class Experiment:
                     levels_bar.set_postfix(density=f"{entry['density']:.3f}", acc=f"{entry['test_accuracy'] or 0:.3f}")
                 if entry["status"] != "ok":  # magnitudes of diverged weights mean nothing: stop pruning
                     break
+                why = self._exhausted(level, entry) if level < cfg.levels else None
+                if why:
+                    tqdm.write(f"IMP stops after level {level}: {why}")
+                    break
         diverged = any(e["status"] != "ok" for e in self.results["levels"])
-        self.results["status"] = "diverged" if diverged else "complete"
+        self.results["status"] = "diverged" if diverged else "exhausted" if why else "complete"
+        if why:
+            self.results["exhausted"] = why
         self._save()
         return self.results
+
+    def _exhausted(self, level: int, entry: dict) -> str | None:
+        """Why pruning cannot go on after ``level`` (a layer with no weights left, or a next level that would
+        remove nothing), or None."""
+        if entry.get("collapsed_layers"):
+            return (f"layer {entry['collapsed_layers'][0]} has no weights left (layer collapse); "
+                    "--min-kept-per-layer keeps some in every layer")
+        if self.dist.share_object(lambda: self._next_prunes_nothing(level, entry)):
+            return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
+                    f"--prune-fraction {self.cfg.prune_fraction} to remove one)")
+        return None
+
+    def _next_prunes_nothing(self, level: int, entry: dict) -> bool:
+        return self._mask(level + 1).num_kept == entry.get("num_kept", -1)
 
     def _run_level(self, level: int) -> dict:
         started = time.perf_counter()

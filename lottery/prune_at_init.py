@@ -16,10 +16,10 @@ from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.imp import Experiment, derived_seed
-from lottery.io import load_json, save_json
+from lottery.io import finite, load_json, save_json
 from lottery.masks import Mask
 from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
-from lottery.runs import RunDir
+from lottery.runs import RunDir, valid_level
 
 RESULTS_FILE = "prune_at_init.json"
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")
@@ -129,7 +129,11 @@ class PruneAtInit:
 
 def load_results(run_path) -> dict:
     results = load_json(run_path / RESULTS_FILE)
-    if not isinstance(results, dict) or not isinstance(results.get("entries"), list):
+    entries = results.get("entries") if isinstance(results, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("strategy"), str) and finite(e.get("target_density"), 0, 1)
+            and valid_level({**e, "level": 0}) for e in entries) or not (
+            results.get("dense") is None or valid_level({**results["dense"], "level": 0})):
         raise CorruptFileError(f"{run_path / RESULTS_FILE} is not a prune-at-init results file; delete it")
     return results
 

@@ -18,11 +18,15 @@ def format_table(results: dict) -> str:
         c = e.get("controls", {})
         statuses = [e["status"]] + [v["status"] for v in c.values()]
         status = "ok" if all(s == "ok" for s in statuses) else "diverged"
+        if e.get("collapsed_layers"):  # a layer with no weights left: the network's output ignores its input
+            status += f" (collapsed: {', '.join(e['collapsed_layers'])})"
         lines.append(
             f"{e['level']:>5} {100 * e['density']:9.2f} {_pct(e.get('test_accuracy')):>8} "
             f"{_pct(c.get('reinit', {}).get('test_accuracy')):>8} {_pct(c.get('random_mask', {}).get('test_accuracy')):>8} "
             f"{e['early_stop_step']:>10}  {status}"
         )
+    if results.get("exhausted"):
+        lines.append(f"stopped early: {results['exhausted']}")
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ def _valid_curve(curve: object, diverged: bool) -> bool:
         for c in curve)
 
 
-def _valid_run(r: object) -> bool:
+def valid_run(r: object) -> bool:
     """One training run's summary: accuracy in [0, 1] (or None), steps >= 0, all finite."""
     return (isinstance(r, dict) and isinstance(r.get("status"), str)
             and (r.get("test_accuracy") is None or finite(r["test_accuracy"], 0, 1))
@@ -46,16 +46,36 @@ def _valid_run(r: object) -> bool:
             and _valid_curve(r.get("curve", []), r["status"] != "ok"))
 
 
-def _valid_entry(e: object) -> bool:
+def valid_level(e: object) -> bool:
     """A level entry of results.json with the fields the driver and the report read, of the right types and
     ranges: a NaN, an infinity, an accuracy or density outside [0, 1] or a negative step is refused here, not
     crashed on in a plot."""
     return (
         isinstance(e, dict) and type(e.get("level")) is int and e["level"] >= 0 and finite(e.get("density"), 0, 1)
-        and isinstance(e.get("controls", {}), dict) and _valid_run(e)
-        and all(_valid_run(r) for r in e.get("controls", {}).values())
+        and isinstance(e.get("controls", {}), dict) and valid_run(e)
+        and all(valid_run(r) for r in e.get("controls", {}).values())
         and all(finite(v, 0, 1) for v in (e.get("layer_density") or {}).values())
     )
+
+
+def valid_values(obj: object, key: str = "") -> bool:
+    """Every number in a stored JSON tree is finite; under a key naming an accuracy, density or error it lies
+    in [0, 1], under one naming a step it is >= 0 (how summary.json and stability.json are checked)."""
+    stack = [(obj, key)]
+    while stack:
+        v, k = stack.pop()
+        if isinstance(v, dict):
+            stack += [(x, str(name) if name not in ("mean", "std") else k) for name, x in v.items()]
+        elif isinstance(v, list):
+            stack += [(x, k) for x in v]
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not finite(v):
+                return False
+            if any(w in k for w in ("accuracy", "density", "error")) and not 0 <= v <= 1:
+                return False
+            if "step" in k and v < 0:
+                return False
+    return True
 
 
 def refuse_symlink(path: Path, root: Path) -> Path:
@@ -157,7 +177,7 @@ class RunDir:
             return None
         results = load_json(path)
         levels = results.get("levels") if isinstance(results, dict) else None
-        if not isinstance(levels, list) or not all(_valid_entry(e) for e in levels):
+        if not isinstance(levels, list) or not all(valid_level(e) for e in levels):
             raise CorruptFileError(f"{path} is not a lottery results file; restore it, or delete it to retrain "
                                    "every level (the masks and init.pt on disk are reused)")
         return results
