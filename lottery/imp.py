@@ -22,6 +22,7 @@ from lottery.faults import crash_point, crash_progress
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
+from lottery.progress import progress_bar
 from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.runs import RunDir
@@ -119,7 +120,7 @@ class Experiment:
         return self.dist.share_mask(make).to(self.device)
 
     def _bar(self, total: int, desc: str, leave: bool = False):
-        return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True) if self.progress else nullcontext()
+        return progress_bar(total, desc, leave) if self.progress else nullcontext()
 
     # -- one training run ---------------------------------------------------------------------------------
     def _train(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None):

@@ -78,7 +78,11 @@ def mnist1d(root=None, **args) -> Source:
             with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
                 np.savez(f, **arrays)
 
-        atomic_write(path, write)
+        try:
+            atomic_write(path, write)
+        except OSError as e:  # a read-only HOME: say which cache, and how to move it
+            raise ConfigError(f"cannot write the data-set cache {path.parent} ({e.strerror}); set LOTTERY_CACHE to a "
+                              "writable directory (or pass --data-root DIR)") from None
     train = (torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"]))
     test = (torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"]))
     return Source(train=train, test=test, num_classes=10, input_shape=tuple(train[0].shape[1:]),
