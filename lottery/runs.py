@@ -155,6 +155,10 @@ class RunDir:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise RunLockedError(f"{self.path} is in use by pid {holder}; wait for it to finish or stop it") from None
+        linked = [p for p in self.path.glob("level_*") if p.is_symlink()]
+        if linked:
+            self.__exit__()
+            refuse_symlink(linked[0], self.path)
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         # Temp files of a killed writer: never renamed into place, so never read; only the lock holder may
