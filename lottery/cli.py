@@ -250,13 +250,13 @@ def cmd_prune_at_init(args: argparse.Namespace) -> int:
 
 
 def cmd_gradual(args: argparse.Namespace) -> int:
-    from lottery.gradual import check_options, compare_table, run_gradual
+    from lottery.gradual import compare_table, preflight, run_gradual
     from lottery.report import format_table
 
     cfg = config_from_args(args)
-    check_options(_floats(args.final_densities), args.prune_every, args.begin_step, args.end_step)  # before IMP
     imp = None
     if args.with_imp:
+        preflight(cfg, _floats(args.final_densities), args.prune_every, args.begin_step, args.end_step)  # before IMP
         from lottery.imp import run_imp
 
         imp = run_imp(cfg)

@@ -241,7 +241,7 @@ def validate(cfg: Config) -> None:
         _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{name} must be an integer > 0, got {v!r}")
     _check(cfg.steps is None or (isinstance(cfg.steps, int) and cfg.steps > 0), f"steps must be > 0, got {cfg.steps!r}")
     _check(cfg.epochs is None or (isinstance(cfg.epochs, (int, float)) and 0 < cfg.epochs < 1e9),
-           f"epochs must be a finite number > 0, got {cfg.epochs!r}")
+           f"epochs must be > 0 and finite, got {cfg.epochs!r}")
     for name in ("momentum", "gamma", "weight_decay"):
         v = getattr(cfg, name)
         _check(not isinstance(v, float) or v == v and abs(v) != float("inf"), f"{name} must be finite, got {v!r}")

@@ -177,13 +177,7 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
     run = RunDir.for_config(cfg)
     with run:
         exp = Experiment(cfg, run)
-        n = Mask.ones_like(exp.model).num_total
-        if min(densities) * n < 1:  # everything validated before the first training step
-            raise ConfigError(f"final density {min(densities):g} keeps no weight of the {n} prunable ones; "
-                              f"use at least {1 / n:.2g}")
-        for density in densities:
-            if CubicSchedule.for_budget(density, exp.total_steps, every, begin_step, end_step).end_step > exp.total_steps:
-                raise ConfigError(f"--end-step {end_step} is beyond the {exp.total_steps} training steps")
+        check_plan(exp.model, exp.total_steps, densities, every, begin_step, end_step)  # before any training
         path = run.path / RESULTS_FILE
         results = load_results(run.path) if path.exists() else {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
@@ -230,6 +224,29 @@ def check_options(final_densities, every: int, begin_step: int | None, end_step:
     if begin_step is not None and end_step is not None and end_step <= begin_step:
         raise ConfigError(f"--end-step ({end_step}) must come after --begin-step ({begin_step})")
     return densities
+
+
+def check_plan(model: nn.Module, total_steps: int, densities, every: int, begin_step: int | None,
+               end_step: int | None) -> None:
+    """Every final density keeps a weight of ``model`` and every schedule fits the budget."""
+    n = Mask.ones_like(model).num_total
+    if min(densities) * n < 1:
+        raise ConfigError(f"final density {min(densities):g} keeps no weight of the {n} prunable ones; "
+                          f"use at least {1 / n:.2g}")
+    for density in densities:
+        if CubicSchedule.for_budget(density, total_steps, every, begin_step, end_step).end_step > total_steps:
+            raise ConfigError(f"--end-step {end_step} is beyond the {total_steps} training steps")
+
+
+def preflight(cfg: Config, final_densities, every: int, begin_step: int | None, end_step: int | None) -> None:
+    """All of run_gradual's checks without a run directory: for callers that train something else first."""
+    from lottery.data import load_dataset
+    from lottery.models import build_model
+
+    densities = check_options(final_densities, every, begin_step, end_step)
+    data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options)
+    check_plan(model, budget_steps(cfg, len(data.train[0])), densities, every, begin_step, end_step)
 
 
 def load_results(run_path) -> dict:

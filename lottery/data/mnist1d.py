@@ -53,7 +53,7 @@ def _read_cache(path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in _KEYS}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # no cache (yet): generate the data
         return None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         warnings.warn(f"ignoring unreadable mnist1d cache {path} ({e}); generating it again", stacklevel=3)
