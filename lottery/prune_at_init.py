@@ -19,7 +19,7 @@ from lottery.imp import Experiment, derived_seed
 from lottery.io import finite, load_json, save_json
 from lottery.masks import Mask
 from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
-from lottery.runs import RunDir, valid_level
+from lottery.runs import RunDir, refuse_symlink, valid_level
 
 RESULTS_FILE = "prune_at_init.json"
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")
@@ -73,9 +73,9 @@ class PruneAtInit:
 
     def _mask(self, strategy: str, density: float) -> Mask:
         """Prune the initialized network once; the mask is saved so a resumed run reuses it."""
-        path = self.rundir.path / "prune_at_init" / f"{strategy}-{density:g}" / "mask.npz"
+        path = refuse_symlink(self.rundir.path / "prune_at_init" / f"{strategy}-{density:g}", self.rundir.path) / "mask.npz"
         if path.exists():
-            return Mask.load(path).to(self.exp.device)
+            return Mask.load(path, like=self.exp.model).to(self.exp.device)
         model = self.exp.model
         model.load_state_dict(self.exp.init_state)
         mask = PRUNERS.get(strategy)(model, Mask.ones_like(model), 1.0 - density, scope=self.cfg.scope,

@@ -155,7 +155,7 @@ class RunDir:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise RunLockedError(f"{self.path} is in use by pid {holder}; wait for it to finish or stop it") from None
-        linked = [p for p in self.path.glob("level_*") if p.is_symlink()]
+        linked = [p for p in self.path.iterdir() if p.is_symlink() and p.is_dir()]  # level_NN, prune_at_init, ...
         if linked:
             self.__exit__()
             refuse_symlink(linked[0], self.path)
