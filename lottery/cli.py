@@ -116,17 +116,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             table = format_summary(summary)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-            raise LotteryError(f"{path} is not a compare-inits summary; run the comparison again to rewrite it") from None
+            raise LotteryError(f"{path} is not a compare-inits summary; run the comparison again to rewrite it"
+                               ) from None
         print(table)
         plots = _plots_or_note(lambda: compare_plots(args.run_dir, summary), args.run_dir)
         print(f"\nplots: {', '.join(str(p) for p in plots) or 'none written'}")
         return 0
     if args.more_runs:  # several seeds of one experiment: mean ± std table and bands
         from lottery.plots import seed_plots
-        from lottery.report import format_seeds_table
+        from lottery.report import check_seed_runs, format_seeds_table
 
         dirs = [args.run_dir, *args.more_runs]
-        _same_experiment_but_seed(dirs)
+        check_seed_runs(dirs)
         results_list = [_run_results(d) for d in dirs]
         out = Path(args.out or Path(args.run_dir).parent)
         print(format_seeds_table(results_list))
@@ -148,30 +149,6 @@ def _plots_or_note(draw, where) -> list:
     except PermissionError as e:
         print(f"lottery: note: plots skipped, {e.filename or where} is not writable", file=sys.stderr)
         return []
-
-
-def _same_experiment_but_seed(dirs: list[str]) -> None:
-    """Runs averaged together must be one experiment under several seeds: the same run twice, or runs that
-    differ in any other setting, are refused with the setting named."""
-    from lottery.runs import RunDir
-
-    seen, first = {}, None
-    for d in dirs:
-        run = RunDir(d)
-        cfg = run.config()
-        real = run.path.resolve()
-        if real in seen or cfg.hash() in seen.values():
-            raise LotteryError(f"{d} is the same run as {next(k for k, v in seen.items() if v == cfg.hash() or k == real)}"
-                               "; list each run once")
-        seen[real] = cfg.hash()
-        settings = {k: v for k, v in cfg.hashed_settings().items() if k != "seed"}
-        if first is None:
-            first = (d, settings)
-            continue
-        differ = sorted(k for k in {*settings, *first[1]} if settings.get(k) != first[1].get(k))
-        if differ:
-            raise LotteryError(f"{d} and {first[0]} differ in '{differ[0]}', not only in the seed; "
-                               "report averages seeds of one experiment — report them separately")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

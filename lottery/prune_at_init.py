@@ -73,7 +73,8 @@ class PruneAtInit:
 
     def _mask(self, strategy: str, density: float) -> Mask:
         """Prune the initialized network once; the mask is saved so a resumed run reuses it."""
-        path = refuse_symlink(self.rundir.path / "prune_at_init" / f"{strategy}-{density:g}", self.rundir.path) / "mask.npz"
+        folder = self.rundir.path / "prune_at_init" / f"{strategy}-{density:g}"
+        path = refuse_symlink(folder, self.rundir.path) / "mask.npz"
         if path.exists():
             return Mask.load(path, like=self.exp.model).to(self.exp.device)
         model = self.exp.model

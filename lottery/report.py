@@ -57,6 +57,31 @@ def format_seeds_table(results_list: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_seed_runs(dirs: list[str]) -> None:
+    """Runs averaged together must be one experiment under several seeds: the same run twice, or runs that
+    differ in any other setting, are refused with the setting named."""
+    from lottery.errors import LotteryError
+    from lottery.runs import RunDir
+
+    seen, first = {}, None
+    for d in dirs:
+        run = RunDir(d)
+        cfg = run.config()
+        real = run.path.resolve()
+        if real in seen or cfg.hash() in seen.values():
+            twin = next(k for k, v in seen.items() if v == cfg.hash() or k == real)
+            raise LotteryError(f"{d} is the same run as {twin}; list each run once")
+        seen[real] = cfg.hash()
+        settings = {k: v for k, v in cfg.hashed_settings().items() if k != "seed"}
+        if first is None:
+            first = (d, settings)
+            continue
+        differ = sorted(k for k in {*settings, *first[1]} if settings.get(k) != first[1].get(k))
+        if differ:
+            raise LotteryError(f"{d} and {first[0]} differ in '{differ[0]}', not only in the seed; "
+                               "report averages seeds of one experiment — report them separately")
+
+
 def write_plots(run_path: str | Path, results: dict) -> list[Path]:
     """Write the run's PNG plots beside its results; returns their paths."""
     from lottery.plots import run_plots
