@@ -220,7 +220,7 @@ class Experiment:
                     levels_bar.set_postfix(density=f"{entry['density']:.3f}", acc=f"{entry['test_accuracy'] or 0:.3f}")
                 if entry["status"] != "ok":  # magnitudes of diverged weights mean nothing: stop pruning
                     break
-                why = self._exhausted(level, entry) if level < cfg.levels else None
+                why = self.dist.share_object(lambda: self._exhausted(level, entry)) if level < cfg.levels else None
                 if why:
                     tqdm.write(f"IMP stops after level {level}: {why}")
                     break
@@ -233,17 +233,16 @@ class Experiment:
 
     def _exhausted(self, level: int, entry: dict) -> str | None:
         """Why pruning cannot go on after ``level`` (a layer with no weights left, or a next level that would
-        remove nothing), or None."""
+        remove nothing), or None. Runs on rank 0; a next level finished by an older version is kept."""
+        if any(e["level"] == level + 1 for e in self.results["levels"]):
+            return None
         if entry.get("collapsed_layers"):
             return (f"layer {entry['collapsed_layers'][0]} has no weights left (layer collapse); "
                     "--min-kept-per-layer keeps some in every layer")
-        if self.dist.share_object(lambda: self._next_prunes_nothing(level, entry)):
+        if self._mask(level + 1).num_kept == entry.get("num_kept", -1):
             return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
                     f"--prune-fraction {self.cfg.prune_fraction} to remove one)")
         return None
-
-    def _next_prunes_nothing(self, level: int, entry: dict) -> bool:
-        return self._mask(level + 1).num_kept == entry.get("num_kept", -1)
 
     def _run_level(self, level: int) -> dict:
         started = time.perf_counter()
