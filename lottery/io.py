@@ -58,8 +58,8 @@ def open_regular(path: str | os.PathLike, what: str = "file"):
         raise CorruptFileError(f"{path} is a directory, not a {what}; remove it") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CorruptFileError(f"{path} is not a regular file (a directory, FIFO, device or socket), refused unread; "
-                                   "remove it")
+            raise CorruptFileError(f"{path} is not a regular file (a directory, FIFO, device or socket), refused "
+                                   "unread; remove it")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

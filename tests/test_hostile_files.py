@@ -338,8 +338,8 @@ def _npy_header(shape: tuple, dtype=np.uint8) -> bytes:
 
 def test_a_forged_shape_is_refused_before_anything_is_allocated(tmp_path):
     """A few hundred bytes that declare 2**45 bytes of bits: refused from the header, in a process whose address
-    space is capped at 2 GiB above what it holds (numpy's allocation would fail there with a MemoryError traceback, or hang a machine
-    that overcommits)."""
+    space is capped at 2 GiB above what it holds (numpy's allocation would fail there with a MemoryError
+    traceback, or hang a machine that overcommits)."""
     path = tmp_path / "mask.npz"
     lt.Mask({"w": torch.ones(4, 4, dtype=torch.bool)}).save(path)
     header = json.dumps({"format": "lottery-mask/1", "names": ["w"], "shapes": [[2 ** 48]]}).encode()
