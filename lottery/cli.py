@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import types
 import typing
@@ -28,12 +30,22 @@ def _flag_type(name: str):
     args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
     base = args[0]
     if base is dict:
-        return parse_options
+        return _user_text(parse_options)
     if base is tuple:
         return parse_list
     if base is bool:
         return _boolean
     return base
+
+
+def _user_text(parse):
+    """``parse`` whose ConfigError argparse shows as its own message (not a repr of a possibly huge value)."""
+    def read(text: str):
+        try:
+            return parse(text)
+        except LotteryError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return read
 
 
 def _boolean(text: str) -> bool:
@@ -104,27 +116,44 @@ def cmd_report(args: argparse.Namespace) -> int:
         from lottery.io import load_json
         from lottery.plots import compare_plots
 
-        summary = load_json(Path(args.run_dir) / "summary.json")
-        plots = compare_plots(args.run_dir, summary)
-        print(format_summary(summary))
-        print(f"\nplots: {', '.join(str(p) for p in plots)}")
+        path = Path(args.run_dir) / "summary.json"
+        summary = load_json(path)
+        try:
+            table = format_summary(summary)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            raise LotteryError(f"{path} is not a compare-inits summary; run the comparison again to rewrite it"
+                               ) from None
+        print(table)
+        plots = _plots_or_note(lambda: compare_plots(args.run_dir, summary), args.run_dir)
+        print(f"\nplots: {', '.join(str(p) for p in plots) or 'none written'}")
         return 0
     if args.more_runs:  # several seeds of one experiment: mean ± std table and bands
         from lottery.plots import seed_plots
-        from lottery.report import format_seeds_table
+        from lottery.report import check_seed_runs, format_seeds_table
 
-        results_list = [_run_results(d) for d in [args.run_dir, *args.more_runs]]
+        dirs = [args.run_dir, *args.more_runs]
+        check_seed_runs(dirs)
+        results_list = [_run_results(d) for d in dirs]
         out = Path(args.out or Path(args.run_dir).parent)
-        plots = seed_plots(out, results_list)
         print(format_seeds_table(results_list))
-        print(f"\nplots: {', '.join(str(p) for p in plots)}")
+        plots = _plots_or_note(lambda: seed_plots(out, results_list), out)
+        print(f"\nplots: {', '.join(str(p) for p in plots) or 'none written'}")
         return 0
     results = _run_results(args.run_dir)
     run = RunDir(args.run_dir)
-    plots = write_plots(run.path, results)
     print(format_table(results))
-    print(f"\nstatus: {results['status']}; plots: {', '.join(str(p) for p in plots)}")
+    plots = _plots_or_note(lambda: write_plots(run.path, results), run.path)
+    print(f"\nstatus: {results['status']}; plots: {', '.join(str(p) for p in plots) or 'none written'}")
     return 0
+
+
+def _plots_or_note(draw, where) -> list:
+    """The plots, or none with a one-line note when ``where`` cannot be written (an archived, read-only run)."""
+    try:
+        return draw()
+    except PermissionError as e:
+        print(f"lottery: note: plots skipped, {e.filename or where} is not writable", file=sys.stderr)
+        return []
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -142,6 +171,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from lottery.export import export_report, export_run, format_report
 
+    if args.threads < 1:
+        raise LotteryError(f"--threads must be >= 1, got {args.threads}")
     path = export_run(args.run_dir, args.level, args.out, args.format)
     print(f"exported level {args.level} ({args.format}) to {path}")
     if args.report:
@@ -203,12 +234,13 @@ def cmd_prune_at_init(args: argparse.Namespace) -> int:
 
 
 def cmd_gradual(args: argparse.Namespace) -> int:
-    from lottery.gradual import compare_table, run_gradual
+    from lottery.gradual import compare_table, preflight, run_gradual
     from lottery.report import format_table
 
     cfg = config_from_args(args)
     imp = None
     if args.with_imp:
+        preflight(cfg, _floats(args.final_densities), args.prune_every, args.begin_step, args.end_step)  # before IMP
         from lottery.imp import run_imp
 
         imp = run_imp(cfg)
@@ -333,16 +365,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, `kill`): unwinds like Ctrl-C, so the run ends the same resumable way."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading_is_main():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe (`lottery list | head -1`) shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to say to a closed reader
+        return 0
     except (LotteryError, OSError) as e:  # OSError: an --out that is a file, a directory without permission, ...
         print(f"lottery: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("lottery: interrupted; finished levels are saved — run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+        print(f"lottery: {how}; finished levels are saved — run the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

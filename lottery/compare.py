@@ -105,7 +105,27 @@ def _run_finished(cfg: Config) -> dict | None:
         return None
     run = RunDir.for_config(cfg)  # refuses a directory holding another experiment
     results = run.load_results()
-    return results if results and results.get("status") in ("complete", "diverged") else None
+    return results if results and results.get("status") in ("complete", "diverged", "exhausted") else None
+
+
+def _check_variants(base: Config, variants: Sequence[InitVariant]) -> None:
+    """Draw every variant once on the model before the first run: a bad option fails now, in one line, not
+    after hours of the variants listed before it."""
+    from lottery.data import load_dataset
+    from lottery.inits import init_weights
+    from lottery.models import build_model
+
+    data = load_dataset(base.dataset, root=base.data_root, val_size=base.val_size, **base.dataset_options)
+    model = build_model(base.model, data.input_shape, data.num_classes, activation=base.activation,
+                        **base.model_options)
+    for v in variants:
+        cfg = v.apply(base)
+        try:
+            init_weights(model, cfg.init, seed=0, scale=cfg.init_scale, data=data.train[0][: cfg.batch_size * 5],
+                         **cfg.init_options)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ConfigError(f"init variant {v.label!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                              ) from None
 
 
 # -- the comparison -------------------------------------------------------------------------------------------
@@ -134,6 +154,7 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     if not (0 <= match_tolerance < 1):
         raise ConfigError(f"match_tolerance is a fraction of accuracy in [0, 1), got {match_tolerance!r}")
     configs = {(v.label, s): v.apply(base_cfg).replace(seed=s) for v in variants for s in seed_list}
+    _check_variants(base_cfg, variants)
     out_dir = comparison_dir(base_cfg, variants, seed_list)
     runs: dict[tuple, dict] = {}
     total = len(configs)

@@ -44,7 +44,8 @@ class Config:
     activation: str = _opt("relu", "nonlinearity: relu, leaky_relu, tanh, sigmoid")
     dataset: str = _opt("mnist1d", "data set name (see `lottery list`)")
     dataset_options: dict = _opt({}, "extra data-set options as JSON or key=value,...")
-    data_root: str | None = _opt(None, "directory holding torchvision-format data sets", hashed=False)
+    data_root: str | None = _opt(None, "directory holding torchvision-format data sets (hashed as its absolute path: "
+                                 "another folder is another run)")
     val_size: int | None = _opt(None, "validation examples carved from the training set (default per data set)")
     init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`); also "
                      "SCHEME:KEY=VALUE...*SCALE, e.g. normal:std=0.01 (the compare-inits grammar)")
@@ -93,6 +94,8 @@ class Config:
             if not f.metadata["hashed"]:
                 continue
             value = _jsonable(getattr(self, f.name))
+            if f.name == "data_root" and value is not None:  # where the data comes from changes the results
+                value = str(Path(value).expanduser().resolve())
             default = _jsonable(f.default_factory() if f.default is dataclasses.MISSING else f.default)
             if value != default:
                 out[f.name] = value
@@ -209,6 +212,8 @@ def load_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML ({e}); fix the line it names") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply; write the options flat") from None
 
 
 def parse_list(value: Any, kind: type = str) -> tuple:
@@ -232,7 +237,9 @@ def parse_options(text: str) -> dict:
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"options {text!r} are not valid JSON ({e.msg})") from None
+            raise ConfigError(f"options {text[:60]!r} are not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise ConfigError(f"options {text[:20]!r}... are nested too deeply; give flat key=value options") from None
     out = {}
     for part in re.split(r",(?![^\[]*\])", text):  # commas inside [...] belong to the value
         key, sep, raw = part.partition("=")
@@ -287,8 +294,11 @@ def validate(cfg: Config) -> None:
         v = getattr(cfg, name)
         _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{name} must be an integer > 0, got {v!r}")
     _check(cfg.steps is None or (isinstance(cfg.steps, int) and cfg.steps > 0), f"steps must be > 0, got {cfg.steps!r}")
-    _check(cfg.epochs is None or (isinstance(cfg.epochs, (int, float)) and cfg.epochs > 0),
-           f"epochs must be > 0, got {cfg.epochs!r}")
+    _check(cfg.epochs is None or (isinstance(cfg.epochs, (int, float)) and 0 < cfg.epochs < 1e9),
+           f"epochs must be > 0 and finite, got {cfg.epochs!r}")
+    for name in ("momentum", "gamma", "weight_decay"):
+        v = getattr(cfg, name)
+        _check(not isinstance(v, float) or v == v and abs(v) != float("inf"), f"{name} must be finite, got {v!r}")
     _check(cfg.steps is not None or cfg.epochs is not None, "set a budget: steps or epochs")
     for name in ("lr", "init_scale"):
         v = getattr(cfg, name)
@@ -304,3 +314,13 @@ def validate(cfg: Config) -> None:
            f"name '{cfg.name}' may hold only letters, digits and _.+-")
     for k in ("model_options", "dataset_options", "init_options", "layer_fractions"):
         _check(isinstance(getattr(cfg, k), dict), f"{k} must be a table / key=value list")
+        _check(_depth(getattr(cfg, k)) <= 16, f"{k} is nested too deeply; options are flat values or short lists")
+
+
+def _depth(v: Any, limit: int = 17) -> int:
+    """Nesting depth of lists and dicts, counted no further than ``limit`` (no recursion on hostile input)."""
+    depth, level = 0, [v]
+    while level and depth < limit:
+        depth += 1
+        level = [x for y in level for x in (y.values() if isinstance(y, dict) else y) if isinstance(x, (dict, list))]
+    return depth

@@ -123,6 +123,10 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
     done = sorted(e["level"] for e in results["levels"])
     if level not in done:
         raise ConfigError(f"{run.path} has no finished level {level}; finished levels: {done or 'none yet'}")
+    if next(e for e in results["levels"] if e["level"] == level)["status"] != "ok":
+        ok = [e["level"] for e in results["levels"] if e["status"] == "ok"]
+        raise ConfigError(f"level {level} of {run.path} diverged: its weights are not a ticket; "
+                          f"levels that trained: {ok or 'none'}")
     mask = run.load_mask(level)
     if mask is None:
         raise CorruptFileError(f"{run.level_dir(level)} has no mask.npz; the run directory is damaged")
@@ -134,6 +138,8 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
     model.load_state_dict(state)
     mask.apply(model)
     out = Path(path) if path is not None else run.level_dir(level) / f"ticket-{layout}.safetensors"
+    if not os.access(out.parent if out.parent.exists() else Path.cwd(), os.W_OK):
+        raise ConfigError(f"{out.parent} is not writable; pass --out FILE somewhere writable")
     return export_ticket(model, mask, out, layout, model_name=cfg.model, model_options=cfg.model_options,
                          activation=cfg.activation, input_shape=data.input_shape, num_classes=data.num_classes,
                          extra={"run": run.path.name, "level": level, "dataset": cfg.dataset})
@@ -324,6 +330,8 @@ def export_report(path: str | os.PathLike, batch_sizes=(1, 256), min_run_time: f
     Latency is timed on ``threads`` threads (default 1: on a shared machine, multi-threaded timings of small
     kernels measure the scheduler more than the kernel).
     """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
     from safetensors.torch import save
 
     header, state = load_state(path)

@@ -28,7 +28,7 @@ from lottery.io import load_json, save_json
 from lottery.masks import Mask
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
 from lottery.rewind import rewind
-from lottery.runs import RunDir
+from lottery.runs import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, train
 
 RESULTS_FILE = "gradual.json"
@@ -131,12 +131,11 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
-    densities = sorted({float(d) for d in final_densities}, reverse=True)
-    if not densities or any(not 0 < d < 1 for d in densities):
-        raise ConfigError(f"final densities must lie in (0, 1), e.g. 0.2,0.05; got {final_densities}")
+    densities = check_options(final_densities, every, begin_step, end_step)
     run = RunDir.for_config(cfg)
     with run:
         exp = Experiment(cfg, run)
+        check_plan(exp.model, exp.total_steps, densities, every, begin_step, end_step)  # before any training
         path = run.path / RESULTS_FILE
         results = load_results(run.path) if path.exists() else {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
@@ -168,9 +167,50 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
         return results
 
 
+def check_options(final_densities, every: int, begin_step: int | None, end_step: int | None) -> list[float]:
+    """The final densities, sorted; refuses what ``CubicSchedule.for_budget`` would otherwise silently replace."""
+    try:
+        densities = sorted({float(d) for d in final_densities}, reverse=True)
+    except (TypeError, ValueError):
+        densities = []
+    if not densities or any(not 0 < d < 1 for d in densities):
+        raise ConfigError(f"final densities must lie in (0, 1), e.g. 0.2,0.05; got {final_densities}")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"--prune-every must be an integer >= 1 (steps between pruning steps), got {every!r}")
+    if begin_step is not None and begin_step < 0:
+        raise ConfigError(f"--begin-step must be >= 0, got {begin_step}")
+    if begin_step is not None and end_step is not None and end_step <= begin_step:
+        raise ConfigError(f"--end-step ({end_step}) must come after --begin-step ({begin_step})")
+    return densities
+
+
+def check_plan(model: nn.Module, total_steps: int, densities, every: int, begin_step: int | None,
+               end_step: int | None) -> None:
+    """Every final density keeps a weight of ``model`` and every schedule fits the budget."""
+    n = Mask.ones_like(model).num_total
+    if min(densities) * n < 1:
+        raise ConfigError(f"final density {min(densities):g} keeps no weight of the {n} prunable ones; "
+                          f"use at least {1 / n:.2g}")
+    for density in densities:
+        if CubicSchedule.for_budget(density, total_steps, every, begin_step, end_step).end_step > total_steps:
+            raise ConfigError(f"--end-step {end_step} is beyond the {total_steps} training steps")
+
+
+def preflight(cfg: Config, final_densities, every: int, begin_step: int | None, end_step: int | None) -> None:
+    """All of run_gradual's checks without a run directory: for callers that train something else first."""
+    from lottery.data import load_dataset
+    from lottery.models import build_model
+
+    densities = check_options(final_densities, every, begin_step, end_step)
+    data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options)
+    check_plan(model, budget_steps(cfg, len(data.train[0])), densities, every, begin_step, end_step)
+
+
 def load_results(run_path) -> dict:
     results = load_json(run_path / RESULTS_FILE)
-    if not isinstance(results, dict) or not isinstance(results.get("levels"), list):
+    levels = results.get("levels") if isinstance(results, dict) else None
+    if not isinstance(levels, list) or not all(valid_level(e) for e in levels):
         raise CorruptFileError(f"{run_path / RESULTS_FILE} is not a gradual-pruning results file; delete it")
     return results
 

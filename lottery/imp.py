@@ -21,6 +21,7 @@ from lottery.faults import crash_point, crash_progress
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
+from lottery.progress import progress_bar
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.runs import RunDir
@@ -118,7 +119,7 @@ class Experiment:
         return self.dist.share_mask(make).to(self.device)
 
     def _bar(self, total: int, desc: str, leave: bool = False):
-        return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True) if self.progress else nullcontext()
+        return progress_bar(total, desc, leave) if self.progress else nullcontext()
 
     # -- one training run ---------------------------------------------------------------------------------
     def _train(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None,
@@ -157,7 +158,7 @@ class Experiment:
         if level == 0:
             return Mask.ones_like(self.model)
         try:
-            stored = self.rundir.load_mask(level)
+            stored = self.rundir.load_mask(level, like=self.model)
             if stored is not None:
                 stored.check_fits(self.model)
                 return stored.to(self.device)
@@ -183,7 +184,7 @@ class Experiment:
         if not entries:
             return None
         try:
-            mask = self.rundir.load_mask(level)
+            mask = self.rundir.load_mask(level, like=self.model)
             if mask is None and level > 0:
                 raise CorruptFileError("mask missing")
             if mask is not None:
@@ -213,6 +214,7 @@ class Experiment:
 
     def run(self) -> dict:
         cfg = self.cfg
+        why = None
         with self._bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
             for level in range(cfg.levels + 1):
                 entry = self.dist.share_object(lambda: self._finished(level))
@@ -226,10 +228,29 @@ class Experiment:
                     levels_bar.set_postfix(density=f"{entry['density']:.3f}", acc=f"{entry['test_accuracy'] or 0:.3f}")
                 if entry["status"] != "ok":  # magnitudes of diverged weights mean nothing: stop pruning
                     break
+                why = self.dist.share_object(lambda: self._exhausted(level, entry)) if level < cfg.levels else None
+                if why:
+                    tqdm.write(f"IMP stops after level {level}: {why}")
+                    break
         diverged = any(e["status"] != "ok" for e in self.results["levels"])
-        self.results["status"] = "diverged" if diverged else "complete"
+        self.results["status"] = "diverged" if diverged else "exhausted" if why else "complete"
+        if why:
+            self.results["exhausted"] = why
         self._save()
         return self.results
+
+    def _exhausted(self, level: int, entry: dict) -> str | None:
+        """Why pruning cannot go on after ``level`` (a layer with no weights left, or a next level that would
+        remove nothing), or None. Runs on rank 0; a next level finished by an older version is kept."""
+        if any(e["level"] == level + 1 for e in self.results["levels"]):
+            return None
+        if entry.get("collapsed_layers"):
+            return (f"layer {entry['collapsed_layers'][0]} has no weights left (layer collapse); "
+                    "--min-kept-per-layer keeps some in every layer")
+        if self._mask(level + 1).num_kept == entry.get("num_kept", -1):
+            return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
+                    f"--prune-fraction {self.cfg.prune_fraction} to remove one)")
+        return None
 
     def _run_level(self, level: int) -> dict:
         started = time.perf_counter()

@@ -5,8 +5,10 @@ A run killed mid-write leaves either the old file or the new one, never half of 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,7 +25,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would respect the umask
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -33,6 +38,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_regular(path: str | os.PathLike, what: str = "file"):
+    """``open(path, "rb")`` refusing anything but a regular file: a FIFO or device would block or never end.
+
+    Opened non-blocking (a FIFO opens at once), checked with fstat, so nothing is read before the check.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except IsADirectoryError:
+        raise CorruptFileError(f"{path} is a directory, not a {what}; remove it") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptFileError(f"{path} is not a regular file (a directory, FIFO, device or socket), refused "
+                                   "unread; remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
         raise
 
 
@@ -46,11 +77,22 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def load_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; not UTF-8, not JSON, nested too deep or not a regular file: one line naming it."""
+    with open_regular(path, "JSON file") as f:
+        raw = f.read()
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path} is not UTF-8 text (byte {e.start}); delete or restore it") from None
     except json.JSONDecodeError as e:
         raise CorruptFileError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); delete or restore it") from None
+    except RecursionError:
+        raise CorruptFileError(f"{path} is nested too deeply to be a lottery file; delete or restore it") from None
+
+
+def finite(v: object, lo: float = -math.inf, hi: float = math.inf) -> bool:
+    """A real number (not bool), finite, in [lo, hi]: what every stored measurement must be."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
@@ -62,12 +104,15 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> N
 def torch_load(path: str | os.PathLike, fix: str) -> Any:
     """``torch.load`` with ``weights_only=True`` (a planted pickle cannot execute code) onto the CPU; a file it
     refuses is a one-line CorruptFileError ending in ``fix``. The only place lottery calls ``torch.load``."""
+    with open_regular(path, "tensor file") as f:
+        return _torch_load(f, path, fix)
+
+
+def _torch_load(f, path, fix: str) -> Any:
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol warning would be a second line of output
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+            return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, unsupported global: all mean "not our file"
         text = str(e).strip()
         # torch's multi-line message suggests weights_only=False; the reason is all a user should see

@@ -18,10 +18,56 @@ import torch
 from torch import nn
 
 from lottery.errors import CorruptFileError, MaskMismatchError
-from lottery.io import atomic_write
+from lottery.io import atomic_write, open_regular
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FORMAT = "lottery-mask/1"
+
+
+_MAX_HEADER = 1 << 24  # bytes of JSON names and shapes: far above any real model's
+
+
+def _read_member(z: zipfile.ZipFile, name: str, count: int | None) -> bytes:
+    """The data of ``name.npy``: a 1-D uint8 array of ``count`` elements (None: the JSON header, capped).
+
+    The .npy header is parsed first and the promised size checked against the zip entry's, so a forged shape
+    is refused before allocation and a member that inflates past its promise is never read past it.
+    """
+    info = z.getinfo(f"{name}.npy")
+    with z.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"'{name}' has an unsupported array format {version}")
+        shape, fortran, dtype = read(member, max_header_size=1 << 16)
+        offset = member.tell()
+        if dtype != np.uint8 or len(shape) != 1 or fortran:
+            raise ValueError(f"'{name}' is a {dtype} array of shape {shape}, expected 1-D uint8")
+        expected = shape[0] if count is None else count
+        if shape[0] != expected or expected > _MAX_HEADER and count is None:
+            raise ValueError(f"'{name}' declares {shape[0]} bytes, expected {expected}")
+        if info.file_size != offset + expected:
+            raise ValueError(f"'{name}' holds {info.file_size - offset} bytes, its header promises {expected}")
+        data = member.read(expected + 1)  # one byte more: a stream longer than its promise is refused
+    if len(data) != expected:
+        raise ValueError(f"'{name}' holds {len(data)} bytes, its header promises {expected}")
+    return data
+
+
+def _check_like(names: list[str], shapes: list[list[int]], like) -> None:
+    """Names and shapes of a mask file against the model (or mask) it is for, before any bits are read."""
+    if like is None:
+        return
+    if isinstance(like, nn.Module):
+        params = dict(like.named_parameters())
+        like = {k: params[k] for k in default_prunable(like)}
+    want = {k: list(getattr(v, "shape", v)) for k, v in like.items()}
+    got = dict(zip(names, shapes))
+    if set(got) != set(want):
+        raise ValueError(f"its layers {sorted(got)[:3]} are not the model's {sorted(want)[:3]}")
+    bad = next((k for k in names if list(got[k]) != want[k]), None)
+    if bad is not None:
+        raise ValueError(f"'{bad}' has shape {got[bad]}, the model's is {want[bad]}")
 
 
 def default_prunable(model: nn.Module) -> list[str]:
@@ -230,27 +276,34 @@ class Mask(Mapping):
         atomic_write(path, write)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Mask":
-        """Read a file written by :meth:`save`; anything else is a clear error, never executed code."""
+    def load(cls, path: str | os.PathLike, like: Mapping[str, object] | nn.Module | None = None) -> "Mask":
+        """Read a file written by :meth:`save`; anything else is a clear error, never executed code.
+
+        Every member's array header is read and checked before its data: a declared shape or dtype that does not
+        fit the JSON header, or a member that decompresses to more than its header promises (a zip bomb), is
+        refused before anything is allocated. With ``like`` (a model, or ``{name: tensor or shape}``), names and
+        shapes must match it too, before any bits are read.
+        """
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"mask file {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                names, shapes = _check_header(json.loads(bytes(z["header"]).decode()))
-                tensors = {}
-                for i, (name, shape) in enumerate(zip(names, shapes)):
-                    n = math.prod(shape)
-                    packed = z[f"bits_{i}"]
-                    # Check the size before unpacking: unpackbits pads a short array with zeros (a truncated
-                    # mask would load as "pruned"), and a forged shape must not allocate unbounded memory.
-                    if packed.dtype != np.uint8 or packed.shape != ((n + 7) // 8,):
-                        raise ValueError(f"'{name}' holds {packed.size} bytes of bits, expected {(n + 7) // 8}")
-                    tensors[name] = torch.from_numpy(np.unpackbits(packed, count=n).astype(bool)).reshape(shape)
-        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError, json.JSONDecodeError, TypeError) as e:
-            raise CorruptFileError(
-                f"{path} is not a lottery mask file ({e}); masks are written by Mask.save — recreate it"
-            ) from None
+        with open_regular(path, "mask file") as f:
+            try:
+                with zipfile.ZipFile(f) as z:
+                    names, shapes = _check_header(json.loads(_read_member(z, "header", None).decode()))
+                    _check_like(names, shapes, like)
+                    if sorted(z.namelist()) != sorted(["header.npy"] + [f"bits_{i}.npy" for i in range(len(names))]):
+                        raise ValueError("unexpected members")
+                    tensors = {}
+                    for i, (name, shape) in enumerate(zip(names, shapes)):
+                        n = math.prod(shape)
+                        packed = np.frombuffer(_read_member(z, f"bits_{i}", (n + 7) // 8), dtype=np.uint8)
+                        tensors[name] = torch.from_numpy(np.unpackbits(packed, count=n).astype(bool)).reshape(shape)
+            except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError, TypeError, RecursionError,
+                    NotImplementedError, RuntimeError) as e:
+                raise CorruptFileError(
+                    f"{path} is not a lottery mask file ({e}); masks are written by Mask.save — recreate it"
+                ) from None
         return cls(tensors)
 
     def to_bytes(self) -> bytes:

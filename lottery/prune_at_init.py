@@ -16,10 +16,10 @@ from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.imp import Experiment, derived_seed
-from lottery.io import load_json, save_json
+from lottery.io import finite, load_json, save_json
 from lottery.masks import Mask
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
-from lottery.runs import RunDir
+from lottery.runs import RunDir, refuse_symlink, valid_level
 
 RESULTS_FILE = "prune_at_init.json"
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")
@@ -76,9 +76,10 @@ class PruneAtInit:
 
     def _mask(self, strategy: str, density: float) -> Mask:
         """Prune the initialized network once; the mask is saved so a resumed run reuses it."""
-        path = self.rundir.path / "prune_at_init" / f"{strategy}-{density:g}" / "mask.npz"
+        folder = self.rundir.path / "prune_at_init" / f"{strategy}-{density:g}"
+        path = refuse_symlink(folder, self.rundir.path) / "mask.npz"
         if path.exists():
-            return Mask.load(path).to(self.exp.device)
+            return Mask.load(path, like=self.exp.model).to(self.exp.device)
         model = self.exp.model
         model.load_state_dict(self.exp.init_state)
         mask = PRUNERS.get(strategy)(model, Mask.ones_like(model), 1.0 - density, scope=self.cfg.scope,
@@ -132,7 +133,11 @@ class PruneAtInit:
 
 def load_results(run_path) -> dict:
     results = load_json(run_path / RESULTS_FILE)
-    if not isinstance(results, dict) or not isinstance(results.get("entries"), list):
+    entries = results.get("entries") if isinstance(results, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("strategy"), str) and finite(e.get("target_density"), 0, 1)
+            and valid_level({**e, "level": 0}) for e in entries) or not (
+            results.get("dense") is None or valid_level({**results["dense"], "level": 0})):
         raise CorruptFileError(f"{run_path / RESULTS_FILE} is not a prune-at-init results file; delete it")
     return results
 

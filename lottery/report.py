@@ -22,11 +22,15 @@ def format_table(results: dict) -> str:
         c = e.get("controls", {})
         statuses = [e["status"]] + [v["status"] for v in c.values()]
         status = "ok" if all(s == "ok" for s in statuses) else "diverged"
+        if e.get("collapsed_layers"):  # a layer with no weights left: the network's output ignores its input
+            status += f" (collapsed: {', '.join(e['collapsed_layers'])})"
         lines.append(
             f"{e['level']:>5} {100 * e['density']:9.2f} {_pct(e.get('test_accuracy')):>8} "
             f"{_pct(c.get('reinit', {}).get('test_accuracy')):>8} {_pct(c.get('random_mask', {}).get('test_accuracy')):>8} "
             f"{e['early_stop_step']:>10}  {status}"
         )
+    if results.get("exhausted"):
+        lines.append(f"stopped early: {results['exhausted']}")
     lines.append(ACCURACY_NOTE)
     return "\n".join(lines)
 
@@ -57,6 +61,31 @@ def format_seeds_table(results_list: list[dict]) -> str:
         )
     lines.append(ACCURACY_NOTE)
     return "\n".join(lines)
+
+
+def check_seed_runs(dirs: list[str]) -> None:
+    """Runs averaged together must be one experiment under several seeds: the same run twice, or runs that
+    differ in any other setting, are refused with the setting named."""
+    from lottery.errors import LotteryError
+    from lottery.runs import RunDir
+
+    seen, first = {}, None
+    for d in dirs:
+        run = RunDir(d)
+        cfg = run.config()
+        real = run.path.resolve()
+        if real in seen or cfg.hash() in seen.values():
+            twin = next(k for k, v in seen.items() if v == cfg.hash() or k == real)
+            raise LotteryError(f"{d} is the same run as {twin}; list each run once")
+        seen[real] = cfg.hash()
+        settings = {k: v for k, v in cfg.hashed_settings().items() if k != "seed"}
+        if first is None:
+            first = (d, settings)
+            continue
+        differ = sorted(k for k in {*settings, *first[1]} if settings.get(k) != first[1].get(k))
+        if differ:
+            raise LotteryError(f"{d} and {first[0]} differ in '{differ[0]}', not only in the seed; "
+                               "report averages seeds of one experiment — report them separately")
 
 
 def write_plots(run_path: str | Path, results: dict) -> list[Path]:

@@ -6,7 +6,9 @@ config again resumes where the last process stopped. A lock keeps two processes 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
+import stat
 from pathlib import Path
 
 import torch
@@ -14,7 +16,7 @@ import torch
 from lottery import __version__
 from lottery.config import Config, from_dict
 from lottery.errors import ConfigError, CorruptFileError, LotteryError
-from lottery.io import load_json, load_tensors, save_json, save_tensors
+from lottery.io import finite, load_json, load_tensors, save_json, save_tensors
 from lottery.masks import Mask
 
 
@@ -26,16 +28,73 @@ def _number_or_none(v: object) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def _valid_entry(e: object) -> bool:
-    """A level entry of results.json with the fields the driver and the report read, of the right types."""
-    runs = [e, *e["controls"].values()] if isinstance(e, dict) and isinstance(e.get("controls"), dict) else [None]
+def _valid_curve(curve: object, diverged: bool) -> bool:
+    """[[step, val_loss, val_acc], ...]: steps >= 0; a non-finite loss (and NaN accuracy) only where it diverged."""
+    return isinstance(curve, list) and all(
+        isinstance(c, list) and len(c) == 3 and finite(c[0], 0) and _number_or_none(c[1]) and _number_or_none(c[2])
+        and c[1] is not None and c[2] is not None
+        and (finite(c[1]) and finite(c[2], 0, 1) or diverged and (math.isnan(c[2]) or finite(c[2], 0, 1)))
+        for c in curve)
+
+
+def valid_run(r: object) -> bool:
+    """One training run's summary: accuracy in [0, 1] (or None), steps >= 0, all finite."""
+    return (isinstance(r, dict) and isinstance(r.get("status"), str)
+            and (r.get("test_accuracy") is None or finite(r["test_accuracy"], 0, 1))
+            and (r.get("early_stop_step") is None or finite(r["early_stop_step"], 0))
+            and (r.get("steps") is None or finite(r["steps"], 0))
+            and _valid_curve(r.get("curve", []), r["status"] != "ok"))
+
+
+def valid_level(e: object) -> bool:
+    """A level entry of results.json with the fields the driver and the report read, of the right types and
+    ranges: a NaN, an infinity, an accuracy or density outside [0, 1] or a negative step is refused here, not
+    crashed on in a plot."""
     return (
-        isinstance(e, dict) and type(e.get("level")) is int and _number_or_none(e.get("density"))
-        and e.get("density") is not None
-        and all(isinstance(r, dict) and isinstance(r.get("status"), str) and _number_or_none(r.get("test_accuracy"))
-                and _number_or_none(r.get("early_stop_step"))
-                and all(isinstance(c, list) and len(c) == 3 for c in r.get("curve", [])) for r in runs)
+        isinstance(e, dict) and type(e.get("level")) is int and e["level"] >= 0 and finite(e.get("density"), 0, 1)
+        and isinstance(e.get("controls", {}), dict) and valid_run(e)
+        and all(valid_run(r) for r in e.get("controls", {}).values())
+        and all(finite(v, 0, 1) for v in (e.get("layer_density") or {}).values())
     )
+
+
+def valid_values(obj: object, key: str = "") -> bool:
+    """Every number in a stored JSON tree is finite; under a key naming an accuracy, density or error it lies
+    in [0, 1], under one naming a step it is >= 0 (how summary.json and stability.json are checked)."""
+    stack = [(obj, key)]
+    while stack:
+        v, k = stack.pop()
+        if isinstance(v, dict):
+            stack += [(x, str(name) if name not in ("mean", "std") else k) for name, x in v.items()]
+        elif isinstance(v, list):
+            stack += [(x, k) for x in v]
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not finite(v):
+                return False
+            if any(w in k for w in ("accuracy", "density", "error")) and not 0 <= v <= 1:
+                return False
+            if "step" in k and v < 0:
+                return False
+    return True
+
+
+def refuse_symlink(path: Path, root: Path) -> Path:
+    """``path`` if no part of it below ``root`` is a symbolic link: writing, truncating or deleting through
+    one would reach outside the run directory."""
+    part = path
+    while part != root and part != part.parent:
+        if part.is_symlink():
+            raise CorruptFileError(f"{part} is a symbolic link; a run directory holds only its own files and "
+                                   "folders — remove the link")
+        part = part.parent
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, in one line, rather than after the long work that ends in a write."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise LotteryError(f"{path} is not writable; copy the run directory somewhere writable (or fix its "
+                           "permissions) and run this there")
 
 
 class RunDir:
@@ -84,7 +143,18 @@ class RunDir:
         return from_dict({**stored["config"], "progress": False, "device": "auto"}, source=str(path))
 
     def __enter__(self) -> "RunDir":
-        self._lock_fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a planted .lock symlink must not let us truncate the file it points to
+        try:
+            self._lock_fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            if not (self.path / ".lock").is_symlink():
+                raise
+            raise CorruptFileError(f"{self.path / '.lock'} is a symbolic link, refused ({e.strerror}); "
+                                   "remove it") from None
+        if not stat.S_ISREG(os.fstat(self._lock_fd).st_mode):
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise CorruptFileError(f"{self.path / '.lock'} is not a regular file; remove it")
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,12 +162,16 @@ class RunDir:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise RunLockedError(f"{self.path} is in use by pid {holder}; wait for it to finish or stop it") from None
+        linked = [p for p in self.path.iterdir() if p.is_symlink() and p.is_dir()]  # level_NN, prune_at_init, ...
+        if linked:
+            self.__exit__()
+            refuse_symlink(linked[0], self.path)
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         # Temp files of a killed writer: never renamed into place, so never read; only the lock holder may
         # remove them (config.json's are written before the lock is taken, so they are left alone).
         for tmp in [*self.path.glob(".*.tmp"), *self.path.glob("level_*/.*.tmp")]:
-            if not tmp.name.startswith(".config.json."):
+            if not tmp.name.startswith(".config.json.") and not tmp.parent.is_symlink():
                 tmp.unlink(missing_ok=True)
         return self
 
@@ -114,20 +188,20 @@ class RunDir:
             return None
         results = load_json(path)
         levels = results.get("levels") if isinstance(results, dict) else None
-        if not isinstance(levels, list) or not all(_valid_entry(e) for e in levels):
+        if not isinstance(levels, list) or not all(valid_level(e) for e in levels):
             raise CorruptFileError(f"{path} is not a lottery results file; restore it, or delete it to retrain "
                                    "every level (the masks and init.pt on disk are reused)")
         return results
 
     def save_results(self, results: dict) -> None:
-        save_json(self.path / "results.json", results)
+        save_json(refuse_symlink(self.path / "results.json", self.path), results)
 
     # -- tensors ------------------------------------------------------------------------------------------
     def level_dir(self, level: int) -> Path:
-        return self.path / f"level_{level:02d}"
+        return refuse_symlink(self.path / f"level_{level:02d}", self.path)
 
     def save_state(self, relpath: str, state: dict[str, torch.Tensor]) -> None:
-        save_tensors(self.path / relpath, state)
+        save_tensors(refuse_symlink(self.path / relpath, self.path).parent / Path(relpath).name, state)
 
     def load_state(self, relpath: str, like: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor] | None:
         """A saved state dict, or None if absent; with ``like``, names and shapes must match it."""
@@ -144,6 +218,8 @@ class RunDir:
     def save_mask(self, level: int, mask: Mask) -> None:
         mask.save(self.level_dir(level) / "mask.npz")
 
-    def load_mask(self, level: int) -> Mask | None:
+    def load_mask(self, level: int, like=None) -> Mask | None:
+        """The level's stored mask, or None; with ``like`` (a model), names and shapes are checked before any
+        bits are read."""
         path = self.level_dir(level) / "mask.npz"
-        return Mask.load(path) if path.exists() else None
+        return Mask.load(path, like=like) if path.exists() else None

@@ -3,6 +3,7 @@ directory locked by another process. Each answer is one line on stderr, exit cod
 in an existing run directory changes."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,3 +117,155 @@ def test_locked_run_directory_stops_a_second_process_with_the_holder_pid(tmp_pat
     finally:
         holder.__exit__(None, None, None)
     assert main(["run", *TINY, "--out", str(tmp_path)]) == 0  # released: the run opens (and is already done)
+
+
+# -- the hash covers where the data comes from -----------------------------------------------------------------
+def test_the_hash_covers_the_data_root_and_dataset_options(tmp_path, monkeypatch):
+    from lottery.config import Config
+
+    base = Config()
+    assert base.replace(data_root=None).hash() == base.hash() == "44136fa355"  # existing runs keep their hash
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert base.replace(data_root=str(a)).hash() != base.replace(data_root=str(b)).hash()
+    assert base.replace(data_root=str(a)).hash() != base.hash()
+    monkeypatch.chdir(tmp_path)  # the same folder written two ways is the same run
+    assert base.replace(data_root="a").hash() == base.replace(data_root=str(a)).hash()
+    assert base.replace(dataset_options={"n": 1}).hash() != base.hash()
+
+
+# -- report of several runs: seeds of one experiment only ------------------------------------------------------
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seeds")
+    for extra in (["--seed", "0"], ["--seed", "1"], ["--seed", "2", "--lr", "0.01"]):
+        assert main(["run", *TINY, *extra, "--out", str(out)]) == 0
+    dirs = sorted(out.iterdir(), key=lambda d: RunDir(d).config().seed)
+    return dirs
+
+
+def test_report_of_several_runs_refuses_the_same_run_twice(seed_runs, capsys):
+    a = seed_runs[0]
+    _one_line_error(capsys, ["report", str(a), str(a)], "same run")
+    _one_line_error(capsys, ["report", str(a), str(a) + "/"], "same run")
+
+
+def test_report_of_several_runs_refuses_runs_that_differ_beyond_the_seed(seed_runs, capsys):
+    _one_line_error(capsys, ["report", *map(str, seed_runs)], "'lr'", "not only in the seed")
+
+
+def test_report_of_several_seeds_of_one_experiment_still_works(seed_runs, capsys, tmp_path):
+    assert main(["report", str(seed_runs[0]), str(seed_runs[1]), "--out", str(tmp_path)]) == 0
+    assert "± " in capsys.readouterr().out
+
+
+# -- diverged and exhausted runs -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def diverged_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("diverged")
+    assert main(["run", *TINY, "--init-scale", "1e30", "--levels", "0", "--out", str(out)]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+@pytest.mark.parametrize("argv", [["export", "--level", "0", "--no-report"], ["stability", "--level", "0"],
+                                  ["supermask", "--densities", "0.5"]], ids=["export", "stability", "supermask"])
+def test_a_diverged_level_is_refused_in_one_line(diverged_run, capsys, argv):
+    before = sorted(p.name for p in diverged_run.rglob("*"))
+    _one_line_error(capsys, [argv[0], str(diverged_run), *argv[1:]], "diverged")
+    assert sorted(p.name for p in diverged_run.rglob("*")) == before
+
+
+def test_imp_stops_as_exhausted_when_a_level_would_prune_nothing(tmp_path, capsys):
+    # synthetic inputs x 1 hidden unit + 1 x classes: round(0.003 x that) = 0, so level 1 would equal level 0
+    assert main(["run", *TINY, "--model-options", "hidden=[1]", "--prune-fraction", "0.003", "--levels", "3",
+                 "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    (run,) = tmp_path.iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "exhausted" and [e["level"] for e in results["levels"]] == [0]
+    assert "would prune nothing" in results["exhausted"] and "would prune nothing" in captured.err + captured.out
+
+
+def test_imp_stops_as_exhausted_after_a_layer_collapses_and_the_table_shows_it(tmp_path, capsys):
+    # as in test_numerical_faults: global 95 % per level empties fc1 at level 2
+    assert main(["run", *TINY, "--model-options", "hidden=[16]", "--prune-fraction", "0.95", "--levels", "4",
+                 "--steps", "30", "--eval-every", "10", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    (run,) = tmp_path.iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "exhausted" and len(results["levels"]) == 3
+    assert results["levels"][-1]["collapsed_layers"] == ["fc1.weight"]
+    assert "collapsed: fc1.weight" in out and "no weights left" in out
+
+
+# -- read-only places ------------------------------------------------------------------------------------------
+def test_report_on_a_read_only_run_prints_its_table(seed_runs, capsys, monkeypatch):
+    """An archived run: writing its plots fails (simulated: the tests may run as root, whom chmod does not stop)."""
+    import lottery.report
+
+    def read_only(path, results):
+        raise PermissionError(13, "Permission denied", str(Path(path) / "accuracy_vs_density.png"))
+
+    monkeypatch.setattr(lottery.report, "write_plots", read_only)
+    assert main(["report", str(seed_runs[0])]) == 0
+    captured = capsys.readouterr()
+    assert "weights %" in captured.out and "status: complete" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1 and "plots skipped" in captured.err
+
+
+def test_stability_checks_it_can_write_before_training(seed_runs, capsys, monkeypatch):
+    import lottery.runs
+
+    monkeypatch.setattr(lottery.runs.os, "access", lambda path, mode: False)  # as a read-only mount answers
+    _one_line_error(capsys, ["stability", str(seed_runs[0]), "--level", "1"], "not writable")
+    assert not (seed_runs[0] / "stability.json").exists()
+
+
+def test_an_unwritable_cache_names_it_and_the_variable_that_moves_it(tmp_path, capsys, monkeypatch):
+    (tmp_path / "home").write_text("a file, so nothing can be created under it")
+    monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path / "home" / ".cache"))
+    _one_line_error(capsys, ["run", "--levels", "0", "--steps", "5", "--no-progress", "--out", str(tmp_path / "o")],
+                    str(tmp_path / "home" / ".cache"), "LOTTERY_CACHE")
+
+
+# -- everything a user can type: one line, exit 2, before any training -----------------------------------------
+@pytest.mark.parametrize("flags, needles", [
+    (["--epochs", "inf"], ["epochs"]),
+    (["--epochs", "nan"], ["epochs"]),
+    (["--gamma", "inf"], ["gamma"]),
+    (["--model-options", '{"a": ' + "[" * 5000 + "]" * 5000 + "}"], ["nested too deeply"]),
+    (["--dataset-options", "a=" + "[" * 40 + "]" * 40], ["nested too deeply"]),
+])
+def test_values_that_used_to_overflow_or_recurse(tmp_path, capsys, flags, needles):
+    _one_line_error(capsys, ["run", *TINY, *flags, "--out", str(tmp_path)], *needles)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_deeply_nested_toml_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "x.toml").write_text("model_options = {a = " + "[" * 5000 + "]" * 5000 + "}\n")
+    _one_line_error(capsys, ["run", "--config", str(tmp_path / "x.toml"), "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--prune-every", "0"], ["--prune-every"]),
+    (["--prune-every", "-3"], ["--prune-every"]),
+    (["--begin-step", "4", "--end-step", "2"], ["--end-step", "--begin-step"]),
+    (["--begin-step", "-1"], ["--begin-step"]),
+    (["--final-densities", "1e-300"], ["keeps no weight"]),
+    (["--end-step", "100"], ["beyond"]),
+], ids=["every-0", "every-neg", "begin>end", "begin<0", "density~0", "end>budget"])
+def test_gradual_options_are_refused_not_replaced(tmp_path, capsys, flags, needles):
+    _one_line_error(capsys, ["gradual", *TINY, "--steps", "20", "--with-imp", *flags, "--out", str(tmp_path)],
+                    *needles)
+    assert not list(tmp_path.rglob("gradual.json")) and not list(tmp_path.rglob("final.pt"))
+
+
+def test_compare_inits_validates_every_variant_before_the_first_run(tmp_path, capsys):
+    _one_line_error(capsys, ["compare-inits", "--inits", "normal,xavier_normal,normal:nope=1", *TINY,
+                             "--out", str(tmp_path)], "normal:nope=1", "nope")
+    assert not list(tmp_path.rglob("results.json")) and not list(tmp_path.rglob("init.pt"))
+
+
+def test_export_threads_zero_is_refused_before_writing(seed_runs, capsys):
+    _one_line_error(capsys, ["export", str(seed_runs[0]), "--level", "1", "--threads", "0"], "--threads")
+    assert not list(seed_runs[0].rglob("ticket-*"))

@@ -179,3 +179,56 @@ def test_export_imports_nothing_that_warns_about_cuda(tmp_path):
     p = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "False" and "CUDA" not in p.stderr, p.stdout + p.stderr
+
+# -- output fit for logs ---------------------------------------------------------------------------------------
+def test_a_closed_pipe_ends_quietly():
+    """`lottery list | head -1`: the reader is gone before the output is flushed; exit 0, nothing on stderr."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "lottery", "list"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lottery", "run", *[a for a in TINY if a != "--no-progress"],
+                           "--levels", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("level 1 ticket: 30/30") for line in lines), proc.stderr
+    assert any(line.startswith("IMP default-") and "density=0.800" in line for line in lines), proc.stderr
+
+
+def test_sigterm_says_the_run_is_resumable(tmp_path):
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "lottery", "run", *TINY, "--steps", "200000", "--eval-every", "1000",
+            "--out", str(tmp_path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.rglob("init.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # init.pt is written just before level 0 starts training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "resume" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_respect_the_umask(tmp_path, capsys, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        assert main(["run", *TINY, "--levels", "1", "--out", str(tmp_path)]) == 0
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(mode)}

@@ -7,9 +7,14 @@ fails if safe loading (``weights_only=True``, ``allow_pickle=False``) is removed
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import pickle
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +277,183 @@ def test_stale_temp_files_are_removed_by_the_next_run_and_never_read(run):
     assert strip_times(lt.run_imp(_cfg(out))) == ref
     assert not any(p.exists() for p in stale)
     assert json.loads((run_dir / "results.json").read_text())["status"] == "complete"
+
+
+# -- symlinks and special files: nothing outside the run directory is written, truncated or deleted --------------
+def _one_line(err: str, *needles: str) -> None:
+    err = err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and all(n in err for n in needles), err
+
+
+def test_a_lock_symlink_truncates_nothing_outside(run, tmp_path, capsys):
+    out, run_dir, _ = run
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data\n")
+    (run_dir / ".lock").unlink(missing_ok=True)
+    (run_dir / ".lock").symlink_to(victim)
+    assert main(["run", *ARGS, "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, ".lock", "symbolic link")
+    assert victim.read_text() == "precious data\n"
+
+
+def test_a_symlinked_level_directory_is_refused_and_nothing_outside_is_deleted(run, tmp_path, capsys):
+    out, run_dir, _ = run
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(run_dir / "level_02", elsewhere)
+    (run_dir / "level_02").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / ".final.pt.x.tmp").write_bytes(b"someone else's temp file")  # the lock holder's cleanup target
+    before = {p: p.read_bytes() for p in elsewhere.iterdir()}
+    assert main(["run", *ARGS, "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, "level_02", "symbolic link")
+    assert {p: p.read_bytes() for p in elsewhere.iterdir()} == before
+
+
+@pytest.mark.parametrize("fifo", ["results.json", "level_01/mask.npz", "level_01/final.pt"])
+def test_a_fifo_where_a_file_should_be_is_refused_without_blocking(run, fifo):
+    out, run_dir, _ = run
+    (run_dir / fifo).unlink()
+    os.mkfifo(run_dir / fifo)
+    proc = subprocess.run([sys.executable, "-m", "lottery", "export", str(run_dir), "--level", "1", "--no-report"],
+                          capture_output=True, text=True, timeout=60)  # a blocking read would hang here
+    assert proc.returncode == 2
+    _one_line(proc.stderr, fifo.split("/")[-1], "not a regular file")
+
+
+# -- forged array headers and zip bombs in mask.npz ---------------------------------------------------------------
+def _rewrite_member(path: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members[name] = data
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+
+
+def _npy_header(shape: tuple, dtype=np.uint8) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_a_forged_shape_is_refused_before_anything_is_allocated(tmp_path):
+    """A few hundred bytes that declare 2**45 bytes of bits: refused from the header, in a process whose address
+    space is capped at 2 GiB above what it holds (numpy's allocation would fail there with a MemoryError
+    traceback, or hang a machine that overcommits)."""
+    path = tmp_path / "mask.npz"
+    lt.Mask({"w": torch.ones(4, 4, dtype=torch.bool)}).save(path)
+    header = json.dumps({"format": "lottery-mask/1", "names": ["w"], "shapes": [[2 ** 48]]}).encode()
+    _rewrite_member(path, "header.npy", _npy_header((len(header),)) + header)
+    _rewrite_member(path, "bits_0.npy", _npy_header((2 ** 45,)) + b"\xff" * 8)
+    assert path.stat().st_size < 1024
+    code = ("import os, resource; from lottery.masks import Mask; from lottery.errors import CorruptFileError\n"
+            "cap = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE') + (2 << 30)\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (cap, cap))\n"
+            f"try:\n    Mask.load({str(path)!r})\nexcept CorruptFileError as e:\n    print('refused:', e)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("refused:") and "promises" in proc.stdout, proc
+
+
+def test_a_member_longer_than_its_header_promises_is_refused(tmp_path):
+    """A zip bomb: the right array header, then megabytes more than it declares (they compress to almost
+    nothing). numpy reads the promised bytes and ignores the rest; the loader refuses the member."""
+    path = tmp_path / "mask.npz"
+    mask = lt.Mask({"w": torch.ones(4, 4, dtype=torch.bool)})
+    mask.save(path)
+    _rewrite_member(path, "bits_0.npy", _npy_header((2,)) + b"\xff\xff" + bytes(8 << 20))
+    assert path.stat().st_size < 64 << 10
+    with pytest.raises(CorruptFileError, match="promises"):
+        lt.Mask.load(path)
+
+
+def test_a_mask_of_another_model_is_refused_before_its_bits_are_read(tmp_path):
+    path = tmp_path / "mask.npz"
+    lt.Mask({"fc1.weight": torch.ones(4, 4, dtype=torch.bool)}).save(path)
+    model = lt.build_model("mlp", (8,), 2, hidden=[4])
+    with pytest.raises(CorruptFileError, match="fc1.weight"):
+        lt.Mask.load(path, like=model)
+
+
+def test_mask_load_never_prints_numpys_allow_pickle_advice(tmp_path):
+    path = tmp_path / "mask.npz"
+    _plant_raw_pickle(path, tmp_path / "marker")
+    with pytest.raises(CorruptFileError) as e:
+        lt.Mask.load(path)
+    assert "allow_pickle" not in str(e.value) and "pickle.load" not in str(e.value) and "trust" not in str(e.value)
+
+
+# -- bad encodings and values ----------------------------------------------------------------------------------
+BAD_TEXT = {"non-utf8": b'{"levels": [\xff\xfe]}', "deeply-nested": b"[" * 100_000 + b"]" * 100_000}
+
+
+@pytest.mark.parametrize("name", ["config.json", "results.json"])
+@pytest.mark.parametrize("kind", BAD_TEXT)
+def test_undecodable_run_files_are_one_line_naming_them(run, capsys, name, kind):
+    out, run_dir, _ = run
+    (run_dir / name).write_bytes(BAD_TEXT[kind])
+    assert main(["report", str(run_dir)]) == 2
+    _one_line(capsys.readouterr().err, name)
+
+
+def _level(**changes):
+    entry = {"level": 0, "density": 1.0, "status": "ok", "test_accuracy": 0.5, "early_stop_step": 10,
+             "curve": [[0, 1.0, 0.5]], "controls": {}}
+    return {**entry, **changes}
+
+
+@pytest.mark.parametrize("entry", [
+    _level(test_accuracy=float("nan")), _level(test_accuracy=float("inf")), _level(test_accuracy=1.5),
+    _level(density=-0.1), _level(density=2.0), _level(early_stop_step=-5), _level(curve=[[0, 1.0, 7.0]]),
+    _level(curve=[[-1, 1.0, 0.5]]), _level(layer_density={"fc1.weight": float("nan")}),
+    _level(controls={"reinit": {"status": "ok", "test_accuracy": -0.2, "early_stop_step": 1}}),
+], ids=["nan-acc", "inf-acc", "acc>1", "density<0", "density>1", "neg-step", "curve-acc>1", "neg-curve-step",
+        "nan-layer-density", "neg-control-acc"])
+def test_out_of_range_values_are_refused_by_the_validator(run, capsys, entry):
+    out, run_dir, _ = run
+    (run_dir / "results.json").write_text(json.dumps({"status": "complete", "levels": [entry]}))
+    assert main(["report", str(run_dir)]) == 2
+    _one_line(capsys.readouterr().err, "results.json", "not a lottery results file")
+
+
+def test_a_diverged_levels_nan_curve_is_still_valid(run, capsys):
+    out, run_dir, _ = run
+    entry = _level(status="diverged", test_accuracy=None, curve=[[0, float("nan"), float("nan")]])
+    (run_dir / "results.json").write_text(json.dumps({"status": "diverged", "levels": [entry]}))
+    assert main(["report", str(run_dir)]) == 0
+
+
+@pytest.mark.parametrize("kind", BAD_TEXT)
+def test_undecodable_driver_files_are_one_line_naming_them(run, capsys, kind):
+    from lottery import gradual, prune_at_init
+
+    out, run_dir, _ = run
+    for module in (gradual, prune_at_init):
+        (run_dir / module.RESULTS_FILE).write_bytes(BAD_TEXT[kind])
+        with pytest.raises(CorruptFileError, match=module.RESULTS_FILE.replace(".", r"\.")):
+            module.load_results(run_dir)
+    (run_dir / "stability.json").write_bytes(BAD_TEXT[kind])
+    assert main(["stability", str(run_dir), "--level", "0"]) == 2
+    _one_line(capsys.readouterr().err, "stability.json")
+    compare_dir = out / "compare-x"
+    compare_dir.mkdir()
+    (compare_dir / "summary.json").write_bytes(BAD_TEXT[kind])
+    assert main(["report", str(compare_dir)]) == 2
+    _one_line(capsys.readouterr().err, "summary.json")
+
+
+def test_out_of_range_values_in_driver_files_are_refused(run, capsys):
+    from lottery import gradual, prune_at_init
+
+    out, run_dir, _ = run
+    (run_dir / gradual.RESULTS_FILE).write_text(json.dumps({"levels": [_level(test_accuracy=3.0)]}))
+    with pytest.raises(CorruptFileError, match="gradual.json"):
+        gradual.load_results(run_dir)
+    bad = {**_level(density=0.1, test_accuracy=float("nan")), "strategy": "snip", "target_density": 0.1}
+    (run_dir / prune_at_init.RESULTS_FILE).write_text(json.dumps({"dense": None, "entries": [bad]}))
+    with pytest.raises(CorruptFileError, match="prune_at_init.json"):
+        prune_at_init.load_results(run_dir)
+    stored = {"entries": [{"level": 0, "k": 0, "seeds": [1, 2], "points": 21, "alphas": [0, 1],
+                           "errors": [0.1, float("inf")], "instability": 0.0}]}
+    (run_dir / "stability.json").write_text(json.dumps(stored))
+    assert main(["stability", str(run_dir), "--level", "0"]) == 2
+    _one_line(capsys.readouterr().err, "stability.json")

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from lottery.config import Config
-from lottery.errors import ConfigError
-from lottery.io import load_json, save_json
+from lottery.errors import ConfigError, CorruptFileError
+from lottery.io import finite, load_json, save_json
 from lottery.masks import Mask
 from lottery.rewind import rewind, snapshot
 from lottery.train import budget_steps, evaluate, train
@@ -117,30 +117,53 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
     ``stability.json`` (a finished (level, k, seeds, points) is returned, not recomputed) and the plot is
     ``stability_level_NN_kK.png`` in the run directory."""
     from lottery.imp import Experiment
-    from lottery.runs import RunDir
+    from lottery.runs import RunDir, check_writable
 
     run = RunDir(run_dir)
     cfg = run.config()
     path = run.path / RESULTS_FILE
-    stored = load_json(path) if path.exists() else {"entries": []}
+    stored = _load(path)
     key = {"level": level, "k": k, "seeds": list(seeds), "points": points}
     found = next((e for e in stored["entries"] if all(e.get(a) == b for a, b in key.items())), None)
     if found is None:
         # Reads the run's files and writes only stability.json, so it takes no lock: it may study finished
         # levels while the IMP run goes on.
-        if run.load_results() is None or (level > 0 and run.load_mask(level) is None):
+        results = run.load_results()
+        entry = next((e for e in (results or {}).get("levels", []) if e["level"] == level), None)
+        if entry is None or (level > 0 and run.load_mask(level) is None):
             raise ConfigError(f"{run.path} has no finished level {level} yet; run that level first")
+        if entry["status"] != "ok":
+            raise ConfigError(f"level {level} of {run.path} diverged: its weights mean nothing to interpolate; "
+                              "pick a level whose status is ok")
+        check_writable(run.path)  # before the training, not after it
         exp = Experiment(cfg, run)
         mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
         found = {"level": level, "density": mask.density,
                  **instability(exp.model, exp.data, cfg, exp._rewind_state(level), mask, k,
                                seeds=tuple(seeds), points=points, progress=progress)}
-        stored = load_json(path) if path.exists() else {"entries": []}  # re-read: another study may have written
+        stored = _load(path)  # re-read: another study may have written
         stored["entries"].append(found)
         save_json(path, stored)
     if plot:
         found["plot"] = str(plot_path_errors(found, run.path / f"stability_level_{level:02d}_k{k}.png"))
     return found
+
+
+def _load(path: Path) -> dict:
+    """stability.json, checked: entries with finite errors in [0, 1]; anything else is one line naming it."""
+    from lottery.runs import valid_values
+
+    if not path.exists():
+        return {"entries": []}
+    stored = load_json(path)
+    entries = stored.get("entries") if isinstance(stored, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("errors"), list) and len(e["errors"]) >= 2
+            and isinstance(e.get("alphas"), list) and finite(e.get("instability"), -1, 1) for e in entries) \
+            or not valid_values(entries):
+        raise CorruptFileError(f"{path} is not a stability results file (or holds out-of-range values); delete it "
+                               "to recompute")
+    return stored
 
 
 def plot_path_errors(result: dict, path: str | Path) -> Path:
@@ -149,6 +172,8 @@ def plot_path_errors(result: dict, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from lottery.plots.common import save
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(result["alphas"], [100 * e for e in result["errors"]], marker="o", ms=3)
@@ -159,10 +184,7 @@ def plot_path_errors(result: dict, path: str | Path) -> Path:
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)  # atomic: a planted symlink is replaced, never written through
 
 
 def format_result(result: dict) -> str:

@@ -134,13 +134,18 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
     """Supermasks of an IMP run directory: ``init.pt`` and the dense run's ``level_00/final.pt``; the results are
     also written to ``supermask.json`` there."""
     from lottery.imp import Experiment
-    from lottery.runs import RunDir
+    from lottery.runs import RunDir, check_writable
 
     run = RunDir(run_dir)
     cfg = run.config()
     final = run.load_state("level_00/final.pt")
     if final is None:
         raise ConfigError(f"{run.path} has no level_00/final.pt yet; run level 0 first (`lottery run --levels 0`)")
+    dense = next((e for e in (run.load_results() or {}).get("levels", []) if e["level"] == 0), None)
+    if dense is not None and dense["status"] != "ok":
+        raise ConfigError(f"the dense run (level 0) of {run.path} diverged: its final weights rank nothing; "
+                          "supermasks need a run whose level 0 is ok")
+    check_writable(run.path)
     exp = Experiment(cfg, run)  # read only (init.pt exists once level 0 finished): no lock, runs may continue
     rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed,
                                progress)

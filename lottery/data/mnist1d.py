@@ -53,7 +53,7 @@ def _read_cache(path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in _KEYS}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # no cache (yet): generate the data
         return None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         warnings.warn(f"ignoring unreadable mnist1d cache {path} ({e}); generating it again", stacklevel=3)
@@ -78,7 +78,11 @@ def mnist1d(root=None, **args) -> Source:
             with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
                 np.savez(f, **arrays)
 
-        atomic_write(path, write)
+        try:
+            atomic_write(path, write)
+        except OSError as e:  # a read-only HOME: say which cache, and how to move it
+            raise ConfigError(f"cannot write the data-set cache {path.parent} ({e.strerror}); set LOTTERY_CACHE to a "
+                              "writable directory (or pass --data-root DIR)") from None
     train = (torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"]))
     test = (torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"]))
     return Source(train=train, test=test, num_classes=10, input_shape=tuple(train[0].shape[1:]),
