@@ -8,7 +8,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Mask": "lottery.masks",
+    "Mask": "lottery.masks", "mask_gradients": "lottery.masks",
     "PRUNERS": "lottery.prune", "prune_by_scores": "lottery.prune", "prune_magnitude": "lottery.prune",
     "prune_random": "lottery.prune", "random_mask_like": "lottery.prune",
     "Registry": "lottery.registry",
@@ -25,6 +25,7 @@ _EXPORTS = {
     "run_gradual": "lottery.gradual",
     "run_prune_at_init": "lottery.prune_at_init",
     "export_ticket": "lottery.export", "load_exported": "lottery.export",
+    "find_tickets": "lottery.tickets",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -83,7 +83,7 @@ def _run_results(path: str) -> dict:
     from lottery.runs import RunDir
 
     run = RunDir(path)
-    run.config()  # refuses a directory that is not a run
+    run.settings()  # refuses a directory that is not a run (any driver's: run_imp, find_tickets)
     results = run.load_results()
     if results is None:
         raise LotteryError(f"{run.path} has no results.json yet; start the run with `lottery run`")
