@@ -26,6 +26,7 @@ _EXPORTS = {
     "run_prune_at_init": "lottery.prune_at_init",
     "export_ticket": "lottery.export", "load_exported": "lottery.export",
     "find_tickets": "lottery.tickets",
+    "load_results": "lottery.frames",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
