@@ -26,6 +26,7 @@ from lottery.prune import PRUNERS, collapsed_layers, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.runs import RunDir
 from lottery.train import budget_steps, train
+from lottery.trackers import Tracker, open_tracker
 
 
 def derived_seed(seed: int, *parts: object) -> int:
@@ -55,8 +56,10 @@ def run_imp(config: Config | dict) -> dict:
     run = dist.main_first(lambda: RunDir.for_config(cfg))
     if not dist.is_main:  # rank 0 alone holds the lock and writes the run directory
         return Experiment(cfg, distributed.Follower(run.path), dist).run()
-    with run:
-        return Experiment(cfg, run, dist).run()
+    with run, open_tracker(cfg.log, run.path) as tracker:
+        experiment = Experiment(cfg, run, dist)
+        experiment.tracker = tracker
+        return experiment.run()
 
 
 class Experiment:
@@ -83,6 +86,7 @@ class Experiment:
         self.results = dist.share_object(lambda: run.load_results() or {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "status": "running", "levels": []})
         self.progress = cfg.progress and dist.is_main
+        self.tracker = Tracker()  # no tracker; run_imp sets the one cfg.log names
 
     # -- setup --------------------------------------------------------------------------------------------
     def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
@@ -240,6 +244,7 @@ class Experiment:
                  "level_wall_time": time.perf_counter() - started}
         self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
         self._save()
+        self.tracker.summary(level, "ticket", mask, entry)
         return entry
 
     def _run_controls(self, level: int, entry: dict) -> None:
@@ -259,3 +264,4 @@ class Experiment:
             result = self._train(start, control_mask, f"level {level} {control}")
             entry["controls"][control] = result.summary()
             self._save()
+            self.tracker.summary(level, control, control_mask, entry["controls"][control])

@@ -217,6 +217,10 @@ def find_tickets(
     if reinit is not None and not callable(reinit):
         raise ConfigError(f"reinit must be a function reinit(model, seed), got {type(reinit).__name__}")
     settings = _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed)
+    if log is not None:
+        from lottery.trackers import TRACKERS
+
+        TRACKERS.get(log)  # an unknown name fails before the run directory is made
     entry_state = snapshot(model)
     try:
         if init is not None:
@@ -379,7 +383,7 @@ class _Tickets:
                 torch.manual_seed(self.s["seed"])  # a loop drawing from the global RNG repeats itself on resume
                 out = self.train_fn(self.model, mask, run)
         except BaseException as e:
-            done = sum(1 for e_ in self.results["levels"])
+            done = len(self.results["levels"])
             e.add_note(f"find_tickets: train_fn raised during {where}; the {done} finished level(s) are saved in "
                        f"{self.rundir.path}: call find_tickets again with the same arguments to resume")
             raise

@@ -9,6 +9,7 @@ asking for one that is not installed is a one-line error naming the ``pip instal
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from lottery.errors import ConfigError
@@ -63,13 +64,18 @@ class TensorBoardTracker(Tracker):
 @TRACKERS.register("mlflow")
 class MlflowTracker(Tracker):
     """One MLflow run per lottery run, in a local file store ``RUN_DIR/mlruns`` (``mlflow ui --backend-store-uri
-    RUN_DIR/mlruns``); a resumed run goes on logging into the same MLflow run."""
+    RUN_DIR/mlruns``); a resumed run goes on logging into the same MLflow run.
+
+    A file store keeps the run directory self-contained and needs no database package; MLflow 3 keeps it in
+    maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``, which this sets unless you set it yourself.
+    """
 
     def __init__(self, run_dir: Path):
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise ConfigError("--log mlflow needs the mlflow package: pip install mlflow") from None
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         run_dir = Path(run_dir)
         self.client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
         experiment = self.client.get_experiment_by_name("lottery")
