@@ -78,7 +78,8 @@ class RunDir:
         if stored.get("driver") == "find_tickets":
             raise ConfigError(f"{self.path} was made by find_tickets around your own model and loop, so it has no "
                               "lottery config to rebuild the model from; load level_NN/final.pt into your model")
-        return from_dict({**stored["config"], "progress": False, "device": "auto"}, source=str(self.path / "config.json"))
+        return from_dict({**stored["config"], "progress": False, "device": "auto"},
+                         source=str(self.path / "config.json"))
 
     def settings(self, full: bool = False) -> dict:
         """The settings stored in config.json as a dict (any driver's, ``find_tickets`` too); ``full``: the whole

@@ -128,8 +128,9 @@ def check_metrics(out: Any, where: str, diverged: bool) -> dict:
     acc = acc.item() if hasattr(acc, "item") and getattr(acc, "ndim", None) == 0 else acc
     if status == "ok":
         if "test_accuracy" not in out:
-            raise TrainFnError(f"{where}: train_fn returned no 'test_accuracy' (keys: {', '.join(map(str, out)) or 'none'})"
-                               "; return {'test_accuracy': a fraction in [0, 1], ...}")
+            keys = ", ".join(map(str, out)) or "none"
+            raise TrainFnError(f"{where}: train_fn returned no 'test_accuracy' (keys: {keys}); "
+                               "return {'test_accuracy': a fraction in [0, 1], ...}")
         if not _is_number(acc) or not math.isfinite(acc) or not 0 <= acc <= 1:
             hint = f" ({acc} looks like a percentage: divide by 100)" if _is_number(acc) and 1 < acc <= 100 else ""
             raise TrainFnError(f"{where}: train_fn returned test_accuracy {acc!r}; it must be a fraction in [0, 1]"
@@ -394,8 +395,8 @@ class _Tickets:
                 n = int(torch.count_nonzero(params[k].detach()[~m]))
                 if n:
                     raise TrainFnError(f"{where}: train_fn left {n} pruned weights of '{k}' non-zero; call "
-                                       "lt.mask_gradients(model, mask) before each optimizer step, or mask.apply(model) "
-                                       "after it")
+                                       "lt.mask_gradients(model, mask) before each optimizer step, or "
+                                       "mask.apply(model) after it")
         metrics["wall_time"] = time.perf_counter() - started
         acc = metrics["test_accuracy"]
         self._say(f"{where}: density {mask.density:.4f}, test accuracy {'-' if acc is None else f'{acc:.4f}'}"

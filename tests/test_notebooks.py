@@ -39,7 +39,8 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
 
 def test_every_notebook_is_collected():
-    assert {"inspect_winning_tickets.ipynb", "initialization.ipynb", "find_tickets.ipynb"} <= {p.name for p in NOTEBOOKS}
+    expected = {"inspect_winning_tickets.ipynb", "initialization.ipynb", "find_tickets.ipynb"}
+    assert expected <= {p.name for p in NOTEBOOKS}
 
 
 @pytest.mark.slow

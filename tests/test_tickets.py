@@ -249,3 +249,40 @@ def test_mask_gradients_keeps_pruned_weights_and_adam_state_at_zero():
         if name in mask:
             assert torch.count_nonzero(p[~mask[name]]) == 0
             assert torch.count_nonzero(opt.state[p]["exp_avg"][~mask[name]]) == 0
+
+
+def _subprocess_run(out, log, crash_at=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lottery.faults import ENV
+
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    if crash_at:
+        env[ENV] = crash_at
+    code = f"from tests.ticket_helpers import run_logged; run_logged({str(out)!r}, {str(log)!r})"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["write:final.pt#2", "prune:level2", "write:results.json#3", "write:init.pt"])
+def test_sigkill_resumes_to_the_same_numbers_without_retraining_finished_work(tmp_path, point):
+    assert _subprocess_run(tmp_path / "ref", tmp_path / "ref.log").returncode == 0
+    reference = json.loads(next((tmp_path / "ref").glob("*/results.json")).read_text())
+    killed = _subprocess_run(tmp_path / "out", tmp_path / "calls.log", crash_at=point)
+    assert killed.returncode == -9, killed.stderr
+    files = list((tmp_path / "out").glob("*/results.json"))
+    done = {(e["level"], arm) for r in files for e in json.loads(r.read_text())["levels"]
+            for arm in ["ticket", *e["controls"]]}
+    before = (tmp_path / "calls.log").read_text().splitlines() if (tmp_path / "calls.log").exists() else []
+    (tmp_path / "calls.log").write_text("")
+    assert _subprocess_run(tmp_path / "out", tmp_path / "calls.log").returncode == 0
+    after = {tuple(int(a) if a.isdigit() else a for a in line.split())
+             for line in (tmp_path / "calls.log").read_text().splitlines()}
+    assert not after & done and len(after | done) == 7, (before, done, after)
+    resumed = json.loads(next((tmp_path / "out").glob("*/results.json")).read_text())
+    assert strip_times(resumed) == strip_times(reference)  # bit for bit, wall times and the out path aside

@@ -58,3 +58,15 @@ class Loop:
                 run.log(step, train_loss=loss.item())
         return {"test_accuracy": accuracy(model, self.x, self.y), "early_stop_step": self.steps, "curve": curve,
                 "final_loss": loss.item()}
+
+
+def run_logged(out, log_path, levels=2):
+    """find_tickets in a fresh process (the crash tests' target); every train_fn call appends 'level arm' to a file."""
+    loop = Loop()
+
+    def train_fn(model, mask, run):
+        with open(log_path, "a") as f:
+            f.write(f"{run.level} {run.arm}\n")
+        return loop(model, mask, run)
+
+    lt.find_tickets(make_model(), train_fn, out=out, levels=levels, progress=False)
