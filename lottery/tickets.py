@@ -210,6 +210,14 @@ def find_tickets(
     The run lives in ``out/<name>-<hash>`` (``name`` defaults to the model's class name). Each level's trained
     weights are in ``level_NN/final.pt``; when this returns (or raises) the model holds the weights it had when
     called, so calling again with the same arguments resumes (finished work is not trained again).
+
+    >>> import tempfile, torch, lottery as lt
+    >>> _ = torch.manual_seed(0)
+    >>> def train_fn(model, mask, run):  # a real one trains here
+    ...     return {"test_accuracy": 0.5, "arm": run.arm}
+    >>> results = lt.find_tickets(torch.nn.Linear(10, 10), train_fn, out=tempfile.mkdtemp(), levels=2, progress=False)
+    >>> [round(e["density"], 2) for e in results["levels"]], sorted(results["levels"][2]["controls"])
+    ([1.0, 0.8, 0.64], ['random_mask', 'reinit'])
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
