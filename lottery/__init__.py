@@ -8,7 +8,7 @@ from importlib import import_module
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "Mask": "lottery.masks",
+    "Mask": "lottery.masks", "mask_gradients": "lottery.masks",
     "PRUNERS": "lottery.pruning", "prune_by_scores": "lottery.pruning", "prune_magnitude": "lottery.pruning",
     "prune_random": "lottery.pruning", "random_mask_like": "lottery.pruning",
     "Registry": "lottery.registry",
@@ -25,6 +25,8 @@ _EXPORTS = {
     "run_gradual": "lottery.gradual",
     "run_prune_at_init": "lottery.prune_at_init",
     "export_ticket": "lottery.export", "load_exported": "lottery.export",
+    "find_tickets": "lottery.tickets",
+    "load_results": "lottery.frames",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -100,7 +100,7 @@ def _run_results(path: str) -> dict:
     from lottery.runs import RunDir
 
     run = RunDir(path)
-    run.config()  # refuses a directory that is not a run
+    run.settings()  # refuses a directory that is not a run (any driver's: run_imp, find_tickets)
     results = run.load_results()
     if results is None:
         raise LotteryError(f"{run.path} has no results.json yet; start the run with `lottery run`")
@@ -111,6 +111,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lottery.report import format_table, write_plots
     from lottery.runs import RunDir
 
+    if args.csv:  # the tidy table (one row per run x level x arm) for pandas, R, a spreadsheet
+        from lottery.frames import load_results
+
+        load_results([args.run_dir, *args.more_runs]).to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
     if (Path(args.run_dir) / "summary.json").is_file():  # a compare-inits directory
         from lottery.compare import format_summary
         from lottery.io import load_json
@@ -299,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
                    help="more runs of the same experiment (other seeds): a mean ± std table and plots")
     p.add_argument("--out", help="where the several-runs plots go (default: the first run's parent directory)")
+    p.add_argument("--csv", metavar="FILE", help="also write one row per run x level x arm to FILE (needs pandas)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("compare-inits", help="the same IMP experiment per init scheme and seed, one summary",
                        description=COMPARE_INITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -85,6 +85,7 @@ class Config:
     device: str = _opt("auto", "auto, cpu or cuda", hashed=False)
     out: str = _opt("runs", "directory that holds run directories", hashed=False)
     progress: bool = _opt(True, "show progress bars", hashed=False, flag=False)
+    log: str | None = _opt(None, "also write tracker files into the run directory: tensorboard or mlflow", hashed=False)
 
     # -- derived ------------------------------------------------------------------------------------------
     def hashed_settings(self) -> dict:
@@ -268,6 +269,10 @@ def validate(cfg: Config) -> None:
     DATASETS.get(cfg.dataset)
     INIT_SCHEMES.get(cfg.init)
     PRUNERS.get(cfg.strategy)
+    if cfg.log is not None:
+        from lottery.trackers import TRACKERS
+
+        TRACKERS.get(cfg.log)
     check_fraction(cfg.prune_fraction, "prune_fraction")
     for k, f in cfg.layer_fractions.items():
         check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)

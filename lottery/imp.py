@@ -26,6 +26,7 @@ from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.runs import RunDir
 from lottery.train import budget_steps, derived_seed, train
+from lottery.trackers import Tracker, open_tracker
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,8 +50,10 @@ def run_imp(config: Config | dict) -> dict:
     run = dist.main_first(lambda: RunDir.for_config(cfg))
     if not dist.is_main:  # rank 0 alone holds the lock and writes the run directory
         return Experiment(cfg, distributed.Follower(run.path), dist).run()
-    with run:
-        return Experiment(cfg, run, dist).run()
+    with run, open_tracker(cfg.log, run.path) as tracker:
+        experiment = Experiment(cfg, run, dist)
+        experiment.tracker = tracker
+        return experiment.run()
 
 
 class Experiment:
@@ -77,6 +80,7 @@ class Experiment:
         self.results = dist.share_object(lambda: run.load_results() or {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "status": "running", "levels": []})
         self.progress = cfg.progress and dist.is_main
+        self.tracker = Tracker()  # no tracker; run_imp sets the one cfg.log names
 
     # -- setup --------------------------------------------------------------------------------------------
     def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
@@ -218,7 +222,8 @@ class Experiment:
         with self._bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
             for level in range(cfg.levels + 1):
                 entry = self.dist.share_object(lambda: self._finished(level))
-                if self.cfg.pack > 1 and level > 0 and not self.dist.active:  # arms of the level in one pass
+                # arms of the level in one fused pass (late rewinding's continued runs train unfused)
+                if self.cfg.pack > 1 and level > 0 and not self.dist.active and self._start_step(level) == 0:
                     entry = self._run_arms_packed(level, entry)
                 entry = entry or self._run_level(level)
                 if entry["status"] == "ok":
@@ -270,6 +275,7 @@ class Experiment:
                  "level_wall_time": time.perf_counter() - started}
         self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
         self._save()
+        self.tracker.summary(level, "ticket", mask, entry)
         return entry
 
     def _run_controls(self, level: int, entry: dict) -> None:
@@ -291,6 +297,7 @@ class Experiment:
             result = self._train(start, control_mask, f"level {level} {control}", start_step=start_step)
             entry["controls"][control] = result.summary()
             self._save()
+            self.tracker.summary(level, control, control_mask, entry["controls"][control])
 
     # -- fused arms (cfg.pack > 1) ------------------------------------------------------------------------
     def _run_arms_packed(self, level: int, entry: dict | None) -> dict | None:
@@ -336,9 +343,9 @@ class Experiment:
                 params = dict(model.named_parameters())
                 if result.status == "ok" and any(bool(params[k][~m].any()) for k, m in arm_mask.items()):
                     raise RewindCheckError(f"level {level} {arm}: a pruned weight became non-zero during training")
-                results[arm] = (model, result)
+                results[arm] = (model, result, arm_mask)
         if "ticket" in results:
-            model, result = results.pop("ticket")
+            model, result, _ = results.pop("ticket")
             self.model.load_state_dict(model.state_dict())
             self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
             entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
@@ -347,9 +354,12 @@ class Experiment:
                      "level_wall_time": time.perf_counter() - started}
             self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
             self._save()
+            self.tracker.summary(level, "ticket", mask, entry)
         if entry["status"] == "ok":
             for control in self.cfg.controls:
                 if control in results:
-                    entry["controls"][control] = results[control][1].summary()
+                    _, result, control_mask = results[control]
+                    entry["controls"][control] = result.summary()
                     self._save()
+                    self.tracker.summary(level, control, control_mask, entry["controls"][control])
         return entry

@@ -315,3 +315,24 @@ class Mask(Mapping):
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         return buf.getvalue()
+
+
+@torch.no_grad()
+def mask_gradients(model: nn.Module, mask: Mask) -> None:
+    """Zero the gradients of pruned weights (call after ``backward``, before ``optimizer.step``), in one fused op.
+
+    A zero gradient keeps a pruned weight, and its momentum and Adam moments, at exactly zero; weight decay of a
+    zero weight is zero too. Parameters without a gradient are skipped.
+
+    >>> import torch, lottery as lt
+    >>> model = torch.nn.Linear(3, 1, bias=False)
+    >>> mask = lt.Mask({"weight": torch.tensor([[True, False, True]])})
+    >>> model(torch.ones(1, 3)).sum().backward()
+    >>> lt.mask_gradients(model, mask)
+    >>> model.weight.grad.tolist()
+    [[1.0, 0.0, 1.0]]
+    """
+    params = mask.check_fits(model)
+    pairs = [(p.grad, mask[k]) for k, p in params.items() if p.grad is not None]
+    if pairs:
+        torch._foreach_mul_([g for g, _ in pairs], [m.to(device=g.device, dtype=g.dtype) for g, m in pairs])

@@ -27,7 +27,7 @@ def format_table(results: dict) -> str:
         lines.append(
             f"{e['level']:>5} {100 * e['density']:9.2f} {_pct(e.get('test_accuracy')):>8} "
             f"{_pct(c.get('reinit', {}).get('test_accuracy')):>8} {_pct(c.get('random_mask', {}).get('test_accuracy')):>8} "
-            f"{e['early_stop_step']:>10}  {status}"
+            f"{'-' if e.get('early_stop_step') is None else e['early_stop_step']:>10}  {status}"
         )
     if results.get("exhausted"):
         lines.append(f"stopped early: {results['exhausted']}")
@@ -57,7 +57,7 @@ def format_seeds_table(results_list: list[dict]) -> str:
             f"{level:>5} {100 * entries[0]['density']:9.2f} {_pm([acc(e) for e in entries]):>15} "
             f"{_pm([acc(e, 'reinit') for e in entries]):>15} "
             f"{_pm([acc(e, 'random_mask') for e in entries]):>15} "
-            f"{_pm([e['early_stop_step'] for e in entries], 1, 0):>15}  {len(entries)}"
+            f"{_pm([e.get('early_stop_step') for e in entries], 1, 0):>15}  {len(entries)}"
         )
     lines.append(ACCURACY_NOTE)
     return "\n".join(lines)

@@ -108,7 +108,13 @@ class RunDir:
     @classmethod
     def for_config(cls, cfg: Config) -> "RunDir":
         """The directory of ``cfg``: created with its config.json, or checked against the stored one."""
-        run = cls(Path(cfg.out) / cfg.run_name())
+        return cls.for_settings(Path(cfg.out) / cfg.run_name(), cfg.hashed_settings(), cfg.to_dict())
+
+    @classmethod
+    def for_settings(cls, path: str | os.PathLike, hashed: dict, config: dict, **extra) -> "RunDir":
+        """The directory at ``path`` for settings whose results-changing part is ``hashed`` (what its name's hash
+        covers): created with config.json (``config``, ``extra``), or checked against the stored settings."""
+        run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
         stored_path = run.path / "config.json"
         if stored_path.exists():
@@ -116,7 +122,7 @@ class RunDir:
             if not isinstance(stored, dict) or not isinstance(stored.get("hashed"), dict):
                 raise CorruptFileError(f"{stored_path} is not a lottery run config; restore it, or delete it if "
                                        "this directory holds exactly this experiment")
-            if stored.get("hashed") != cfg.hashed_settings():
+            if stored.get("hashed") != hashed:
                 raise ConfigError(
                     f"{run.path} holds a different experiment (same hash, other settings); "
                     "use another --name or --out"
@@ -129,18 +135,28 @@ class RunDir:
                     "cannot resume under other settings: `lottery report` still reads it, use another --out or --name"
                 )
         else:
-            save_json(stored_path, {"hashed": cfg.hashed_settings(), "config": cfg.to_dict(), "version": __version__})
+            save_json(stored_path, {"hashed": hashed, "config": config, "version": __version__, **extra})
         return run
 
     def config(self) -> Config:
         """The Config stored in this directory (for ``report`` and resuming)."""
+        stored = self.settings(full=True)
+        if stored.get("driver") == "find_tickets":
+            raise ConfigError(f"{self.path} was made by find_tickets around your own model and loop, so it has no "
+                              "lottery config to rebuild the model from; load level_NN/final.pt into your model")
+        return from_dict({**stored["config"], "progress": False, "device": "auto"},
+                         source=str(self.path / "config.json"))
+
+    def settings(self, full: bool = False) -> dict:
+        """The settings stored in config.json as a dict (any driver's, ``find_tickets`` too); ``full``: the whole
+        file (``hashed``, ``config``, ``version``, ...)."""
         path = self.path / "config.json"
         if not path.is_file():
             raise ConfigError(f"{self.path} is not a run directory (no config.json); pass a directory under runs/")
         stored = load_json(path)
         if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
             raise CorruptFileError(f"{path} is not a lottery run config; the directory is damaged")
-        return from_dict({**stored["config"], "progress": False, "device": "auto"}, source=str(path))
+        return stored if full else stored["config"]
 
     def __enter__(self) -> "RunDir":
         # O_NOFOLLOW: a planted .lock symlink must not let us truncate the file it points to

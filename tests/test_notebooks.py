@@ -39,4 +39,22 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
 
 def test_every_notebook_is_collected():
-    assert {"inspect_winning_tickets.ipynb", "initialization.ipynb", "demo.ipynb"} <= {p.name for p in NOTEBOOKS}
+    expected = {"inspect_winning_tickets.ipynb", "initialization.ipynb", "find_tickets.ipynb", "demo.ipynb"}
+    assert expected <= {p.name for p in NOTEBOOKS}
+
+
+@pytest.mark.slow
+def test_inspect_notebook_reads_a_find_tickets_run(tmp_path, monkeypatch):
+    import lottery as lt
+    from tests.ticket_helpers import Loop, make_model
+
+    results = lt.find_tickets(make_model(), Loop(), out=str(tmp_path / "runs"), levels=2, progress=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("LOTTERY_RUN_DIR", results["run_dir"])
+    nb = execute(ROOT / "notebooks" / "inspect_winning_tickets.ipynb", tmp_path)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert f"{results['run_dir']}: Net on None" in printed  # it read the given run rather than making one

@@ -1,0 +1,101 @@
+"""Experiment trackers behind one small interface: TensorBoard event files or an MLflow file store, in the run dir.
+
+A driver calls ``scalars(tag, step, values)`` for per-step numbers (validation loss and accuracy of one training
+run) and ``summary(level, arm, mask, metrics)`` once per finished training run (its test accuracy, early-stop step
+and, for tickets, the density of every layer, plus its validation curve when it has one). The files live in the
+run directory (``tensorboard/`` or ``mlruns/``), so they travel with it; both packages are optional extras, and
+asking for one that is not installed is a one-line error naming the ``pip install``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from lottery.errors import ConfigError
+from lottery.registry import Registry
+
+TRACKERS = Registry("tracker")
+
+
+class Tracker:
+    """No tracker: every call does nothing. Backends override ``_write`` and ``close``."""
+
+    def _write(self, key: str, value: float, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def scalars(self, tag: str, step: int, values: dict) -> None:
+        """``values`` (name -> number) at ``step`` under ``tag`` (e.g. ``level_02/ticket``); non-numbers skipped."""
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._write(f"{tag}/{name}", float(value), int(step))
+
+    def summary(self, level: int, arm: str, mask, metrics: dict) -> None:
+        """One finished training run: its curve as per-step scalars, its results at step = level."""
+        tag = f"level_{level:02d}/{arm}"
+        for step, val_loss, val_acc in metrics.get("curve") or []:
+            self.scalars(tag, step, {"val_loss": val_loss, "val_accuracy": val_acc})
+        self.scalars(f"summary/{arm}", level, {k: metrics.get(k) for k in ("test_accuracy", "early_stop_step")})
+        if arm == "ticket":
+            self.scalars("density", level, {"overall": mask.density, **mask.layer_density()})
+
+
+@TRACKERS.register("tensorboard")
+class TensorBoardTracker(Tracker):
+    """Event files in ``RUN_DIR/tensorboard`` (``tensorboard --logdir RUN_DIR``), via torch.utils.tensorboard."""
+
+    def __init__(self, run_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--log tensorboard needs the tensorboard package: pip install tensorboard") from None
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def _write(self, key: str, value: float, step: int) -> None:
+        self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@TRACKERS.register("mlflow")
+class MlflowTracker(Tracker):
+    """One MLflow run per lottery run, in a local file store ``RUN_DIR/mlruns`` (``mlflow ui --backend-store-uri
+    RUN_DIR/mlruns``); a resumed run goes on logging into the same MLflow run.
+
+    A file store keeps the run directory self-contained and needs no database package; MLflow 3 keeps it in
+    maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``, which this sets unless you set it yourself.
+    """
+
+    def __init__(self, run_dir: Path):
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise ConfigError("--log mlflow needs the mlflow package: pip install mlflow") from None
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        run_dir = Path(run_dir)
+        self.client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+        experiment = self.client.get_experiment_by_name("lottery")
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("lottery")
+        runs = self.client.search_runs([experiment_id], filter_string=f"tags.run_dir = '{run_dir.name}'")
+        self.run_id = runs[0].info.run_id if runs else self.client.create_run(
+            experiment_id, run_name=run_dir.name, tags={"run_dir": run_dir.name}).info.run_id
+
+    def _write(self, key: str, value: float, step: int) -> None:
+        self.client.log_metric(self.run_id, key, value, step=step)
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+@contextlib.contextmanager
+def open_tracker(name: str | None, run_dir: Path):
+    """The tracker ``name`` (None: no tracker) writing into ``run_dir``, closed on exit."""
+    tracker = Tracker() if name is None else TRACKERS.get(name)(Path(run_dir))
+    try:
+        yield tracker
+    finally:
+        tracker.close()
