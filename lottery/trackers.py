@@ -2,7 +2,7 @@
 
 A driver calls ``scalars(tag, step, values)`` for per-step numbers (validation loss and accuracy of one training
 run) and ``summary(level, arm, mask, metrics)`` once per finished training run (its test accuracy, early-stop step
-and, for tickets, the density of every layer, plus its validation curve when it has one). The files live in the
+and, for tickets, the density of every layer, plus its validation curve and per-layer signal when it has them). The files live in the
 run directory (``tensorboard/`` or ``mlruns/``), so they travel with it; both packages are optional extras, and
 asking for one that is not installed is a one-line error naming the ``pip install``.
 """
@@ -41,6 +41,10 @@ class Tracker:
         self.scalars(f"summary/{arm}", level, {k: metrics.get(k) for k in ("test_accuracy", "early_stop_step")})
         if arm == "ticket":
             self.scalars("density", level, {"overall": mask.density, **mask.layer_density()})
+        signal = metrics.get("signal") or {}
+        for key in ("activation_std", "grad_norm"):  # per layer at each evaluation (lottery.signal)
+            for step, values in zip(signal.get("steps", []), signal.get(key, [])):
+                self.scalars(f"{tag}/{key}", step, dict(zip(signal["layers"], values)))
 
 
 @TRACKERS.register("tensorboard")

@@ -30,6 +30,10 @@ def test_tensorboard_events_of_run_imp(tmp_path):
                     for level in (1, 2)]
     dens = [(e.step, e.value) for e in events.Scalars("density/overall")]
     assert dens == [(e["level"], pytest.approx(e["density"])) for e in results["levels"]]
+    signal = results["levels"][0]["signal"]  # the per-layer signal, layer by layer at each evaluation
+    stds = [(e.step, e.value) for e in events.Scalars("level_00/ticket/activation_std/fc2")]
+    assert stds == [(step, pytest.approx(v[1], rel=1e-6)) for step, v in zip(signal["steps"], signal["activation_std"])]
+    assert "level_01/reinit/grad_norm/fc1" in tags
 
 
 def test_mlflow_store_of_find_tickets_and_resume_into_the_same_run(tmp_path):
