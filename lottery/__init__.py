@@ -19,7 +19,7 @@ _EXPORTS = {
     "MODELS": "lottery.models", "build_model": "lottery.models",
     "symmetry_report": "lottery.symmetry",
     "TrainResult": "lottery.train",  # the function is lottery.train.train (the module owns the name)
-    "run_imp": "lottery.imp",
+    "run_imp": "lottery.imp", "Session": "lottery.session",
     "collapsed_layers": "lottery.pruning",
     "compare_inits": "lottery.compare",
     "run_gradual": "lottery.gradual",

@@ -143,7 +143,7 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
         if not any(e["level"] == 0 for e in results["levels"]):
             level0 = next((e for e in exp.results["levels"] if e["level"] == 0), None)
             if level0 is None:
-                result = exp._train(exp.init_state, Mask.ones_like(exp.model), "dense")
+                result = exp.train_from(exp.init_state, Mask.ones_like(exp.model), "dense")
                 level0 = {"level": 0, "density": 1.0, **result.summary()}
             results["levels"].append({**level0, "controls": {}})
             save_json(path, results)
@@ -153,7 +153,7 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
             if any(e.get("schedule") == asdict(schedule) for e in results["levels"]):
                 continue  # finished earlier (same final density and timing)
             rewind(exp.model, exp.init_state)
-            with exp._bar(total, f"gradual {density:g}") as bar:
+            with exp.bar(total, f"gradual {density:g}") as bar:
                 result, mask, history = train_gradual(exp.model, exp.data, cfg, schedule, seed=cfg.seed,
                                                       progress=bar)
             results["levels"].append({

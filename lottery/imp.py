@@ -7,32 +7,21 @@ uninterrupted one (every run's randomness comes from seeds derived from the conf
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 
-import torch
 from tqdm.auto import tqdm
 
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery import distributed
-from lottery.data import load_dataset
-from lottery.errors import ConfigError, CorruptFileError, MaskMismatchError, RewindCheckError
+from lottery.errors import CorruptFileError, MaskMismatchError, RewindCheckError
 from lottery.faults import crash_point, crash_progress
-from lottery.inits import init_weights
 from lottery.masks import Mask
-from lottery.models import build_model
-from lottery.progress import progress_bar
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
-from lottery.rewind import rewind, snapshot
+from lottery.rewind import rewind
 from lottery.runs import RunDir
-from lottery.train import budget_steps, derived_seed, train
+from lottery.session import Session, resolve_device  # noqa: F401  (resolve_device: a public name here before)
+from lottery.train import derived_seed
 from lottery.trackers import Tracker, open_tracker
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def run_imp(config: Config | dict) -> dict:
@@ -56,106 +45,14 @@ def run_imp(config: Config | dict) -> dict:
         return experiment.run()
 
 
-class Experiment:
-    """The state one IMP experiment needs: data, model, init state, and the results written so far."""
+class Experiment(Session):
+    """IMP on a Session: the results written so far, the level loop, its controls and tracker."""
 
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE):
-        self.cfg, self.rundir = cfg, run
-        self.dist = dist  # several processes: rank 0 decides (init, masks, what is finished), the others receive
-        self.device = resolve_device(cfg.device)
-        data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
-        self.data = data.to(self.device)
-        self.model = build_model(
-            cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options
-        ).to(self.device)
-        self.total_steps = budget_steps(cfg, len(self.data.train[0]))
-        self.rewind_step = cfg.rewind_step()
-        if self.rewind_step is not None and self.rewind_step > self.total_steps:
-            raise ConfigError(f"rewind step {self.rewind_step} is beyond the {self.total_steps} training steps")
-        prunable = list(Mask.ones_like(self.model))  # fail now, not after level 0 has trained
-        unknown = [k for k in cfg.layer_fractions if k not in prunable]
-        if unknown:
-            raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
-        self.init_state = self._from_main(self._init_state)
+        super().__init__(cfg, run, dist)
         self.results = dist.share_object(lambda: run.load_results() or {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "status": "running", "levels": []})
-        self.progress = cfg.progress and dist.is_main
         self.tracker = Tracker()  # no tracker; run_imp sets the one cfg.log names
-
-    # -- setup --------------------------------------------------------------------------------------------
-    def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
-        """Draw the configured init scheme with ``seed`` into the model and return a snapshot of it.
-
-        What the scheme does not set (PReLU slopes, custom parameters and buffers) comes from ``init.pt``, never
-        from the weights the model was last trained to: a control starts untrained.
-        """
-        cfg = self.cfg
-        if getattr(self, "init_state", None) is not None:
-            self.model.load_state_dict(self.init_state)
-        init_weights(self.model, cfg.init, seed=seed, scale=cfg.init_scale,
-                     data=self.data.train[0][: cfg.batch_size * 5], **cfg.init_options)
-        return snapshot(self.model)
-
-    def _init_state(self) -> dict[str, torch.Tensor]:
-        like = self.model.state_dict()
-        path = self.rundir.path / "init.pt"
-        # Every finished level was trained from init.pt, so a damaged or lost one is never redrawn silently (a
-        # redraw can differ: a changed checkpoint file, another torch version): the levels would mix two inits.
-        try:
-            stored = self.rundir.load_state("init.pt", like=like)
-        except CorruptFileError as e:
-            raise CorruptFileError(f"{path} (the init every level rewinds to) is damaged: {str(e).split(';')[0]}; "
-                                   "restore init.pt from a copy, or delete the run directory to start over") from None
-        if stored is not None:
-            return {k: v.to(self.device) for k, v in stored.items()}
-        if (self.rundir.path / "results.json").exists():
-            raise CorruptFileError(f"{path} (the init every level rewinds to) is missing but levels are finished; "
-                                   "restore init.pt from a copy, or delete the run directory to start over")
-        state = self._fresh_init(self.cfg.seed)
-        self.rundir.save_state("init.pt", state)
-        return state
-
-    def _from_main(self, make) -> dict[str, torch.Tensor]:
-        """A state that rank 0 loads or computes (``make``), on this device on every rank."""
-        return {k: v.to(self.device) for k, v in self.dist.share_tensors(make).items()}
-
-    def _shared_mask(self, make) -> Mask:
-        return self.dist.share_mask(make).to(self.device)
-
-    def _bar(self, total: int, desc: str, leave: bool = False):
-        return progress_bar(total, desc, leave) if self.progress else nullcontext()
-
-    # -- one training run ---------------------------------------------------------------------------------
-    def _train(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None,
-               start_step: int = 0):
-        """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros."""
-        rewind(self.model, start_state, mask)
-        point = "train:" + desc.replace(" ticket", "").replace("level ", "level").replace(" ", ":")  # train:level1
-        with self._bar(self.total_steps - start_step, desc) as bar:
-            result = train(self.model, self.data, self.cfg, mask, seed=self.cfg.seed,
-                           snapshot_step=snapshot_step, progress=crash_progress(bar, point),
-                           dist=self.dist if self.dist.active else None, start_step=start_step)
-        if result.status == "ok":
-            params = dict(self.model.named_parameters())
-            if any(bool(params[k][~m].any()) for k, m in mask.items()):
-                raise RewindCheckError(f"{desc}: a pruned weight became non-zero during training")
-        return result
-
-    def _start_step(self, level: int) -> int:
-        """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's
-        schedule and data order, as Frankle et al. 2020 do, not T more steps from a restarted schedule."""
-        return self.rewind_step if (level > 0 and self.rewind_step is not None) else 0
-
-    def _rewind_state(self, level: int) -> dict[str, torch.Tensor]:
-        if self.cfg.rewind == "init" or level == 0:
-            return self.init_state
-        if self.cfg.rewind == "lr":  # learning-rate rewinding: keep the last level's weights, replay the schedule
-            prev = self.rundir.load_state(f"level_{level - 1:02d}/final.pt", like=self.init_state)
-        else:
-            prev = self.rundir.load_state("rewind.pt", like=self.init_state)
-        if prev is None:
-            raise CorruptFileError(f"{self.rundir.path}: the rewind state for level {level} is missing; delete level_00")
-        return {k: v.to(self.device) for k, v in prev.items()}
 
     def _mask(self, level: int) -> Mask:
         """Level 0 is dense; level L prunes level L-1's final weights (saved, so recomputing is deterministic)."""
@@ -219,11 +116,11 @@ class Experiment:
     def run(self) -> dict:
         cfg = self.cfg
         why = None
-        with self._bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
+        with self.bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
             for level in range(cfg.levels + 1):
                 entry = self.dist.share_object(lambda: self._finished(level))
                 # arms of the level in one fused pass (late rewinding's continued runs train unfused)
-                if self.cfg.pack > 1 and level > 0 and not self.dist.active and self._start_step(level) == 0:
+                if self.cfg.pack > 1 and level > 0 and not self.dist.active and self.start_step(level) == 0:
                     entry = self._run_arms_packed(level, entry)
                 entry = entry or self._run_level(level)
                 if entry["status"] == "ok":
@@ -259,11 +156,11 @@ class Experiment:
 
     def _run_level(self, level: int) -> dict:
         started = time.perf_counter()
-        mask = self._shared_mask(lambda: self._mask(level))
+        mask = self.shared_mask(lambda: self._mask(level))
         snap = self.rewind_step if (level == 0 and self.rewind_step is not None) else None
-        start = self._from_main(lambda: self._rewind_state(level))
-        result = self._train(start, mask, f"level {level} ticket", snapshot_step=snap,
-                             start_step=self._start_step(level))
+        start = self.from_main(lambda: self.rewind_state(level))
+        result = self.train_from(start, mask, f"level {level} ticket", snapshot_step=snap,
+                             start_step=self.start_step(level))
         if snap is not None and result.rewind_state is not None:
             self.rundir.save_state("rewind.pt", result.rewind_state)
         self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
@@ -285,16 +182,16 @@ class Experiment:
         for control in self.cfg.controls:
             if control in entry["controls"]:
                 continue
-            mask = mask or self._shared_mask(lambda: self._mask(level))
+            mask = mask or self.shared_mask(lambda: self._mask(level))
             seed = derived_seed(self.cfg.seed, control, level)
             if control == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
-                start, control_mask = self._from_main(lambda: self._fresh_init(seed)), mask
+                start, control_mask = self.from_main(lambda: self.fresh_init(seed)), mask
                 start_step = 0
             else:  # random_mask: same per-layer densities, same rewind state (and step)
-                start = self._from_main(lambda: self._rewind_state(level))
-                control_mask = self._shared_mask(lambda: random_mask_like(mask, seed))
-                start_step = self._start_step(level)
-            result = self._train(start, control_mask, f"level {level} {control}", start_step=start_step)
+                start = self.from_main(lambda: self.rewind_state(level))
+                control_mask = self.shared_mask(lambda: random_mask_like(mask, seed))
+                start_step = self.start_step(level)
+            result = self.train_from(start, control_mask, f"level {level} {control}", start_step=start_step)
             entry["controls"][control] = result.summary()
             self._save()
             self.tracker.summary(level, control, control_mask, entry["controls"][control])
@@ -324,11 +221,11 @@ class Experiment:
         for arm in todo:
             seed = derived_seed(self.cfg.seed, arm, level)
             if arm == "ticket":
-                arms.append((arm, self._rewind_state(level), mask))
+                arms.append((arm, self.rewind_state(level), mask))
             elif arm == "reinit":  # same mask, a fresh draw of the same init scheme
-                arms.append((arm, self._fresh_init(seed), mask))
+                arms.append((arm, self.fresh_init(seed), mask))
             else:  # random_mask: same per-layer densities, same rewind state
-                arms.append((arm, self._rewind_state(level), random_mask_like(mask, seed)))
+                arms.append((arm, self.rewind_state(level), random_mask_like(mask, seed)))
         results = {}
         for i in range(0, len(arms), self.cfg.pack):
             chunk = arms[i: i + self.cfg.pack]
@@ -336,7 +233,7 @@ class Experiment:
             for model, (_, start, arm_mask) in zip(models, chunk):
                 rewind(model, start, arm_mask)
             names = "+".join(a for a, _, _ in chunk)
-            with self._bar(self.total_steps, f"level {level} {names}") as bar:
+            with self.bar(self.total_steps, f"level {level} {names}") as bar:
                 out = train_fused(models, self.data, self.cfg, [m for _, _, m in chunk], seeds=[self.cfg.seed] *
                                   len(chunk), progress=crash_progress(bar, f"train:level{level}"))
             for model, (arm, _, arm_mask), result in zip(models, chunk, out):

@@ -94,7 +94,7 @@ class PruneAtInit:
             return
         level0 = next((e for e in self.exp.results["levels"] if e["level"] == 0), None)
         if level0 is None:
-            result = self.exp._train(self.exp.init_state, Mask.ones_like(self.exp.model), "dense")
+            result = self.exp.train_from(self.exp.init_state, Mask.ones_like(self.exp.model), "dense")
             level0 = {"density": 1.0, **result.summary()}
         self.results["dense"] = {k: v for k, v in level0.items() if k not in ("controls", "layer_density")}
         self._save()
@@ -112,7 +112,7 @@ class PruneAtInit:
         entry = self._entry(strategy, density)
         mask = self._mask(strategy, density)
         if entry is None:
-            result = self.exp._train(self.exp.init_state, mask, f"{strategy} {density:g}")
+            result = self.exp.train_from(self.exp.init_state, mask, f"{strategy} {density:g}")
             entry = {"strategy": strategy, "target_density": density, "density": mask.density,
                      "num_kept": mask.num_kept, "layer_density": mask.layer_density(),
                      "collapsed_layers": collapsed_layers(mask), **result.summary(), "controls": {}}
@@ -125,8 +125,8 @@ class PruneAtInit:
             if ablation == "shuffled":  # same per-layer counts, positions drawn at random; same init
                 start, ablated = self.exp.init_state, random_mask_like(mask, seed).to(self.exp.device)
             else:  # reinit: same mask, a fresh draw of the same init scheme (the rest from init.pt)
-                start, ablated = self.exp._fresh_init(seed), mask
-            result = self.exp._train(start, ablated, f"{strategy} {density:g} {ablation}")
+                start, ablated = self.exp.fresh_init(seed), mask
+            result = self.exp.train_from(start, ablated, f"{strategy} {density:g} {ablation}")
             entry["controls"][ablation] = result.summary()
             self._save()
 

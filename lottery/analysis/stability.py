@@ -139,7 +139,7 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
         exp = Experiment(cfg, run)
         mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
         found = {"level": level, "density": mask.density,
-                 **instability(exp.model, exp.data, cfg, exp._rewind_state(level), mask, k,
+                 **instability(exp.model, exp.data, cfg, exp.rewind_state(level), mask, k,
                                seeds=tuple(seeds), points=points, progress=progress)}
         stored = _load(path)  # re-read: another study may have written
         stored["entries"].append(found)

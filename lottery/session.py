@@ -1,0 +1,139 @@
+"""The experiment session under every driver: data, model, init state, run directory and processes of one config.
+
+IMP, gradual pruning, pruning at init and the stability study all train through one ``Session``: the same
+verified rewinding, the same training loop, the same ``init.pt`` (drawn once, then only read), the same
+distributed context. A new driver is one module that builds a Session inside ``with RunDir.for_config(cfg):``
+and writes its own results file through ``lottery.io`` (atomic) — it inherits the lock, the damaged-file rules for
+``init.pt`` and DDP.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from lottery import distributed
+from lottery.config import Config
+from lottery.data import load_dataset
+from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
+from lottery.faults import crash_progress
+from lottery.inits import init_weights
+from lottery.masks import Mask
+from lottery.models import build_model
+from lottery.progress import progress_bar
+from lottery.rewind import rewind, snapshot
+from lottery.runs import RunDir
+from lottery.train import budget_steps, train
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+
+class Session:
+    """What every experiment driver needs for one config: data, model, init state, run directory, processes.
+
+    Data and model are built from the config, ``init.pt`` is loaded or drawn (never redrawn once levels exist),
+    and under torchrun rank 0 decides and the other ranks receive. A driver trains with ``train_from`` (rewind
+    verified bit for bit, then the one training loop, then pruned weights checked to be zero), draws controls
+    with ``fresh_init(seed)``, and starts later levels from ``rewind_state(level)``. The run directory's lock is
+    the driver's to hold (``with run:``); IMP (``lottery.imp.Experiment``) is a Session with a level loop.
+    """
+
+    def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE):
+        self.cfg, self.rundir = cfg, run
+        self.dist = dist  # several processes: rank 0 decides (init, masks, what is finished), the others receive
+        self.device = resolve_device(cfg.device)
+        data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+        self.data = data.to(self.device)
+        self.model = build_model(
+            cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options
+        ).to(self.device)
+        self.total_steps = budget_steps(cfg, len(self.data.train[0]))
+        self.rewind_step = cfg.rewind_step()
+        if self.rewind_step is not None and self.rewind_step > self.total_steps:
+            raise ConfigError(f"rewind step {self.rewind_step} is beyond the {self.total_steps} training steps")
+        prunable = list(Mask.ones_like(self.model))  # fail now, not after level 0 has trained
+        unknown = [k for k in cfg.layer_fractions if k not in prunable]
+        if unknown:
+            raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
+        self.init_state = self.from_main(self._init_state)
+        self.progress = cfg.progress and dist.is_main
+
+    # -- setup --------------------------------------------------------------------------------------------
+    def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
+        """Draw the configured init scheme with ``seed`` into the model and return a snapshot of it.
+
+        What the scheme does not set (PReLU slopes, custom parameters and buffers) comes from ``init.pt``, never
+        from the weights the model was last trained to: a control starts untrained.
+        """
+        cfg = self.cfg
+        if getattr(self, "init_state", None) is not None:
+            self.model.load_state_dict(self.init_state)
+        init_weights(self.model, cfg.init, seed=seed, scale=cfg.init_scale,
+                     data=self.data.train[0][: cfg.batch_size * 5], **cfg.init_options)
+        return snapshot(self.model)
+
+    def _init_state(self) -> dict[str, torch.Tensor]:
+        like = self.model.state_dict()
+        path = self.rundir.path / "init.pt"
+        # Every finished level was trained from init.pt, so a damaged or lost one is never redrawn silently (a
+        # redraw can differ: a changed checkpoint file, another torch version): the levels would mix two inits.
+        try:
+            stored = self.rundir.load_state("init.pt", like=like)
+        except CorruptFileError as e:
+            raise CorruptFileError(f"{path} (the init every level rewinds to) is damaged: {str(e).split(';')[0]}; "
+                                   "restore init.pt from a copy, or delete the run directory to start over") from None
+        if stored is not None:
+            return {k: v.to(self.device) for k, v in stored.items()}
+        if (self.rundir.path / "results.json").exists():
+            raise CorruptFileError(f"{path} (the init every level rewinds to) is missing but levels are finished; "
+                                   "restore init.pt from a copy, or delete the run directory to start over")
+        state = self.fresh_init(self.cfg.seed)
+        self.rundir.save_state("init.pt", state)
+        return state
+
+    def from_main(self, make) -> dict[str, torch.Tensor]:
+        """A state that rank 0 loads or computes (``make``), on this device on every rank."""
+        return {k: v.to(self.device) for k, v in self.dist.share_tensors(make).items()}
+
+    def shared_mask(self, make) -> Mask:
+        return self.dist.share_mask(make).to(self.device)
+
+    def bar(self, total: int, desc: str, leave: bool = False):
+        return progress_bar(total, desc, leave) if self.progress else nullcontext()
+
+    # -- one training run ---------------------------------------------------------------------------------
+    def train_from(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None,
+               start_step: int = 0):
+        """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros."""
+        rewind(self.model, start_state, mask)
+        point = "train:" + desc.replace(" ticket", "").replace("level ", "level").replace(" ", ":")  # train:level1
+        with self.bar(self.total_steps - start_step, desc) as bar:
+            result = train(self.model, self.data, self.cfg, mask, seed=self.cfg.seed,
+                           snapshot_step=snapshot_step, progress=crash_progress(bar, point),
+                           dist=self.dist if self.dist.active else None, start_step=start_step)
+        if result.status == "ok":
+            params = dict(self.model.named_parameters())
+            if any(bool(params[k][~m].any()) for k, m in mask.items()):
+                raise RewindCheckError(f"{desc}: a pruned weight became non-zero during training")
+        return result
+
+    def start_step(self, level: int) -> int:
+        """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's
+        schedule and data order, as Frankle et al. 2020 do, not T more steps from a restarted schedule."""
+        return self.rewind_step if (level > 0 and self.rewind_step is not None) else 0
+
+    def rewind_state(self, level: int) -> dict[str, torch.Tensor]:
+        if self.cfg.rewind == "init" or level == 0:
+            return self.init_state
+        if self.cfg.rewind == "lr":  # learning-rate rewinding: keep the last level's weights, replay the schedule
+            prev = self.rundir.load_state(f"level_{level - 1:02d}/final.pt", like=self.init_state)
+        else:
+            prev = self.rundir.load_state("rewind.pt", like=self.init_state)
+        if prev is None:
+            raise CorruptFileError(f"{self.rundir.path}: the rewind state for level {level} is missing; delete level_00")
+        return {k: v.to(self.device) for k, v in prev.items()}
