@@ -108,12 +108,15 @@ class RunDir:
     @classmethod
     def for_config(cls, cfg: Config) -> "RunDir":
         """The directory of ``cfg``: created with its config.json, or checked against the stored one."""
-        return cls.for_settings(Path(cfg.out) / cfg.run_name(), cfg.hashed_settings(), cfg.to_dict())
+        return cls.for_settings(Path(cfg.out) / cfg.run_name(), cfg.hashed_settings(), cfg.to_dict(),
+                                drift=cfg.drift_from)
 
     @classmethod
-    def for_settings(cls, path: str | os.PathLike, hashed: dict, config: dict, **extra) -> "RunDir":
+    def for_settings(cls, path: str | os.PathLike, hashed: dict, config: dict, *, drift=None,
+                     **extra) -> "RunDir":
         """The directory at ``path`` for settings whose results-changing part is ``hashed`` (what its name's hash
-        covers): created with config.json (``config``, ``extra``), or checked against the stored settings."""
+        covers): created with config.json (``config``, ``extra``), or checked against the stored settings;
+        ``drift(stored_config)`` lists settings whose defaults changed since (refused)."""
         run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
         stored_path = run.path / "config.json"
@@ -127,7 +130,7 @@ class RunDir:
                     f"{run.path} holds a different experiment (same hash, other settings); "
                     "use another --name or --out"
                 )
-            drift = cfg.drift_from(stored["config"] if isinstance(stored.get("config"), dict) else {})
+            drift = drift(stored["config"] if isinstance(stored.get("config"), dict) else {}) if drift else None
             if drift:  # same non-default settings, but a default changed since this run was made
                 name, old, new = drift[0]
                 raise ConfigError(
