@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lottery as lt
-import lottery.imp as imp
+import lottery.session as session
 from lottery.errors import ConfigError
 from lottery.runs import RunDir
 from tests.engine_helpers import strip_times, tiny
@@ -20,13 +20,13 @@ from tests.engine_helpers import strip_times, tiny
 def spy(monkeypatch):
     """Record the model's weights and the mask at the start of every training run."""
     calls = []
-    real = imp.train
+    real = session.train  # every driver trains through the session
 
     def wrapped(model, data, cfg, mask=None, **kw):
         calls.append({"state": lt.snapshot(model), "mask": mask.clone()})
         return real(model, data, cfg, mask, **kw)
 
-    monkeypatch.setattr(imp, "train", wrapped)
+    monkeypatch.setattr(session, "train", wrapped)
     return calls
 
 

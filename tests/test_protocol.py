@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lottery as lt
-import lottery.imp as imp
+import lottery.session as session
 from lottery.cli import main
 from lottery.errors import ConfigError
 from lottery.models import MODELS, register_module
@@ -45,13 +45,13 @@ def odd_model():
 def spy(monkeypatch):
     """The model's state and the train() keywords at the start of every training run of the drivers."""
     calls = []
-    real = imp.train
+    real = session.train  # every driver trains through the session
 
     def wrapped(model, data, cfg, mask=None, **kw):
         calls.append({"state": lt.snapshot(model), "mask": mask.clone(), **kw})
         return real(model, data, cfg, mask, **kw)
 
-    monkeypatch.setattr(imp, "train", wrapped)
+    monkeypatch.setattr(session, "train", wrapped)
     return calls
 
 
