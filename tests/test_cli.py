@@ -202,7 +202,7 @@ def test_progress_in_a_log_is_plain_lines(tmp_path):
     assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
     lines = proc.stderr.splitlines()
     assert any(line.startswith("level 1 ticket: 30/30") for line in lines), proc.stderr
-    assert any(line.startswith("IMP default-") and "density=0.800" in line for line in lines), proc.stderr
+    assert any(line.startswith("IMP mlp-synthetic-") and "density=0.800" in line for line in lines), proc.stderr
 
 
 def test_sigterm_says_the_run_is_resumable(tmp_path):
