@@ -165,7 +165,7 @@ def test_cli_compare_inits_marks_diverged_run(tmp_path, capsys):
         png.unlink()
     assert main(["report", str(summary_path.parent)]) == 0  # report redraws a comparison from its summary
     assert "normal:std=1e20" in capsys.readouterr().out
-    assert len(list(summary_path.parent.glob("*.png"))) == 4
+    assert len(list(summary_path.parent.glob("*.png"))) == 5  # COMPARE_FILES, the relative panel included
     assert json.loads(next(tmp_path.glob("mlp-synthetic-*/config.json")).read_text())["config"]["init"] == "normal"
 
 
