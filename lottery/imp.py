@@ -163,6 +163,10 @@ class Experiment(Session):
                              start_step=self.start_step(level))
         if snap is not None and result.rewind_state is not None:
             self.rundir.save_state("rewind.pt", result.rewind_state)
+        return self._record_ticket(level, mask, result, started)
+
+    def _record_ticket(self, level: int, mask: Mask, result, started: float) -> dict:
+        """Save the trained ticket in ``self.model`` (final.pt, then its results entry); returns the entry."""
         self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
         if level == 0:
             self.rundir.save_mask(0, mask)
@@ -244,14 +248,7 @@ class Experiment(Session):
         if "ticket" in results:
             model, result, _ = results.pop("ticket")
             self.model.load_state_dict(model.state_dict())
-            self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
-            entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
-                     "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
-                     **result.summary(), "controls": {},
-                     "level_wall_time": time.perf_counter() - started}
-            self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
-            self._save()
-            self.tracker.summary(level, "ticket", mask, entry)
+            entry = self._record_ticket(level, mask, result, started)
         if entry["status"] == "ok":
             for control in self.cfg.controls:
                 if control in results:
