@@ -23,6 +23,7 @@ from torch import nn
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
+from lottery.faults import crash_progress
 from lottery.imp import Experiment
 from lottery.io import load_json, save_json
 from lottery.masks import Mask
@@ -137,9 +138,9 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
         exp = Experiment(cfg, run)
         check_plan(exp.model, exp.total_steps, densities, every, begin_step, end_step)  # before any training
         path = run.path / RESULTS_FILE
-        results = load_results(run.path) if path.exists() else {
+        results = run.driver_results(RESULTS_FILE, valid_results, lambda: {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
-            "status": "running", "levels": []}
+            "status": "running", "levels": []})
         if not any(e["level"] == 0 for e in results["levels"]):
             level0 = next((e for e in exp.results["levels"] if e["level"] == 0), None)
             if level0 is None:
@@ -155,7 +156,7 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
             rewind(exp.model, exp.init_state)
             with exp.bar(total, f"gradual {density:g}") as bar:
                 result, mask, history = train_gradual(exp.model, exp.data, cfg, schedule, seed=cfg.seed,
-                                                      progress=bar)
+                                                      progress=crash_progress(bar, f"train:gradual:{density:g}"))
             results["levels"].append({
                 "level": len([e for e in results["levels"] if e["level"] > 0]) + 1, "target_density": density,
                 "density": mask.density, "num_kept": mask.num_kept, "layer_density": mask.layer_density(),
@@ -207,10 +208,15 @@ def preflight(cfg: Config, final_densities, every: int, begin_step: int | None, 
     check_plan(model, budget_steps(cfg, len(data.train[0])), densities, every, begin_step, end_step)
 
 
-def load_results(run_path) -> dict:
-    results = load_json(run_path / RESULTS_FILE)
+def valid_results(results: object) -> bool:
     levels = results.get("levels") if isinstance(results, dict) else None
-    if not isinstance(levels, list) or not all(valid_level(e) for e in levels):
+    return isinstance(levels, list) and all(valid_level(e) for e in levels)
+
+
+def load_results(run_path) -> dict:
+    """A finished or running ``gradual.json``, checked (for reports; the driver sets a damaged one aside)."""
+    results = load_json(run_path / RESULTS_FILE)
+    if not valid_results(results):
         raise CorruptFileError(f"{run_path / RESULTS_FILE} is not a gradual-pruning results file; delete it")
     return results
 

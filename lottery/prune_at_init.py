@@ -12,6 +12,8 @@ starts; running the same command again skips them.
 """
 from __future__ import annotations
 
+import sys
+
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
@@ -62,10 +64,9 @@ class PruneAtInit:
     def __init__(self, cfg: Config, run: RunDir):
         self.cfg, self.rundir = cfg, run
         self.exp = Experiment(cfg, run)
-        path = run.path / RESULTS_FILE
-        self.results = load_results(run.path) if path.exists() else {
+        self.results = run.driver_results(RESULTS_FILE, valid_results, lambda: {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "prune_at_init",
-            "status": "running", "dense": None, "entries": []}
+            "status": "running", "dense": None, "entries": []})
 
     def _save(self) -> None:
         save_json(self.rundir.path / RESULTS_FILE, self.results)
@@ -79,7 +80,12 @@ class PruneAtInit:
         folder = self.rundir.path / "prune_at_init" / f"{strategy}-{density:g}"
         path = refuse_symlink(folder, self.rundir.path) / "mask.npz"
         if path.exists():
-            return Mask.load(path, like=self.exp.model).to(self.exp.device)
+            try:
+                return Mask.load(path, like=self.exp.model).to(self.exp.device)
+            except CorruptFileError as e:  # as IMP does with a level's mask: recompute it, keep the bad file
+                path.replace(path.with_name("mask.npz.damaged"))
+                print(f"lottery: note: {path} was damaged ({str(e).split(';')[0]}); set aside as mask.npz.damaged "
+                      "and recomputed", file=sys.stderr)
         model = self.exp.model
         model.load_state_dict(self.exp.init_state)
         mask = PRUNERS.get(strategy)(model, Mask.ones_like(model), 1.0 - density, scope=self.cfg.scope,
@@ -131,13 +137,18 @@ class PruneAtInit:
             self._save()
 
 
-def load_results(run_path) -> dict:
-    results = load_json(run_path / RESULTS_FILE)
+def valid_results(results: object) -> bool:
     entries = results.get("entries") if isinstance(results, dict) else None
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("strategy"), str) and finite(e.get("target_density"), 0, 1)
-            and valid_level({**e, "level": 0}) for e in entries) or not (
-            results.get("dense") is None or valid_level({**results["dense"], "level": 0})):
+    return isinstance(entries, list) and all(
+        isinstance(e, dict) and isinstance(e.get("strategy"), str) and finite(e.get("target_density"), 0, 1)
+        and valid_level({**e, "level": 0}) for e in entries) and (
+        results.get("dense") is None or valid_level({**results["dense"], "level": 0}))
+
+
+def load_results(run_path) -> dict:
+    """``prune_at_init.json``, checked (for reports; the driver sets a damaged one aside and recomputes)."""
+    results = load_json(run_path / RESULTS_FILE)
+    if not valid_results(results):
         raise CorruptFileError(f"{run_path / RESULTS_FILE} is not a prune-at-init results file; delete it")
     return results
 

@@ -20,6 +20,12 @@ from lottery.io import finite, load_json, load_tensors, save_json, save_tensors
 from lottery.masks import Mask
 
 
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
 class RunLockedError(LotteryError):
     """Another process holds this run directory."""
 
@@ -100,9 +106,16 @@ def check_writable(path: Path) -> None:
 class RunDir:
     """One experiment's directory. Use as a context manager to hold its lock while writing."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, lock: str = ".lock"):
         self.path = Path(path)
+        self.lock_name = lock  # ".lock": the run's trunk; ".NAME.lock": one driver's own results file
         self._lock_fd: int | None = None
+
+    def for_driver(self, results_file: str) -> "RunDir":
+        """This run seen by a driver that only reads the run's files and writes ``results_file`` (stability,
+        supermask): its own lock, so two such processes never interleave their writes, while the IMP run (the
+        trunk's ``.lock``) may go on."""
+        return RunDir(self.path, lock=f".{results_file}.lock")
 
     # -- opening ------------------------------------------------------------------------------------------
     @classmethod
@@ -163,17 +176,17 @@ class RunDir:
 
     def __enter__(self) -> "RunDir":
         # O_NOFOLLOW: a planted .lock symlink must not let us truncate the file it points to
+        lock = self.path / self.lock_name
         try:
-            self._lock_fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as e:
-            if not (self.path / ".lock").is_symlink():
+            if not lock.is_symlink():
                 raise
-            raise CorruptFileError(f"{self.path / '.lock'} is a symbolic link, refused ({e.strerror}); "
-                                   "remove it") from None
+            raise CorruptFileError(f"{lock} is a symbolic link, refused ({e.strerror}); remove it") from None
         if not stat.S_ISREG(os.fstat(self._lock_fd).st_mode):
             os.close(self._lock_fd)
             self._lock_fd = None
-            raise CorruptFileError(f"{self.path / '.lock'} is not a regular file; remove it")
+            raise CorruptFileError(f"{lock} is not a regular file; remove it")
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -188,8 +201,15 @@ class RunDir:
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         # Temp files of a killed writer: never renamed into place, so never read; only the lock holder may
-        # remove them (config.json's are written before the lock is taken, so they are left alone).
-        for tmp in [*self.path.glob(".*.tmp"), *self.path.glob("level_*/.*.tmp")]:
+        # remove them (config.json's are written before the lock is taken, so they are left alone). A driver's
+        # lock covers its own results file's temp files only.
+        own = self.lock_name[1:-len(".lock")] if self.lock_name != ".lock" else None
+        stale = [*self.path.glob(f".{own}.*.tmp")] if own else [*self.path.glob(".*.tmp"),
+                                                                *self.path.glob("level_*/.*.tmp")]
+        for tmp in stale:
+            target = tmp.name[1:].rsplit(".", 2)[0]  # .NAME.<random>.tmp
+            if own is None and (tmp.parent / f".{target}.lock").exists():
+                continue  # a file written under its own driver lock (stability.json): not the trunk's to remove
             if not tmp.name.startswith(".config.json.") and not tmp.parent.is_symlink():
                 tmp.unlink(missing_ok=True)
         return self
@@ -214,6 +234,28 @@ class RunDir:
 
     def save_results(self, results: dict) -> None:
         save_json(refuse_symlink(self.path / "results.json", self.path), results)
+
+    def driver_results(self, name: str, check, fresh, *, note=None) -> dict:
+        """A driver's own results file (``gradual.json``, ``stability.json``, ...), read for resuming.
+
+        Missing: ``fresh()``. Damaged (not JSON, or ``check`` refuses it): set aside as ``NAME.damaged`` — never
+        deleted, whatever it held stays on disk — with one line to ``note`` (stderr by default), and the driver
+        recomputes from ``fresh()``: its entries are derived from the run's files, so nothing finished is lost.
+        Written back with ``save_json`` (atomic)."""
+        path = refuse_symlink(self.path / name, self.path)
+        if not path.exists():
+            return fresh()
+        try:
+            stored = load_json(path)
+            ok = check(stored)
+        except CorruptFileError:
+            ok = False
+        if ok:
+            return stored
+        aside = path.with_name(name + ".damaged")
+        os.replace(path, aside)
+        (note or _stderr)(f"lottery: note: {path} was damaged (set aside as {aside.name}); its entries are recomputed")
+        return fresh()
 
     # -- tensors ------------------------------------------------------------------------------------------
     def level_dir(self, level: int) -> Path:

@@ -431,9 +431,7 @@ def test_undecodable_driver_files_are_one_line_naming_them(run, capsys, kind):
         (run_dir / module.RESULTS_FILE).write_bytes(BAD_TEXT[kind])
         with pytest.raises(CorruptFileError, match=module.RESULTS_FILE.replace(".", r"\.")):
             module.load_results(run_dir)
-    (run_dir / "stability.json").write_bytes(BAD_TEXT[kind])
-    assert main(["stability", str(run_dir), "--level", "0"]) == 2
-    _one_line(capsys.readouterr().err, "stability.json")
+    _stability_sets_aside(run_dir, BAD_TEXT[kind], capsys)
     compare_dir = out / "compare-x"
     compare_dir.mkdir()
     (compare_dir / "summary.json").write_bytes(BAD_TEXT[kind])
@@ -454,6 +452,14 @@ def test_out_of_range_values_in_driver_files_are_refused(run, capsys):
         prune_at_init.load_results(run_dir)
     stored = {"entries": [{"level": 0, "k": 0, "seeds": [1, 2], "points": 21, "alphas": [0, 1],
                            "errors": [0.1, float("inf")], "instability": 0.0}]}
-    (run_dir / "stability.json").write_text(json.dumps(stored))
-    assert main(["stability", str(run_dir), "--level", "0"]) == 2
-    _one_line(capsys.readouterr().err, "stability.json")
+    _stability_sets_aside(run_dir, json.dumps(stored).encode(), capsys)
+
+
+def _stability_sets_aside(run_dir, content: bytes, capsys) -> None:
+    """A driver reading its own damaged results file keeps it as NAME.damaged, says so in one line, recomputes."""
+    (run_dir / "stability.json").write_bytes(content)
+    assert main(["stability", str(run_dir), "--level", "0", "--points", "3", "--no-progress"]) == 0
+    _one_line(capsys.readouterr().err, "stability.json.damaged")
+    assert (run_dir / "stability.json.damaged").read_bytes() == content
+    assert json.loads((run_dir / "stability.json").read_text())["entries"][0]["points"] == 3
+    (run_dir / "stability.json.damaged").unlink()

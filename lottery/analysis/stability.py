@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from lottery.config import Config
-from lottery.errors import ConfigError, CorruptFileError
-from lottery.io import finite, load_json, save_json
+from lottery.errors import ConfigError
+from lottery.faults import crash_progress
+from lottery.io import finite, save_json
 from lottery.masks import Mask
 from lottery.rewind import rewind, snapshot
 from lottery.train import budget_steps, evaluate, train
@@ -84,7 +85,8 @@ def instability(model: nn.Module, data, cfg: Config, start_state: dict, mask: Ma
     if len(set(seeds)) != 2:
         raise ConfigError(f"two different data-order seeds are needed, got {seeds}")
     rewind(model, start_state, mask)
-    with _bar(progress, k + 2 * (total - k)) as bar:
+    with _bar(progress, k + 2 * (total - k)) as shown:
+        bar = crash_progress(shown, "train:stability")
         if k > 0:
             train(model, data, cfg.replace(steps=k, epochs=None, progress=False), mask, seed=cfg.seed, progress=bar)
         at_k = snapshot(model)
@@ -121,49 +123,42 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
 
     run = RunDir(run_dir)
     cfg = run.config()
-    path = run.path / RESULTS_FILE
-    stored = _load(path)
-    key = {"level": level, "k": k, "seeds": list(seeds), "points": points}
-    found = next((e for e in stored["entries"] if all(e.get(a) == b for a, b in key.items())), None)
-    if found is None:
-        # Reads the run's files and writes only stability.json, so it takes no lock: it may study finished
-        # levels while the IMP run goes on.
-        results = run.load_results()
-        entry = next((e for e in (results or {}).get("levels", []) if e["level"] == level), None)
-        if entry is None or (level > 0 and run.load_mask(level) is None):
-            raise ConfigError(f"{run.path} has no finished level {level} yet; run that level first")
-        if entry["status"] != "ok":
-            raise ConfigError(f"level {level} of {run.path} diverged: its weights mean nothing to interpolate; "
-                              "pick a level whose status is ok")
-        check_writable(run.path)  # before the training, not after it
-        exp = Experiment(cfg, run)
-        mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
-        found = {"level": level, "density": mask.density,
-                 **instability(exp.model, exp.data, cfg, exp.rewind_state(level), mask, k,
-                               seeds=tuple(seeds), points=points, progress=progress)}
-        stored = _load(path)  # re-read: another study may have written
-        stored["entries"].append(found)
-        save_json(path, stored)
+    # It reads the run's files and writes only stability.json, under that file's own lock: two studies of one
+    # run never interleave, while the IMP run (the trunk's lock) may go on.
+    with run.for_driver(RESULTS_FILE):
+        stored = run.driver_results(RESULTS_FILE, valid_results, lambda: {"entries": []})
+        key = {"level": level, "k": k, "seeds": list(seeds), "points": points}
+        found = next((e for e in stored["entries"] if all(e.get(a) == b for a, b in key.items())), None)
+        if found is None:
+            results = run.load_results()
+            entry = next((e for e in (results or {}).get("levels", []) if e["level"] == level), None)
+            if entry is None or (level > 0 and run.load_mask(level) is None):
+                raise ConfigError(f"{run.path} has no finished level {level} yet; run that level first")
+            if entry["status"] != "ok":
+                raise ConfigError(f"level {level} of {run.path} diverged: its weights mean nothing to interpolate; "
+                                  "pick a level whose status is ok")
+            check_writable(run.path)  # before the training, not after it
+            exp = Experiment(cfg, run)
+            mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
+            found = {"level": level, "density": mask.density,
+                     **instability(exp.model, exp.data, cfg, exp.rewind_state(level), mask, k,
+                                   seeds=tuple(seeds), points=points, progress=progress)}
+            stored["entries"].append(found)
+            save_json(run.path / RESULTS_FILE, stored)
     if plot:
         found["plot"] = str(plot_path_errors(found, run.path / f"stability_level_{level:02d}_k{k}.png"))
     return found
 
 
-def _load(path: Path) -> dict:
-    """stability.json, checked: entries with finite errors in [0, 1]; anything else is one line naming it."""
+def valid_results(stored: object) -> bool:
+    """stability.json: entries with finite errors in [0, 1] and a finite instability."""
     from lottery.runs import valid_values
 
-    if not path.exists():
-        return {"entries": []}
-    stored = load_json(path)
     entries = stored.get("entries") if isinstance(stored, dict) else None
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("errors"), list) and len(e["errors"]) >= 2
-            and isinstance(e.get("alphas"), list) and finite(e.get("instability"), -1, 1) for e in entries) \
-            or not valid_values(entries):
-        raise CorruptFileError(f"{path} is not a stability results file (or holds out-of-range values); delete it "
-                               "to recompute")
-    return stored
+    return isinstance(entries, list) and all(
+        isinstance(e, dict) and isinstance(e.get("errors"), list) and len(e["errors"]) >= 2
+        and isinstance(e.get("alphas"), list) and finite(e.get("instability"), -1, 1) for e in entries) \
+        and valid_values(entries)
 
 
 def plot_path_errors(result: dict, path: str | Path) -> Path:

@@ -134,7 +134,7 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
     """Supermasks of an IMP run directory: ``init.pt`` and the dense run's ``level_00/final.pt``; the results are
     also written to ``supermask.json`` there."""
     from lottery.imp import Experiment
-    from lottery.runs import RunDir, check_writable
+    from lottery.runs import RunDir, check_writable, refuse_symlink
 
     run = RunDir(run_dir)
     cfg = run.config()
@@ -146,11 +146,14 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
         raise ConfigError(f"the dense run (level 0) of {run.path} diverged: its final weights rank nothing; "
                           "supermasks need a run whose level 0 is ok")
     check_writable(run.path)
-    exp = Experiment(cfg, run)  # read only (init.pt exists once level 0 finished): no lock, runs may continue
-    rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed,
-                               progress)
-    results = {"run": str(run.path), "scope": scope, "seed": seed, "rows": rows}
-    save_json(run.path / RESULTS_FILE, results)
+    # Reads init.pt and level 0 (the IMP run may go on) and writes only supermask.json, under its own lock.
+    # Nothing here trains, so a rerun recomputes every row and rewrites the file (a damaged one included).
+    with run.for_driver(RESULTS_FILE):
+        exp = Experiment(cfg, run)
+        rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed,
+                                   progress)
+        results = {"run": str(run.path), "scope": scope, "seed": seed, "rows": rows}
+        save_json(refuse_symlink(run.path / RESULTS_FILE, run.path), results)
     return results
 
 
