@@ -93,7 +93,7 @@ def _chance(cfg: Config) -> float:
     from lottery.data import load_dataset
 
     data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
-    return 1.0 / data.num_classes
+    return 1.0 / len(data.test[1].unique())  # the labels present: dataset option classes=[...] keeps a few
 
 
 def _run_finished(cfg: Config) -> dict | None:

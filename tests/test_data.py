@@ -346,3 +346,31 @@ def test_synthetic_is_learnable(input_shape):
     with torch.no_grad():
         accuracy = (net(ds.test[0]).argmax(1) == ds.test[1]).float().mean().item()
     assert accuracy > 0.7  # chance is 0.25
+
+
+def test_classes_option_keeps_only_those_labels_for_every_data_set():
+    from lottery.data import load_dataset
+
+    full = load_dataset("synthetic", n_train=400, n_test=200)
+    some = load_dataset("synthetic", n_train=400, n_test=200, classes=[3, 1])
+    for part, whole in ((some.train, full.train), (some.test, full.test)):
+        assert set(part[1].tolist()) == {1, 3}
+    keep = (full.test[1] == 1) | (full.test[1] == 3)
+    assert torch.equal(some.test[0], full.test[0][keep])  # the same samples, in order
+    assert some.num_classes == full.num_classes  # the head still fits a checkpoint trained on other classes
+
+
+@pytest.mark.parametrize("bad", [[], [4], [1, 1], ["1"], 2, [-1]])
+def test_classes_option_refuses_what_is_not_a_label(bad):
+    from lottery.data import load_dataset
+
+    with pytest.raises(ConfigError, match="classes must be distinct labels in"):
+        load_dataset("synthetic", classes=bad)
+
+
+def test_chance_of_a_class_subset_is_one_over_its_labels(tmp_path):
+    from lottery.compare import _chance
+    from lottery.config import from_dict
+
+    cfg = from_dict({"dataset": "synthetic", "dataset_options": {"classes": [0, 1]}, "out": str(tmp_path)})
+    assert _chance(cfg) == 0.5

@@ -8,6 +8,7 @@ Adding a data set is one module that registers a loader returning a ``Source``, 
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 
@@ -28,9 +29,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, val_size: int
 
     ``val_size`` is a count or a fraction in (0, 1); ``None`` takes the data set's default (5000 of the 60k/50k
     sets, 500 of mnist1d's 4000). ``seed`` picks the validation split only; ``options`` go to the loader
-    (e.g. ``download=True``, or synthetic's ``input_shape``).
+    (e.g. ``download=True``, or synthetic's ``input_shape``), except ``classes``, which every data set takes:
+    keep only the samples of these labels (labels and the output size unchanged, so a network trained on some
+    classes is a checkpoint for the others).
     """
     loader = DATASETS.get(name)
+    classes = options.pop("classes", None)
     try:
         inspect.signature(loader).bind(root=root, **options)
     except TypeError:
@@ -40,7 +44,24 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, val_size: int
             f"it takes: {', '.join(accepted) or 'none'}"
         ) from None
     source = loader(root=root, **options)
+    if classes is not None:
+        source = only_classes(source, classes, name)
     train, val = split_train_val(*source.train, source.default_val_size if val_size is None else val_size, seed)
     dataset = Dataset(name=name, train=train, val=val, test=tuple(source.test), num_classes=source.num_classes,
                       input_shape=tuple(source.input_shape))
     return dataset.to(device) if torch.device(device) != torch.device("cpu") else dataset
+
+
+def only_classes(source: Source, classes, name: str) -> Source:
+    """``source`` with only the samples whose label is in ``classes`` (train and test alike)."""
+    if (not isinstance(classes, (list, tuple)) or not classes or len(set(classes)) != len(classes)
+            or not all(type(c) is int and 0 <= c < source.num_classes for c in classes)):
+        raise ConfigError(f"dataset option classes must be distinct labels in [0, {source.num_classes}) of "
+                          f"'{name}', e.g. classes=[0,1,2,3,4]; got {classes!r}")
+    wanted = torch.tensor(sorted(classes))
+
+    def keep(split):
+        x, y = split
+        chosen = torch.isin(y, wanted)
+        return x[chosen], y[chosen]
+    return dataclasses.replace(source, train=keep(source.train), test=keep(source.test))
