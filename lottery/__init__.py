@@ -5,7 +5,10 @@ the mask utilities never pays for the model zoo or the data sets.
 """
 from importlib import import_module
 
+from lottery import _moved
+
 __version__ = "0.2.0"
+_moved.install()  # lottery.imp, lottery.runs, ... (0.2.0's names) still import: see lottery/_moved.py
 
 _EXPORTS = {
     "Mask": "lottery.masks", "mask_gradients": "lottery.masks",
@@ -19,14 +22,14 @@ _EXPORTS = {
     "MODELS": "lottery.models", "build_model": "lottery.models",
     "symmetry_report": "lottery.symmetry",
     "TrainResult": "lottery.train",  # the function is lottery.train.train (the module owns the name)
-    "run_imp": "lottery.imp", "Session": "lottery.session",
+    "run_imp": "lottery.drivers.imp", "Session": "lottery.session",
     "collapsed_layers": "lottery.pruning",
-    "compare_inits": "lottery.compare",
-    "run_gradual": "lottery.gradual",
-    "run_prune_at_init": "lottery.prune_at_init",
+    "compare_inits": "lottery.drivers.compare",
+    "run_gradual": "lottery.drivers.gradual",
+    "run_prune_at_init": "lottery.drivers.prune_at_init",
     "export_ticket": "lottery.export", "load_exported": "lottery.export",
-    "find_tickets": "lottery.tickets",
-    "load_results": "lottery.frames",
+    "find_tickets": "lottery.drivers.tickets",
+    "load_results": "lottery.reporting.frames",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

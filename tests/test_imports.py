@@ -24,6 +24,32 @@ def test_every_module_is_listed():
     assert {"lottery", "lottery.pruning", "lottery.pruning.topk", "lottery.prune_schedule", "lottery.cli"} <= set(mods)
 
 
+def _old_names() -> list[str]:
+    from lottery._moved import MOVED
+
+    return [*MOVED, "lottery.plots.run", "lottery.plots.compare"]
+
+
+@pytest.mark.parametrize("old", _old_names())
+def test_old_module_names_are_the_moved_modules(old):
+    """0.2.0's names (lottery.imp, lottery.runs, lottery.plots.run, ...) give the very module objects of the new
+    layout: one copy of each module's globals, so patching either name patches both."""
+    import importlib
+
+    from lottery._moved import new_name
+
+    assert importlib.import_module(old) is importlib.import_module(new_name(old))
+    assert importlib.import_module(old).__spec__.name == new_name(old)
+
+
+def test_the_layout_groups_drivers_storage_and_reporting():
+    groups = {"drivers": {"imp", "gradual", "prune_at_init", "stability", "supermask", "compare", "grid", "tickets"},
+              "storage": {"rundir", "atomic", "faults"}, "reporting": {"tables", "frames", "trackers", "progress"}}
+    for package, modules in groups.items():
+        assert modules <= {p.stem for p in (ROOT / "lottery" / package).glob("*.py")}, package
+    assert not [p for p in (ROOT / "lottery").glob("*.py") if p.stem in set().union(*groups.values())]
+
+
 _CHECK = """
 import importlib, sys, traceback
 failed = {}
@@ -42,7 +68,7 @@ def test_each_module_imports_first():
     """In one fresh interpreter, each module in turn is imported with no other lottery module loaded: a cycle
     shows only when a module of the cycle is the first one imported, so import order cannot hide it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", _CHECK, *_modules()], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _CHECK, *_modules(), *_old_names()], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600, check=True).stdout
     assert out.strip().splitlines()[-1] == "{}", out
 
