@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-import types
 import typing
 from pathlib import Path
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar
 
 from lottery.config import _opt, load_toml, parse_list, parse_options
 from lottery.errors import ConfigError, LotteryError
+from lottery.grid import EXECUTORS
 
 
 # -- reading a flag's text or a TOML value (each accepts both, so a value read twice stays the same) ----------
@@ -94,13 +95,15 @@ def _one_of(*names: str) -> Callable:
     return lambda v: None if v in names else f"one of {', '.join(names)}"
 
 
-def _registered(module: str, names: str, what: str) -> Callable:
-    """Every name is one of ``module.names`` (imported when checked, so building the parser loads no models)."""
-    def check(v: tuple) -> str | None:
+def _known(module: str, names: str, phrase: str = "one of") -> Callable:
+    """The value (or every value of a list) is one of ``module.names``, imported when checked so that building
+    the parser loads no models: the library's own list of names, never a copy."""
+    def check(v: Any) -> str | None:
         import importlib
 
         known = getattr(importlib.import_module(module), names)
-        return None if all(x in known for x in v) else f"{what} from {', '.join(known)}"
+        return None if all(x in known for x in (v if isinstance(v, tuple) else (v,))) else \
+            f"{phrase} {', '.join(known)}"
     return check
 
 
@@ -183,7 +186,7 @@ class CompareOptions(Options):
                      "threads (1: one after another)", least=1, metavar="N")
     executor: str = _opt("local", "local worker processes or submitit (a job array, e.g. SLURM; settings in the "
                          "[submitit] table; pip install 'lottery[grid]')", parse=_text,
-                         check=_one_of("local", "submitit"))
+                         check=_one_of(*EXECUTORS))
     submitit: dict | None = _opt(None, "submitit settings (a TOML table only)", parse=_table, flag=False)
 
     def check(self) -> None:
@@ -199,10 +202,10 @@ class PruneAtInitOptions(Options):
     command: ClassVar[str] = "prune-at-init"
     strategies: tuple = _opt(("snip", "grasp", "synflow", "magnitude_init", "random"),
                              "pruning strategies (see `lottery list`)", parse=_list(str), metavar="S1,S2,...",
-                             check=_registered("lottery.pruning", "PRUNERS", "pruning strategies"))
+                             check=_known("lottery.pruning", "PRUNERS", "pruning strategies from"))
     densities: tuple = _densities((0.1, 0.02))
     ablations: tuple = _opt(("shuffled", "reinit"), "ablations of each pruned network: shuffled,reinit or none",
-                            parse=_list(str), check=_registered("lottery.prune_at_init", "ABLATIONS", "ablations"),
+                            parse=_list(str), check=_known("lottery.prune_at_init", "ABLATIONS", "ablations from"),
                             metavar="A1,A2")
 
 
@@ -231,10 +234,10 @@ class SupermaskOptions(Options):
     studies_run: ClassVar[bool] = True
     densities: tuple = _densities((0.5, 0.2, 0.1, 0.05))
     criteria: tuple = _opt((), "comma-separated criteria, or all (the default)", parse=_criteria,
-                           check=_registered("lottery.analysis.supermask", "CRITERIA", "criteria"),
+                           check=_known("lottery.analysis.supermask", "CRITERIA", "criteria from"),
                            metavar="C1,C2,...")
     scope: str = _opt("layer", "rank weights within each layer (layer) or across all layers (global)", parse=_text,
-                      check=_one_of("layer", "global"))
+                      check=_known("lottery.pruning", "SCOPES"))
     seed: int = _seed("the random criterion")
     progress: bool = _progress()
 
@@ -261,7 +264,7 @@ class ExportOptions(Options):
     studies_run: ClassVar[bool] = True
     level: int | None = _int(None, "which finished level to export (required)", metavar="N")
     format: str = _opt("csr", "weight layout: dense, csr or bitmask", parse=_text,
-                       check=_one_of("dense", "csr", "bitmask"))
+                       check=_known("lottery.export", "LAYOUTS"))
     out: str | None = _opt(None, "output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)", parse=_text,
                            metavar="FILE")
     report: bool = _switch(True, "skip the size/FLOPs/latency report")
