@@ -1,16 +1,18 @@
-"""The ``lottery`` command. It only parses arguments and calls the library; flags are generated from Config."""
+"""The ``lottery`` command. It only parses arguments and calls the library; flags are generated from Config and
+from each subcommand's options dataclass (lottery/options.py)."""
 from __future__ import annotations
 
 import argparse
 import os
 import signal
 import sys
-import types
 import typing
 from pathlib import Path
 
-from lottery.config import FIELDS, Config, from_dict, load_toml, parse_list, parse_options
+from lottery.config import FIELDS, Config, from_dict, load_toml
 from lottery.errors import LotteryError
+from lottery.options import (OPTIONS, CompareOptions, ExportOptions, GradualOptions, PruneAtInitOptions,
+                             StabilityOptions, SupermaskOptions, add_flags, experiment_settings, options_from_args)
 
 EXIT_USAGE = 2
 
@@ -22,60 +24,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"lottery: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _flag_type(name: str):
-    """How to read a flag's text, from the field's annotation."""
-    if name == "milestones":
-        return lambda s: parse_list(s, int)
-    hint = typing.get_type_hints(Config)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
-    base = args[0]
-    if base is dict:
-        return _user_text(parse_options)
-    if base is tuple:
-        return parse_list
-    if base is bool:
-        return _boolean
-    return base
+def add_config_flags(parser: argparse.ArgumentParser, table: str | None = None) -> None:
+    """``--config`` and one flag per Config field: the experiment settings of the training subcommands."""
+    own = f"; its [{table}] table holds this subcommand's options" if table else ""
+    parser.add_argument("--config", metavar="FILE.toml", help=f"experiment file (see experiments/){own}; "
+                        "flags override it")
+    add_flags(parser, Config)
 
 
-def _user_text(parse):
-    """``parse`` whose ConfigError argparse shows as its own message (not a repr of a possibly huge value)."""
-    def read(text: str):
-        try:
-            return parse(text)
-        except LotteryError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return read
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE.toml", help="experiment file (see experiments/); flags override it")
-    for name, f in FIELDS.items():
-        if f.metadata["flag"]:
-            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_flag_type(name), default=None,
-                                help=f.metadata["help"].replace("%", "%%"), metavar=name.upper())
-    add_progress_flag(parser, default=None)  # None: the --config file (or the default) decides
-
-
-def add_progress_flag(parser: argparse.ArgumentParser, default: bool | None = True) -> None:
-    """``--no-progress``, the same flag on every subcommand that draws progress bars."""
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=default,
-                        help="no progress bars")
-
-
-def config_from_args(args: argparse.Namespace, drop: tuple = ()):
-    """TOML file (if any) overridden by the flags that were given; validated."""
-    settings = load_toml(args.config) if args.config else {}
-    for k in drop:
-        settings.pop(k, None)
+def config_from_args(args: argparse.Namespace) -> Config:
+    """TOML file (if any; not the subcommands' own tables and keys) overridden by the flags given; validated."""
+    settings = experiment_settings(load_toml(args.config)) if args.config else {}
     settings.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
     return from_dict(settings, source=args.config or "config")
 
@@ -176,13 +135,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from lottery.export import export_report, export_run, format_report
 
-    if args.threads < 1:
-        raise LotteryError(f"--threads must be >= 1, got {args.threads}")
-    path = export_run(args.run_dir, args.level, args.out, args.format)
-    print(f"exported level {args.level} ({args.format}) to {path}")
-    if args.report:
-        checkpoint = Path(args.run_dir) / f"level_{args.level:02d}" / "final.pt"
-        print(format_report(export_report(path, dense_checkpoint=checkpoint, threads=args.threads)))
+    opts = options_from_args(ExportOptions, args)
+    path = export_run(args.run_dir, opts.level, opts.out, opts.format)
+    print(f"exported level {opts.level} ({opts.format}) to {path}")
+    if opts.report:
+        checkpoint = Path(args.run_dir) / f"level_{opts.level:02d}" / "final.pt"
+        print(format_report(export_report(path, dense_checkpoint=checkpoint, threads=opts.threads)))
     return 0
 
 
@@ -204,35 +162,24 @@ whose dense accuracy is below chance + --stall-margin is marked stalled; one who
 
 
 def cmd_compare_inits(args: argparse.Namespace) -> int:
-    from lottery.compare import COMPARE_KEYS, compare_inits, format_summary
+    from lottery.compare import compare_inits, format_summary
 
-    # the comparison's own settings may also sit in the TOML file (inits = [...], seeds = 3); flags win
-    in_file = load_toml(args.config) if args.config else {}
-    given = {k: getattr(args, k, None) if getattr(args, k, None) is not None else in_file.get(k) for k in COMPARE_KEYS}
-    if not given["inits"]:
-        raise LotteryError("name the init schemes to compare: --inits normal,xavier_normal,... "
-                           "or inits = [...] in the --config file")
-    cfg = config_from_args(args, drop=COMPARE_KEYS)
-    summary = compare_inits(cfg, given["inits"], given["seeds"] or 1,
-                            match_tolerance=given["match_tolerance"] if given["match_tolerance"] is not None else 0.01,
-                            stall_margin=given["stall_margin"] if given["stall_margin"] is not None else 0.05,
-                            log=lambda line: print(line, file=sys.stderr),
-                            jobs=given["jobs"] if given["jobs"] is not None else 1,
-                            executor=given["executor"] or "local", submitit=given["submitit"])
+    opts = options_from_args(CompareOptions, args)
+    cfg = config_from_args(args)
+    summary = compare_inits(cfg, opts.inits, opts.seeds, match_tolerance=opts.match_tolerance,
+                            stall_margin=opts.stall_margin, log=lambda line: print(line, file=sys.stderr),
+                            jobs=opts.jobs, executor=opts.executor, submitit=opts.submitit)
     print(format_summary(summary))
     print(f"\ncomparison directory: {summary['comparison_dir']}  (summary.json and plots)")
     return 0
 
 
-def _floats(text: str) -> tuple:
-    return parse_list(text, float)
-
-
 def cmd_prune_at_init(args: argparse.Namespace) -> int:
     from lottery.prune_at_init import format_table, run_prune_at_init
 
+    opts = options_from_args(PruneAtInitOptions, args)
     cfg = config_from_args(args)
-    results = run_prune_at_init(cfg, parse_list(args.strategies), _floats(args.densities), parse_list(args.ablations))
+    results = run_prune_at_init(cfg, opts.strategies, opts.densities, opts.ablations)
     print(format_table(results))
     print(f"\nresults: {Path(cfg.out) / cfg.run_name() / 'prune_at_init.json'}")
     return 0
@@ -242,14 +189,16 @@ def cmd_gradual(args: argparse.Namespace) -> int:
     from lottery.gradual import compare_table, preflight, run_gradual
     from lottery.report import format_table
 
+    opts = options_from_args(GradualOptions, args)
     cfg = config_from_args(args)
+    schedule = (opts.final_densities, opts.prune_every, opts.begin_step, opts.end_step)
     imp = None
-    if args.with_imp:
-        preflight(cfg, _floats(args.final_densities), args.prune_every, args.begin_step, args.end_step)  # before IMP
+    if opts.with_imp:
+        preflight(cfg, *schedule)  # before IMP
         from lottery.imp import run_imp
 
         imp = run_imp(cfg)
-    results = run_gradual(cfg, _floats(args.final_densities), args.prune_every, args.begin_step, args.end_step)
+    results = run_gradual(cfg, *schedule)
     print(format_table(results))
     run_path = Path(cfg.out) / cfg.run_name()
     if imp is None and (run_path / "results.json").exists():
@@ -265,9 +214,9 @@ def cmd_gradual(args: argparse.Namespace) -> int:
 def cmd_supermask(args: argparse.Namespace) -> int:
     from lottery.analysis.supermask import format_table, supermask_run
 
-    criteria = parse_list(args.criteria) if args.criteria != "all" else None
-    results = supermask_run(args.run_dir, _floats(args.densities), criteria, args.scope, args.seed,
-                            progress=args.progress)
+    opts = options_from_args(SupermaskOptions, args)
+    results = supermask_run(args.run_dir, opts.densities, opts.criteria or None, opts.scope, opts.seed,
+                            progress=opts.progress)
     print(format_table(results))
     return 0
 
@@ -275,10 +224,8 @@ def cmd_supermask(args: argparse.Namespace) -> int:
 def cmd_stability(args: argparse.Namespace) -> int:
     from lottery.analysis.stability import format_result, stability_run
 
-    seeds = parse_list(args.seeds, int)
-    if len(seeds) != 2:
-        raise LotteryError(f"--seeds takes two data-order seeds, e.g. 1,2; got {args.seeds!r}")
-    result = stability_run(args.run_dir, args.level, args.k, seeds, args.points, progress=args.progress)
+    opts = options_from_args(StabilityOptions, args)
+    result = stability_run(args.run_dir, opts.level, opts.k, opts.seeds, opts.points, progress=opts.progress)
     print(format_result(result))
     print(f"plot: {result['plot']}")
     return 0
@@ -291,6 +238,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return serve(args.port)
     except KeyboardInterrupt:  # Ctrl-C is how a user stops the server: not an error
         return 0
+
+
+SUBCOMMANDS = {  # the subcommands whose options are a dataclass of lottery/options.py: handler, help, extras
+    "compare-inits": (cmd_compare_inits, "the same IMP experiment per init scheme and seed, one summary",
+                      {"description": COMPARE_INITS_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}),
+    "export": (cmd_export, "write a level's ticket as a small sparse safetensors file, with a report", {}),
+    "prune-at-init": (cmd_prune_at_init, "prune at init (snip, grasp, synflow, ...) with shuffle/reinit ablations", {}),
+    "gradual": (cmd_gradual, "gradual magnitude pruning during training (Zhu & Gupta), vs IMP", {}),
+    "supermask": (cmd_supermask, "accuracy of the masked untrained network (Zhou et al.) for a run", {}),
+    "stability": (cmd_stability, "instability (linear mode connectivity) of a level from step k", {}),
+}
+
+
+def _options_subcommand(p: argparse.ArgumentParser, cls: type, func) -> None:
+    """A subcommand's flags from its options dataclass, and ``--config`` with its table. A run-directory
+    subcommand reads only that table (the experiment is the run's); a training one also the experiment Config."""
+    if cls.studies_run:
+        p.add_argument("run_dir", help="run directory (<out>/<name>-<hash>); the experiment settings are its own")
+        p.add_argument("--config", metavar="FILE.toml", help=f"TOML file whose [{cls.table()}] table holds these "
+                       "options; flags override it")
+        add_flags(p, cls)
+    else:
+        add_flags(p, cls)
+        add_config_flags(p, cls.table())
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,65 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where the several-runs plots go (default: the first run's parent directory)")
     p.add_argument("--csv", metavar="FILE", help="also write one row per run x level x arm to FILE (needs pandas)")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("compare-inits", help="the same IMP experiment per init scheme and seed, one summary",
-                       description=COMPARE_INITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inits", metavar="A,B,...",
-                   help="comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); "
-                        "or inits = [...] in the --config file")
-    p.add_argument("--seeds", metavar="N|S1,S2,...",
-                   help="number of seeds (from --seed up) or a list of seeds; default 1 (config key: seeds)")
-    p.add_argument("--match-tolerance", type=float, metavar="FRACTION",
-                   help="with one seed: a ticket matches dense within this accuracy (default 0.01 = 1 point)")
-    p.add_argument("--stall-margin", type=float, metavar="FRACTION",
-                   help="a scheme is 'stalled' when its dense accuracy is below chance + this (default 0.05)")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="run the grid's unfinished (scheme, seed) runs in N local worker processes, each with "
-                        "cores/N threads (default 1: one after another)")
-    p.add_argument("--executor", choices=("local", "submitit"),
-                   help="local worker processes (default) or a submitit job array (SLURM; settings in the config "
-                        "file's [submitit] table; pip install 'lottery[grid]')")
-    add_config_flags(p)
-    p.set_defaults(func=cmd_compare_inits)
     p = sub.add_parser("list", help="registered models, data sets, init schemes and pruning strategies")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("export", help="write a level's ticket as a small sparse safetensors file, with a report")
-    p.add_argument("run_dir")
-    p.add_argument("--level", type=int, required=True, help="which finished level to export")
-    p.add_argument("--format", choices=("dense", "csr", "bitmask"), default="csr", help="weight layout (default csr)")
-    p.add_argument("--out", default=None, help="output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)")
-    p.add_argument("--no-report", dest="report", action="store_false", help="skip the size/FLOPs/latency report")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for the latency measurement (default 1)")
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("prune-at-init", help="prune at init (snip, grasp, synflow, ...) with shuffle/reinit ablations")
-    p.add_argument("--strategies", default="snip,grasp,synflow,magnitude_init,random", help="pruning strategies")
-    p.add_argument("--densities", default="0.1,0.02", help="fractions of weights kept, e.g. 0.1,0.02")
-    p.add_argument("--ablations", default="shuffled,reinit", help="shuffled,reinit or none")
-    add_config_flags(p)
-    p.set_defaults(func=cmd_prune_at_init)
-    p = sub.add_parser("gradual", help="gradual magnitude pruning during training (Zhu & Gupta), vs IMP")
-    p.add_argument("--final-densities", default="0.2,0.05", help="final fractions of weights kept, e.g. 0.2,0.05")
-    p.add_argument("--prune-every", type=int, default=100, help="steps between pruning steps (default 100)")
-    p.add_argument("--begin-step", type=int, default=None, help="first pruning step (default 10%% of the budget)")
-    p.add_argument("--end-step", type=int, default=None, help="last pruning step (default ~60%% of the budget)")
-    p.add_argument("--with-imp", action="store_true", help="also run (or resume) IMP with the same config")
-    add_config_flags(p)
-    p.set_defaults(func=cmd_gradual)
-    p = sub.add_parser("supermask", help="accuracy of the masked untrained network (Zhou et al.) for a run")
-    p.add_argument("run_dir")
-    p.add_argument("--densities", default="0.5,0.2,0.1,0.05", help="fractions of weights kept")
-    p.add_argument("--criteria", default="all", help="comma-separated criteria, or all")
-    p.add_argument("--scope", default="layer", choices=("layer", "global"), help="rank per layer (default) or all")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random criteria")
-    add_progress_flag(p)
-    p.set_defaults(func=cmd_supermask)
-    p = sub.add_parser("stability", help="instability (linear mode connectivity) of a level from step k")
-    p.add_argument("run_dir")
-    p.add_argument("--level", type=int, default=0, help="level whose mask and rewind state to use (default 0)")
-    p.add_argument("--k", type=int, default=0, help="train this many steps before the two copies split (default 0)")
-    p.add_argument("--seeds", default="1,2", help="the two copies' data-order seeds (default 1,2)")
-    p.add_argument("--points", type=int, default=21, help="points on the line, both ends included (default 21)")
-    add_progress_flag(p)
-    p.set_defaults(func=cmd_stability)
+    for command, (func, help, extra) in SUBCOMMANDS.items():
+        _options_subcommand(sub.add_parser(command, help=help, **extra), OPTIONS[command], func)
     p = sub.add_parser("demo", help="the interactive init/ticket playground as a local web page (needs lottery[demo])")
     p.add_argument("--port", type=int, default=8866, help="port on localhost to serve it on (default 8866)")
     p.set_defaults(func=cmd_demo)

@@ -27,7 +27,9 @@ _REWIND = re.compile(r"^(init|lr|step:(\d+))$")
 
 
 def _opt(default: Any, help: str, *, hashed: bool = True, flag: bool = True, **meta: Any) -> Any:
-    """A config field: ``help`` is the CLI help; ``hashed=False`` for settings that cannot change results."""
+    """A config field: ``help`` is the CLI help; ``hashed=False`` for settings that cannot change results;
+    ``flag=False`` for a file-only setting. ``meta`` may hold ``parse`` (read a flag's text), ``check``,
+    ``metavar`` and ``switch`` (a flag without a value), as lottery/options.py uses them."""
     kw = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
     return field(metadata={"help": help, "hashed": hashed, "flag": flag, **meta}, **kw)
 
@@ -69,7 +71,8 @@ class Config:
     steps: int | None = _opt(2000, "training steps per run (overridden by --epochs)")
     epochs: float | None = _opt(None, "training epochs per run; sets --steps from the training-set size")
     schedule: str = _opt("constant", "learning-rate schedule: constant, step (x gamma at milestones) or cosine")
-    milestones: tuple = _opt((), "steps at which the step schedule multiplies the rate by --gamma")
+    milestones: tuple = _opt((), "steps at which the step schedule multiplies the rate by --gamma",
+                             parse=lambda text: parse_list(text, int))
     gamma: float = _opt(0.1, "step-schedule decay factor")
     warmup_steps: int = _opt(0, "linear learning-rate warmup steps")
     eval_every: int = _opt(100, "evaluate on the validation split every N steps (early-stop step)")
@@ -84,7 +87,7 @@ class Config:
     seed: int = _opt(0, "random seed (init, data order, controls)")
     device: str = _opt("auto", "auto, cpu or cuda", hashed=False)
     out: str = _opt("runs", "directory that holds run directories", hashed=False)
-    progress: bool = _opt(True, "show progress bars", hashed=False, flag=False)
+    progress: bool = _opt(True, "no progress bars (progress = false in a config file)", hashed=False, switch=True)
     log: str | None = _opt(None, "also write tracker files into the run directory: tensorboard or mlflow", hashed=False)
 
     # -- derived ------------------------------------------------------------------------------------------

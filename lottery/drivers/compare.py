@@ -43,7 +43,6 @@ from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  
 from lottery.io import save_json
 
 CONTROL_KEYS = ("reinit", "random_mask")
-COMPARE_KEYS = ("inits", "seeds", "match_tolerance", "stall_margin", "jobs", "executor", "submitit")  # own settings
 
 
 def parse_inits(value: str | Iterable[str]) -> list[InitVariant]:
