@@ -29,6 +29,8 @@ def _flag_type(name: str):
     hint = typing.get_type_hints(Config)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
     base = args[0]
+    if set(args) == {int, str}:  # a number or a word (--pack 8, --pack auto)
+        return lambda text: int(text) if text.lstrip("-").isdigit() else text
     if base is dict:
         return _user_text(parse_options)
     if base is tuple:

@@ -101,14 +101,11 @@ def _run_finished(cfg: Config) -> dict | None:
     return results if results and results.get("status") in ("complete", "diverged", "exhausted") else None
 
 
-def _check_variants(base: Config, variants: Sequence[InitVariant], data) -> None:
+def _check_variants(base: Config, variants: Sequence[InitVariant], model, data) -> None:
     """Draw every variant once on the model before the first run: a bad option fails now, in one line, not
     after hours of the variants listed before it."""
     from lottery.inits import init_weights
-    from lottery.models import build_model
 
-    model = build_model(base.model, data.input_shape, data.num_classes, activation=base.activation,
-                        **base.model_options).to(data.train[0].device)
     for v in variants:
         cfg = v.apply(base)
         try:
@@ -139,6 +136,8 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     [('normal', 'ok'), ('zeros', 'stalled')]
     """
     from lottery import distributed
+    from lottery.fused import resolve_pack
+    from lottery.models import build_model
     from lottery.session import load_data
 
     variants = parse_inits(inits)
@@ -147,12 +146,15 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
         raise ConfigError(f"match_tolerance is a fraction of accuracy in [0, 1), got {match_tolerance!r}")
     configs = {(v.label, s): v.apply(base_cfg).replace(seed=s) for v in variants for s in seed_list}
     data = load_data(base_cfg)  # every trunk trains on it: only the init and the seed differ between them
-    _check_variants(base_cfg, variants, data)
+    model = build_model(base_cfg.model, data.input_shape, data.num_classes, activation=base_cfg.activation,
+                        **base_cfg.model_options).to(data.train[0].device)
+    _check_variants(base_cfg, variants, model, data)
+    pack = resolve_pack(base_cfg.pack, model)
     out_dir = comparison_dir(base_cfg, variants, seed_list)
     if jobs != 1 or executor != "local":  # worker processes / a job array
         runs = _run_grid(configs, jobs, executor, submitit, out_dir / "submitit", base_cfg.progress, log)
-    elif base_cfg.pack > 1 and not distributed.from_env(base_cfg.device).active:
-        runs = _run_lockstep(configs, base_cfg.pack, data, base_cfg.progress, log)
+    elif pack > 1 and not distributed.from_env(base_cfg.device).active:
+        runs = _run_lockstep(configs, pack, data, base_cfg.progress, log)
     else:
         runs = _run_serial(configs, log)
 

@@ -130,10 +130,10 @@ class Experiment(Session):
     def run(self) -> dict:
         """Every level in turn; with ``pack`` > 1 each level's runs train in fused passes (lottery/lockstep.py)."""
         for pending in self.levels():
-            if self.cfg.pack > 1:
+            if self.pack > 1:
                 from lottery.lockstep import train_ahead
 
-                train_ahead([pending], self.cfg.pack, progress=self.progress)
+                train_ahead([pending], self.pack, progress=self.progress)
         return self.results
 
     def levels(self) -> Iterator["Pending"]:

@@ -18,6 +18,7 @@ from lottery.config import Config
 from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
 from lottery.faults import crash_progress
+from lottery.fused import resolve_pack
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
@@ -82,6 +83,7 @@ class Session:
             raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
         self.init_state = self.from_main(self._init_state)
         self.progress = cfg.progress and dist.is_main
+        self.pack = resolve_pack(cfg.pack, self.model)  # networks per fused pass (lottery/fused.py)
 
     # -- setup --------------------------------------------------------------------------------------------
     def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
