@@ -10,7 +10,8 @@ An init variant is written ``SCHEME[:KEY=VALUE[:KEY=VALUE...]][*SCALE]``:
 
 Each (variant, seed) is one ordinary ``run_imp`` run directory (the base config with ``init``, ``init_options``,
 ``init_scale`` and ``seed`` replaced), so a comparison reuses every run that already finished — its own or a plain
-``lottery run`` of the same settings — and resumes a half-finished one.
+``lottery run`` of the same settings — and resumes a half-finished one. Trunks draw no per-run plots (seconds per
+run, mostly matplotlib): the comparison draws its own figures once, and ``lottery report RUN_DIR`` draws a run's.
 
 The summary (``summary.json`` in ``<out>/compare-<name>-<hash>/``) holds per variant: the dense accuracy and
 early-stop step (mean ± std over seeds), the ticket / reinit / random-mask accuracy at each density, and the
