@@ -155,7 +155,7 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     if jobs != 1 or executor != "local":  # worker processes / a job array
         runs = _run_grid(configs, jobs, executor, submitit, out_dir / "submitit", base_cfg.progress, log)
     elif pack > 1 and not distributed.from_env(base_cfg.device).active:
-        runs = _run_lockstep(configs, pack, data, base_cfg.progress, log)
+        runs = _run_lockstep(configs, base_cfg, pack, data, base_cfg.progress, log)
     else:
         runs = _run_serial(configs, log)
 
@@ -177,6 +177,7 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
 def _run_serial(configs: dict, log) -> dict:
     """One trunk after another, each reused when it finished already."""
     from lottery.imp import run_imp
+    from lottery.runs import RunLockedError
 
     done = {}
     for i, ((label, seed), cfg) in enumerate(configs.items(), start=1):
@@ -185,8 +186,11 @@ def _run_serial(configs: dict, log) -> dict:
             log(f"[{i}/{len(configs)}] {label} seed {seed}: "
                 + (f"finished run reused ({cfg.run_name()})" if finished else f"running IMP ({cfg.run_name()})"))
         if not finished:
-            done[(label, seed)] = run_imp(cfg)
-    return _collect(configs, done)
+            try:
+                done[(label, seed)] = run_imp(cfg)
+            except RunLockedError:  # another process trains it: _collect comes back to it after the others
+                pass
+    return _collect(configs, done, log)
 
 
 def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log) -> dict:
@@ -199,11 +203,11 @@ def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: b
         log(f"grid: {len(configs) - len(pending)} of {len(configs)} runs finished already, {len(pending)} to run "
             f"({executor}, {jobs} worker{'s' if jobs != 1 else ''})")
     done = dict(zip(pending, run_grid(list(pending.values()), jobs=jobs, executor=executor, submitit=submitit,
-                                      folder=folder, progress=progress))) if pending else {}
-    return _collect(configs, done)
+                                      folder=folder, progress=progress, log=log))) if pending else {}
+    return _collect(configs, done, log)
 
 
-def _run_lockstep(configs: dict, pack: int, data, progress: bool, log) -> dict:
+def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, log) -> dict:
     """The unfinished trunks level by level together, their runs fused up to ``pack`` per pass (lottery/lockstep.py)."""
     from lottery.lockstep import run_lockstep
     from lottery.session import data_key
@@ -212,13 +216,17 @@ def _run_lockstep(configs: dict, pack: int, data, progress: bool, log) -> dict:
     if log:
         log(f"lockstep: {len(configs) - len(pending)} of {len(configs)} runs finished already, {len(pending)} to run "
             f"level by level, up to {pack} networks per fused pass")
-    return _collect(configs, run_lockstep(pending, pack, datasets={data_key(next(iter(configs.values()))): data}, progress=progress, log=log) if pending else {})
+    done = run_lockstep(pending, pack, datasets={data_key(base): data}, progress=progress, log=log) if pending else {}
+    return _collect(configs, done, log)
 
 
-def _collect(configs: dict, done: dict) -> dict:
-    """Every trunk's results (those run now from ``done``, the others from their run directories) and run dir."""
-    return {key: {"results": done.get(key) or _run_finished(cfg), "run_dir": str(Path(cfg.out) / cfg.run_name())}
-            for key, cfg in configs.items()}
+def _collect(configs: dict, done: dict, log) -> dict:
+    """Every trunk's results and run directory: run now (``done``), finished before, or — held by another process
+    all along (a second grid on this runs directory) — waited for, then reused or resumed."""
+    from lottery.imp import run_imp_when_free
+
+    return {key: {"results": done.get(key) or _run_finished(cfg) or run_imp_when_free(cfg, log),
+                  "run_dir": str(Path(cfg.out) / cfg.run_name())} for key, cfg in configs.items()}
 
 
 def summarize(variants: Sequence[InitVariant], seeds: Sequence[int], runs: dict, *, chance: float,

@@ -20,7 +20,7 @@ from lottery.errors import CorruptFileError, MaskMismatchError
 from lottery.faults import crash_point
 from lottery.masks import Mask
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
-from lottery.runs import RunDir
+from lottery.runs import RunDir, RunLockedError
 from lottery.session import Session, resolve_device  # noqa: F401  (resolve_device: a public name here before)
 from lottery.train import derived_seed
 from lottery.trackers import Tracker, open_tracker
@@ -43,6 +43,28 @@ def run_imp(config: Config | dict) -> dict:
         return Experiment(cfg, distributed.Follower(run.path), dist).run()
     with open_experiment(cfg, run, dist) as experiment:
         return experiment.run()
+
+
+def run_imp_when_free(cfg: Config, log=None) -> dict:
+    """``run_imp`` of a run another process held when its turn came (a second grid on the same runs directory),
+    said in one ``log`` line: waits while it is still held, then reuses what the holder finished (or resumes what
+    it left, had it died)."""
+    run = RunDir.for_config(cfg)
+    said = []
+
+    def say(what: str) -> None:
+        if log and not said:
+            log(f"{run.path} {what}")
+        said.append(what)
+
+    while True:
+        run.wait_unlocked(lambda pid: say(f"is in use by pid {pid} (another grid on this runs directory?); waiting "
+                                          "for it to finish, then reusing it"))
+        say("was in use by another process (another grid on this runs directory?); reusing it now")
+        try:
+            return run_imp(cfg)
+        except RunLockedError:  # a third process took it first: wait again
+            continue
 
 
 @contextmanager

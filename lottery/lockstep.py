@@ -23,6 +23,7 @@ from lottery.config import Config
 from lottery.faults import crash_progress
 from lottery.progress import progress_bar
 from lottery.rewind import rewind
+from lottery.runs import RunLockedError
 from lottery.session import check_pruned_zero, data_key, load_data
 
 # what may differ between runs of one fused pass: each network gets its own init and data order (seed); the rest
@@ -79,7 +80,7 @@ def run_lockstep(configs: dict[Hashable, Config], pack: int, *, datasets: dict |
     """Run (or resume) the IMP experiment of every config (key -> Config) in lockstep: each round, every trunk's
     pending runs of its next level are trained together (``train_ahead``), then each trunk records and prunes.
     One data set is loaded per ``data_key`` and shared (``datasets``: data_key -> data set the caller loaded
-    already). Returns key -> results.json's content."""
+    already). Returns key -> results.json's content, without the runs another process held when they were opened."""
     from lottery.imp import open_experiment
 
     datasets = dict(datasets or {})
@@ -89,7 +90,10 @@ def run_lockstep(configs: dict[Hashable, Config], pack: int, *, datasets: dict |
             data = datasets.get(data_key(cfg))
             if data is None:
                 data = datasets[data_key(cfg)] = load_data(cfg)
-            experiments[key] = stack.enter_context(open_experiment(cfg.replace(progress=False), data=data))
+            try:
+                experiments[key] = stack.enter_context(open_experiment(cfg.replace(progress=False), data=data))
+            except RunLockedError:  # another process trains it: left out here (compare-inits comes back to it)
+                pass
         loops = {key: e.levels() for key, e in experiments.items()}
         pending = _advance(loops, loops)
         while pending:

@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
 import lottery.fused as fused
-from lottery.compare import compare_inits
+from lottery.compare import compare_inits, parse_init_variant
 from lottery.config import from_dict
 from lottery.runs import RunDir
 
@@ -116,3 +117,30 @@ def test_killed_lockstep_resumes(unpacked, tmp_path):
     assert "lockstep: 3 of 4 runs finished already, 1 to run" in r.stderr
     (summary,) = [json.loads(p.read_text()) for p in tmp_path.glob("compare-*/summary.json")]
     _assert_same(unpacked, summary)
+
+
+@pytest.mark.parametrize("pack", [1, 4])
+def test_a_trunk_held_by_another_process_is_waited_for(pack, tmp_path):
+    """One trunk's lock is held elsewhere (here: this thread, as another grid would): the comparison, one trunk
+    after another or in lockstep, runs the others, says in one line that it waits, and runs it once free."""
+    base = from_dict({**SETTINGS, "levels": 1, "out": str(tmp_path), "pack": pack})
+    lines, summaries, waiting = [], [], threading.Event()
+
+    def log(line):
+        lines.append(line)
+        if "waiting for it" in line:
+            waiting.set()
+
+    grid = threading.Thread(target=lambda: summaries.append(compare_inits(base, INITS, SEEDS, plots=False, log=log)))
+    with RunDir.for_config(parse_init_variant("normal").apply(base).replace(seed=0)) as held:
+        grid.start()
+        assert waiting.wait(timeout=300), lines
+        assert not (held.path / "results.json").exists()  # nothing was written into the held run
+        others = [p for p in tmp_path.glob("*/results.json") if p.parent != held.path]
+        assert len(others) == 3 and all(json.loads(p.read_text())["status"] == "complete" for p in others)
+    grid.join(timeout=300)
+    assert [line for line in lines if "in use by pid" in line] == [
+        f"{held.path} is in use by pid {os.getpid()} (another grid on this runs directory?); waiting for it to "
+        "finish, then reusing it"]
+    (summary,) = summaries
+    assert [r["status"] for s in summary["schemes"] for r in s["runs"]] == ["complete"] * 4
