@@ -125,8 +125,11 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     """Run (or reuse) IMP for every init variant and seed; write and return the summary.
 
     ``jobs`` > 1 runs the unfinished (variant, seed) trunks in that many worker processes, and ``executor=
-    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/grid.py. The summary is built
-    once all are done.
+    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/grid.py. The workers are spawned
+    processes that import the calling script, so a script calling this with ``jobs`` > 1 needs the
+    ``if __name__ == "__main__":`` guard. Otherwise, a ``pack`` > 1 in ``base_cfg`` (``auto``: lottery/fused.py)
+    advances all trunks in lockstep, their runs fused (lottery/lockstep.py). The summary is built once all are
+    done.
 
     >>> import tempfile
     >>> from lottery.config import from_dict

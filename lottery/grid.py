@@ -6,7 +6,8 @@ what finished and resumes the rest), and the caller builds the summary only once
 on one runs directory share it too: a worker that finds a trunk held by the other grid moves on, and at the end
 its grid waits for that trunk and reuses it (tests/test_grid.py).
 
-- ``local``: ``jobs`` spawned worker processes, each with ``torch.set_num_threads(cores // jobs)``.
+- ``local``: ``jobs`` spawned worker processes, each with ``torch.set_num_threads(cores // jobs)``. Spawned
+  workers import the script that started the grid: a script needs the ``if __name__ == "__main__":`` guard.
 - ``submitit``: a job array through submitit (``pip install 'lottery[grid]'``); settings come from the TOML's
   ``[submitit]`` table (``cluster`` = slurm / local / debug picks the backend; the rest go to
   ``update_parameters``, e.g. ``slurm_partition``, ``timeout_min``, ``cpus_per_task``).
