@@ -62,7 +62,8 @@ def _assert_same_run(run_a, run_b):
 def test_lockstep_equals_unpacked(unpacked, tmp_path, monkeypatch):
     passes = []
     real = fused.train_fused
-    monkeypatch.setattr(fused, "train_fused", lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    monkeypatch.setattr(fused, "train_fused",
+                        lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
     packed = _grid(tmp_path, pack=4)
     # level 0: the 4 dense runs in one pass; levels 1 and 2: 4 trunks x (ticket + 2 controls) in passes of 4
     assert passes == [4] + [4, 4, 4] * 2
@@ -76,7 +77,7 @@ def test_a_diverged_trunk_drops_out(unpacked, tmp_path):
                       plots=False, log=None)
     big, xavier = s["schemes"]
     assert big["status"] == "diverged" and big["diverged_runs"] == [{"seed": 0, "level": 0}]
-    (alone,) = [r for sc in unpacked["schemes"] for r in sc["runs"] if sc["label"] == "xavier_normal" and r["seed"] == 0]
+    (alone,) = [r for sc in unpacked["schemes"] if sc["label"] == "xavier_normal" for r in sc["runs"] if r["seed"] == 0]
     _assert_same_run(RunDir(alone["run_dir"]), RunDir(xavier["runs"][0]["run_dir"]))
 
 
