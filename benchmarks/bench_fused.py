@@ -12,8 +12,9 @@ separate time over the fused time for the same K networks and steps. Evaluation 
 beyond the run, tiny val/test), so this is the step rate.
 (b) Grid: ``lottery compare-inits`` on the default MLP / MNIST-1D (2 schemes x 2 seeds, 2 levels of 500 steps,
 controls), as
-separate processes: one run at a time (``--pack 1 --jobs 1``), then ``--jobs 2``, then ``--jobs 2 --pack 3``;
-wall time of each whole command and the largest accuracy difference against the one-at-a-time summary.
+separate processes: one run at a time (``--pack 1 --jobs 1``), then ``--jobs 2``, then ``--jobs 2 --pack 3``,
+then the trunks in lockstep (``--pack 12``: all 12 runs of a level in one pass; lottery/lockstep.py); wall time
+of each whole command and the largest accuracy difference against the one-at-a-time summary.
 """
 from __future__ import annotations
 
@@ -104,8 +105,10 @@ def grid(quick: bool) -> list[dict]:
              "--no-progress", "--device", "cpu"]
     rows, reference = [], None
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for label, extra in (("one at a time (--pack 1 --jobs 1)", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]),
-                         ("--jobs 2 --pack 3", ["--jobs", "2", "--pack", "3"])):
+    for label, extra in (("one at a time (--pack 1 --jobs 1)", ["--jobs", "1", "--pack", "1"]),
+                         ("--jobs 2", ["--jobs", "2", "--pack", "1"]),
+                         ("--jobs 2 --pack 3", ["--jobs", "2", "--pack", "3"]),
+                         ("lockstep (--pack 12 --jobs 1)", ["--jobs", "1", "--pack", "12"])):
         with tempfile.TemporaryDirectory() as out:
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "lottery", "compare-inits", *flags, *extra, "--out", out],

@@ -299,12 +299,12 @@ def rss(field):
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-samples, original = [], imp.Experiment._run_level
-def run_level(self, level):
-    entry = original(self, level)
-    samples.append({"level": level, "rss_mb": rss("VmRSS"), "peak_mb": rss("VmHWM")})
+samples, original = [], imp.Experiment._finish_level
+def finish_level(self, pending, entry):
+    entry = original(self, pending, entry)
+    samples.append({"level": pending.level, "rss_mb": rss("VmRSS"), "peak_mb": rss("VmHWM")})
     return entry
-imp.Experiment._run_level = run_level
+imp.Experiment._finish_level = finish_level
 start = time.perf_counter()
 results = run_imp(json.loads(sys.argv[1]))
 print(json.dumps({"results": results, "rss": samples, "wall": time.perf_counter() - start}))

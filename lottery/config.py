@@ -82,8 +82,10 @@ class Config:
                                "evaluation (layer_signal.png); costs one small forward/backward per evaluation",
                                hashed=False)
     amp: bool = _opt(False, "bf16 autocast for the training forward pass on CUDA (no effect on the CPU)")
-    pack: int = _opt(1, "train up to this many independent runs (the arms of a level) in one fused pass; 1 = one at "
-                     "a time; same results up to float rounding (lottery/fused.py)", hashed=False)
+    pack: int | str = _opt("auto", "train up to this many independent runs (a level's ticket and controls; with "
+                           "compare-inits, those of every trunk) in one fused pass; 1 = one at a time; same results up "
+                           "to float rounding (lottery/fused.py); auto = 1 on a CPU, up to 32 small networks on CUDA",
+                           hashed=False)
     seed: int = _opt(0, "random seed (init, data order, controls)")
     device: str = _opt("auto", "auto, cpu or cuda", hashed=False)
     out: str = _opt("runs", "directory that holds run directories", hashed=False)
@@ -296,8 +298,8 @@ def validate(cfg: Config) -> None:
     for name in ("levels", "warmup_steps", "min_kept_per_layer"):
         v = getattr(cfg, name)
         _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
-    _check(isinstance(cfg.pack, int) and not isinstance(cfg.pack, bool) and cfg.pack >= 1,
-           f"pack must be an integer >= 1 (1 = one training run at a time), got {cfg.pack!r}")
+    _check(cfg.pack == "auto" or isinstance(cfg.pack, int) and not isinstance(cfg.pack, bool) and cfg.pack >= 1,
+           f"pack must be an integer >= 1 (1 = one training run at a time) or auto, got {cfg.pack!r}")
     for name in ("batch_size", "eval_every"):
         v = getattr(cfg, name)
         _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{name} must be an integer > 0, got {v!r}")

@@ -54,6 +54,32 @@ def unfusable(model: nn.Module) -> str | None:
     return None
 
 
+AUTO_PACK_PARAMS = 2 ** 23  # fused parameters per pass that ``pack = "auto"`` aims at on CUDA
+AUTO_PACK_MAX = 32
+
+
+def resolve_pack(pack: int | str, model: nn.Module, device: torch.device | None = None) -> int:
+    """How many networks one fused pass holds: ``pack`` itself, or for ``"auto"`` (``device``: the model's):
+
+    - 1 on a CPU. Measured on 2 cores (benchmarks/RESULTS.md, "Fused training and grids"): fusing K small MLPs ran
+      0.7-1.6x the speed of K separate runs (LeNet-300-100; 0.8-1.4x the deep 12x128 MLP) and Conv-4 at most 1.02x,
+      too little to give up ``--pack 1``'s bit-for-bit reproducibility.
+    - On CUDA, where one small network leaves most of the device idle: the largest power of two K <= 32 with K
+      networks within 2**23 (8.4 M) parameters — 32 for the MNIST-1D MLP, 16 for LeNet-300-100 (266 k), 2 for
+      Conv-4 (2.4 M), 1 from 4.2 M parameters on. The budget keeps a pass's weights, gradients and Adam state near
+      128 MiB; it is not tuned on a GPU yet (``benchmarks/bench_fused.py`` measures K there).
+    - 1 for a model that cannot be fused (``unfusable``): auto never falls back with a message.
+    """
+    if pack != "auto":
+        return int(pack)
+    params = sum(p.numel() for p in model.parameters())
+    device = device or next(model.parameters()).device
+    if device.type != "cuda" or unfusable(model) or params == 0:
+        return 1
+    fits = max(1, AUTO_PACK_PARAMS // params)
+    return min(AUTO_PACK_MAX, 2 ** (fits.bit_length() - 1))
+
+
 def _is_mlp(model: nn.Module) -> bool:
     kids = list(model.children())
     return isinstance(model, nn.Sequential) and any(isinstance(m, nn.Linear) for m in kids) and all(

@@ -381,4 +381,6 @@ def _annotation_reader(cls: type, name: str) -> Callable:
     """How to read a flag's text for a field without ``parse`` (Config's), from its annotation."""
     hint = typing.get_type_hints(cls)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    if set(args) == {int, str}:  # a number or a word (--pack 8, --pack auto)
+        return lambda text: int(text) if text.lstrip("-").isdigit() else text
     return {dict: parse_options, tuple: parse_list, bool: _boolean}.get(args[0], args[0])

@@ -8,6 +8,7 @@ and writes its own results file through ``lottery.io`` (atomic) — it inherits 
 """
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 
 import torch
@@ -17,6 +18,7 @@ from lottery.config import Config
 from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
 from lottery.faults import crash_progress
+from lottery.fused import resolve_pack
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
@@ -32,6 +34,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def data_key(cfg: Config) -> tuple:
+    """What decides the data a config trains on: configs with the same key can share one loaded data set."""
+    return (cfg.dataset, cfg.data_root, cfg.val_size, json.dumps(cfg.dataset_options, sort_keys=True),
+            str(resolve_device(cfg.device)))
+
+
+def load_data(cfg: Config):
+    """``cfg``'s data set, loaded and moved to its device (hand it to several Sessions with the same data_key)."""
+    data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+    return data.to(resolve_device(cfg.device))
+
+
+def check_pruned_zero(model: torch.nn.Module, mask: Mask, desc: str) -> None:
+    """Training under ``mask`` left every pruned weight at exactly zero (else RewindCheckError)."""
+    params = dict(model.named_parameters())
+    if any(bool(params[k][~m].any()) for k, m in mask.items()):
+        raise RewindCheckError(f"{desc}: a pruned weight became non-zero during training")
+
 
 class Session:
     """What every experiment driver needs for one config: data, model, init state, run directory, processes.
@@ -43,14 +63,15 @@ class Session:
     the driver's to hold (``with run:``); IMP (``lottery.imp.Experiment``) is a Session with a level loop.
     """
 
-    def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE):
+    def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
+        """``data``: the data set already loaded by ``load_data`` for a config of the same ``data_key`` (several
+        sessions of one grid share it); None loads it."""
         self.cfg, self.rundir = cfg, run
         self.dist = dist  # several processes: rank 0 decides (init, masks, what is finished), the others receive
         self.device = resolve_device(cfg.device)
-        data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
-        self.data = data.to(self.device)
+        self.data = data if data is not None else load_data(cfg)
         self.model = build_model(
-            cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options
+            cfg.model, self.data.input_shape, self.data.num_classes, activation=cfg.activation, **cfg.model_options
         ).to(self.device)
         self.total_steps = budget_steps(cfg, len(self.data.train[0]))
         self.rewind_step = cfg.rewind_step()
@@ -62,6 +83,7 @@ class Session:
             raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
         self.init_state = self.from_main(self._init_state)
         self.progress = cfg.progress and dist.is_main
+        self.pack = resolve_pack(cfg.pack, self.model)  # networks per fused pass (lottery/fused.py)
 
     # -- setup --------------------------------------------------------------------------------------------
     def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
@@ -117,9 +139,7 @@ class Session:
                            snapshot_step=snapshot_step, progress=crash_progress(bar, point),
                            dist=self.dist if self.dist.active else None, start_step=start_step)
         if result.status == "ok":
-            params = dict(self.model.named_parameters())
-            if any(bool(params[k][~m].any()) for k, m in mask.items()):
-                raise RewindCheckError(f"{desc}: a pruned weight became non-zero during training")
+            check_pruned_zero(self.model, mask, desc)
         return result
 
     def start_step(self, level: int) -> int:

@@ -368,9 +368,9 @@ def test_classes_option_refuses_what_is_not_a_label(bad):
         load_dataset("synthetic", classes=bad)
 
 
-def test_chance_of_a_class_subset_is_one_over_its_labels(tmp_path):
-    from lottery.compare import _chance
-    from lottery.config import from_dict
+def test_chance_of_a_class_subset_is_one_over_its_labels():
+    from lottery.data import load_dataset
+    from lottery.drivers.compare import chance_of
 
-    cfg = from_dict({"dataset": "synthetic", "dataset_options": {"classes": [0, 1]}, "out": str(tmp_path)})
-    assert _chance(cfg) == 0.5
+    assert chance_of(load_dataset("synthetic", classes=[0, 1])) == 0.5
+    assert chance_of(load_dataset("synthetic")) == 0.25

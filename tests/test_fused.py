@@ -153,7 +153,7 @@ def test_imp_pack_gives_the_unpacked_results(tmp_path, monkeypatch):
     packed = run_imp(packed_cfg)
     assert passes == [3, 3]  # levels 1 and 2: ticket + reinit + random mask in one pass each
     a, b = strip_times(one), strip_times(packed)
-    assert b["config"].pop("pack") == 3 and a["config"].pop("pack") == 1 and a["config"] == b["config"]
+    assert b["config"].pop("pack") == 3 and a["config"].pop("pack") == "auto" and a["config"] == b["config"]
     n_test = 512
     for ea, eb in zip(a["levels"], b["levels"]):
         assert (ea["level"], ea["num_kept"], ea["status"], ea["early_stop_step"]) == \
@@ -173,6 +173,43 @@ def test_pack_zero_is_refused():
 
     with pytest.raises(ConfigError, match="pack must be an integer >= 1"):
         from_dict({"pack": 0})
+
+
+def test_pack_auto_is_the_default_and_leaves_run_hashes_alone():
+    from lottery.config import FIELDS
+
+    cfg = from_dict({})
+    assert cfg.pack == "auto" and FIELDS["pack"].metadata["hashed"] is False and "pack" not in cfg.hashed_settings()
+    assert cfg.hash() == "d7d15db9c2"  # the default run's pinned hash, the same as when pack defaulted to 1
+    assert {from_dict({"pack": p}).hash() for p in (1, 8, "auto")} == {cfg.hash()}
+    assert cfg.drift_from({**cfg.to_dict(), "pack": 1}) == []  # a run made under pack = 1 resumes under auto
+
+
+def test_auto_pack_rule():
+    """1 on a CPU; on CUDA the largest power of two <= 32 within 2**23 parameters; 1 for an unfusable model."""
+    from lottery.models import build_model
+
+    cuda = torch.device("cuda")  # the rule reads only the device's type: no GPU needed to check it
+    lenet = build_model("lenet_300_100", (1, 28, 28), 10)
+    assert fused.resolve_pack("auto", lenet) == 1 and fused.resolve_pack(3, lenet) == 3
+    assert fused.resolve_pack("auto", lenet, cuda) == 16
+    assert fused.resolve_pack("auto", build_model("mlp", (1, 40), 10), cuda) == 32
+    assert fused.resolve_pack("auto", build_model("conv4", (3, 32, 32), 10), cuda) == 2
+    assert fused.resolve_pack("auto", build_model("vgg16", (3, 32, 32), 10), cuda) == 1
+    assert fused.resolve_pack("auto", build_model("resnet20", (3, 32, 32), 10), cuda) == 1  # BatchNorm
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), ("4", True), ("0", False), ("-1", False), ("many", False)])
+def test_pack_flag(value, ok, tmp_path, capsys):
+    from lottery.cli import build_parser, config_from_args
+    from lottery.errors import ConfigError
+
+    args = build_parser().parse_args(["run", "--pack", value, "--out", str(tmp_path)])
+    if ok:
+        assert config_from_args(args).pack == (value if value == "auto" else int(value))
+    else:
+        with pytest.raises(ConfigError, match="pack must be an integer >= 1 .* or auto"):
+            config_from_args(args)
 
 
 def test_imp_pack_killed_mid_pass_resumes_to_the_same_results(tmp_path):

@@ -48,6 +48,23 @@ def test_worker_killed_mid_run_resumes(serial, tmp_path):
     assert _levels(tmp_path) == serial
 
 
+def test_two_grids_on_one_runs_directory(serial, tmp_path):
+    """Two grids started together on one runs directory: neither crashes; a trunk one finds in use by the other
+    is waited for (one line), then reused; both summaries are complete, and a third start trains nothing."""
+    cmd = [sys.executable, "-m", "lottery", "compare-inits", *FLAGS, "--out", str(tmp_path), "--jobs", "2"]
+    grids = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for grid in grids:
+        _, err = grid.communicate(timeout=900)
+        assert grid.returncode == 0 and "Traceback" not in err, err
+        assert all(line.endswith(("waiting for it to finish, then reusing it", "reusing it now"))
+                   for line in err.splitlines() if "in use" in line)
+    assert _levels(tmp_path) == serial
+    r = _cli(tmp_path, "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "grid: 4 of 4 runs finished already, 0 to run" in r.stderr
+    assert _levels(tmp_path) == serial
+
+
 def test_submitit_local_executor(serial, tmp_path):
     pytest.importorskip("submitit")
     toml = tmp_path / "grid.toml"

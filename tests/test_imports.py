@@ -96,3 +96,29 @@ def test_public_pruning_names_come_from_the_package():
     for n in ["PRUNERS", "prune_magnitude", "prune_random", "random_mask_like", "collapsed_layers", "prune_by_scores"]:
         assert getattr(lt, n) is getattr(pruning, n), n
     assert {"magnitude", "magnitude_init", "random", "snip", "grasp", "synflow"} <= set(pruning.PRUNERS)
+
+
+_NO_PLOTS = """
+import sys, tempfile
+from pathlib import Path
+import lottery, lottery.cli, lottery.imp, lottery.compare, lottery.grid, lottery.lockstep
+assert "matplotlib" not in sys.modules, "importing lottery loaded matplotlib"
+from lottery.config import from_dict
+out = Path(tempfile.mkdtemp())
+base = from_dict(dict(dataset="synthetic", model_options={"hidden": [8]}, steps=20, eval_every=10, levels=1,
+                      progress=False, device="cpu", out=str(out)))
+for pack in (1, 2):  # one trunk after another, and in lockstep
+    lottery.compare_inits(base.replace(pack=pack), "normal", 2, plots=False, log=None)
+assert "matplotlib" not in sys.modules, "a compare-inits trunk loaded matplotlib"
+print(sorted(p.name for p in out.rglob("*.png")))
+"""
+
+
+def test_matplotlib_loads_only_to_plot():
+    """``import lottery`` and the trunks of a comparison never import matplotlib (seconds of a grid worker's start)
+    and draw no per-run plots: the comparison draws its own, ``lottery report RUN`` a run's."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", _NO_PLOTS], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -10,7 +10,8 @@ An init variant is written ``SCHEME[:KEY=VALUE[:KEY=VALUE...]][*SCALE]``:
 
 Each (variant, seed) is one ordinary ``run_imp`` run directory (the base config with ``init``, ``init_options``,
 ``init_scale`` and ``seed`` replaced), so a comparison reuses every run that already finished — its own or a plain
-``lottery run`` of the same settings — and resumes a half-finished one.
+``lottery run`` of the same settings — and resumes a half-finished one. Trunks draw no per-run plots (seconds per
+run, mostly matplotlib): the comparison draws its own figures once, and ``lottery report RUN_DIR`` draws a run's.
 
 The summary (``summary.json`` in ``<out>/compare-<name>-<hash>/``) holds per variant: the dense accuracy and
 early-stop step (mean ± std over seeds), the ticket / reinit / random-mask accuracy at each density, and the
@@ -88,13 +89,6 @@ def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequenc
     return Path(base.out) / f"compare-{base.experiment_name()}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-def _chance(cfg: Config) -> float:
-    from lottery.data import load_dataset
-
-    data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
-    return 1.0 / len(data.test[1].unique())  # the labels present: dataset option classes=[...] keeps a few
-
-
 def _run_finished(cfg: Config) -> dict | None:
     """The results of ``cfg``'s run when it already finished (complete or diverged), without touching its files."""
     from lottery.runs import RunDir
@@ -107,16 +101,11 @@ def _run_finished(cfg: Config) -> dict | None:
     return results if results and results.get("status") in ("complete", "diverged", "exhausted") else None
 
 
-def _check_variants(base: Config, variants: Sequence[InitVariant]) -> None:
+def _check_variants(base: Config, variants: Sequence[InitVariant], model, data) -> None:
     """Draw every variant once on the model before the first run: a bad option fails now, in one line, not
     after hours of the variants listed before it."""
-    from lottery.data import load_dataset
     from lottery.inits import init_weights
-    from lottery.models import build_model
 
-    data = load_dataset(base.dataset, root=base.data_root, val_size=base.val_size, **base.dataset_options)
-    model = build_model(base.model, data.input_shape, data.num_classes, activation=base.activation,
-                        **base.model_options)
     for v in variants:
         cfg = v.apply(base)
         try:
@@ -135,8 +124,11 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     """Run (or reuse) IMP for every init variant and seed; write and return the summary.
 
     ``jobs`` > 1 runs the unfinished (variant, seed) trunks in that many worker processes, and ``executor=
-    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/grid.py. The summary is built
-    once all are done.
+    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/grid.py. The workers are spawned
+    processes that import the calling script, so a script calling this with ``jobs`` > 1 needs the
+    ``if __name__ == "__main__":`` guard. Otherwise, a ``pack`` > 1 in ``base_cfg`` (``auto``: lottery/fused.py)
+    advances all trunks in lockstep, their runs fused (lottery/lockstep.py). The summary is built once all are
+    done.
 
     >>> import tempfile
     >>> from lottery.config import from_dict
@@ -146,32 +138,30 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     >>> [(v["label"], v["status"]) for v in s["schemes"]]
     [('normal', 'ok'), ('zeros', 'stalled')]
     """
-    from lottery.imp import run_imp
+    from lottery import distributed
+    from lottery.fused import resolve_pack
+    from lottery.models import build_model
+    from lottery.session import load_data
 
     variants = parse_inits(inits)
     seed_list = parse_seeds(seeds, base_cfg.seed)
     if not (0 <= match_tolerance < 1):
         raise ConfigError(f"match_tolerance is a fraction of accuracy in [0, 1), got {match_tolerance!r}")
     configs = {(v.label, s): v.apply(base_cfg).replace(seed=s) for v in variants for s in seed_list}
-    _check_variants(base_cfg, variants)
+    data = load_data(base_cfg)  # every trunk trains on it: only the init and the seed differ between them
+    model = build_model(base_cfg.model, data.input_shape, data.num_classes, activation=base_cfg.activation,
+                        **base_cfg.model_options).to(data.train[0].device)
+    _check_variants(base_cfg, variants, model, data)
+    pack = resolve_pack(base_cfg.pack, model)
     out_dir = comparison_dir(base_cfg, variants, seed_list)
-    runs: dict[tuple, dict] = {}
-    total = len(configs)
-    grid = jobs != 1 or executor != "local"  # worker processes / a job array
-    if grid:
+    if jobs != 1 or executor != "local":  # worker processes / a job array
         runs = _run_grid(configs, jobs, executor, submitit, out_dir / "submitit", base_cfg.progress, log)
-    for i, ((label, seed), cfg) in enumerate(() if grid else configs.items(), start=1):
-        results = _run_finished(cfg)
-        if results is not None:
-            if log:
-                log(f"[{i}/{total}] {label} seed {seed}: finished run reused ({cfg.run_name()})")
-        else:
-            if log:
-                log(f"[{i}/{total}] {label} seed {seed}: running IMP ({cfg.run_name()})")
-            results = run_imp(cfg)
-        runs[(label, seed)] = {"results": results, "run_dir": str(Path(cfg.out) / cfg.run_name())}
+    elif pack > 1 and not distributed.from_env(base_cfg.device).active:
+        runs = _run_lockstep(configs, base_cfg, pack, data, base_cfg.progress, log)
+    else:
+        runs = _run_serial(configs, log)
 
-    summary = summarize(variants, seed_list, runs, chance=_chance(base_cfg), match_tolerance=match_tolerance,
+    summary = summarize(variants, seed_list, runs, chance=chance_of(data), match_tolerance=match_tolerance,
                         stall_margin=stall_margin)
     summary["base_config"] = base_cfg.to_dict()
     summary["comparison_dir"] = str(out_dir)
@@ -186,6 +176,25 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     return summary
 
 
+def _run_serial(configs: dict, log) -> dict:
+    """One trunk after another, each reused when it finished already."""
+    from lottery.imp import run_imp
+    from lottery.runs import RunLockedError
+
+    done = {}
+    for i, ((label, seed), cfg) in enumerate(configs.items(), start=1):
+        finished = _run_finished(cfg) is not None
+        if log:
+            log(f"[{i}/{len(configs)}] {label} seed {seed}: "
+                + (f"finished run reused ({cfg.run_name()})" if finished else f"running IMP ({cfg.run_name()})"))
+        if not finished:
+            try:
+                done[(label, seed)] = run_imp(cfg)
+            except RunLockedError:  # another process trains it: _collect comes back to it after the others
+                pass
+    return _collect(configs, done, log)
+
+
 def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log) -> dict:
     """The unfinished trunks through lottery.grid (worker processes or submitit); every trunk's results."""
     from lottery.grid import check, run_grid
@@ -196,9 +205,35 @@ def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: b
         log(f"grid: {len(configs) - len(pending)} of {len(configs)} runs finished already, {len(pending)} to run "
             f"({executor}, {jobs} worker{'s' if jobs != 1 else ''})")
     done = dict(zip(pending, run_grid(list(pending.values()), jobs=jobs, executor=executor, submitit=submitit,
-                                      folder=folder, progress=progress))) if pending else {}
-    return {key: {"results": done.get(key) or _run_finished(cfg), "run_dir": str(Path(cfg.out) / cfg.run_name())}
-            for key, cfg in configs.items()}
+                                      folder=folder, progress=progress, log=log))) if pending else {}
+    return _collect(configs, done, log)
+
+
+def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, log) -> dict:
+    """The unfinished trunks level by level together, their runs fused up to ``pack`` per pass (lottery/lockstep.py)."""
+    from lottery.lockstep import run_lockstep
+    from lottery.session import data_key
+
+    pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
+    if log:
+        log(f"lockstep: {len(configs) - len(pending)} of {len(configs)} runs finished already, {len(pending)} to run "
+            f"level by level, up to {pack} networks per fused pass")
+    done = run_lockstep(pending, pack, datasets={data_key(base): data}, progress=progress, log=log) if pending else {}
+    return _collect(configs, done, log)
+
+
+def _collect(configs: dict, done: dict, log) -> dict:
+    """Every trunk's results and run directory: run now (``done``), finished before, or — held by another process
+    all along (a second grid on this runs directory) — waited for, then reused or resumed."""
+    from lottery.imp import run_imp_when_free
+
+    return {key: {"results": done.get(key) or _run_finished(cfg) or run_imp_when_free(cfg, log),
+                  "run_dir": str(Path(cfg.out) / cfg.run_name())} for key, cfg in configs.items()}
+
+
+def chance_of(data) -> float:
+    """1 / the labels present in the test set (dataset option classes=[...] keeps a few of num_classes)."""
+    return 1.0 / len(data.test[1].unique())
 
 
 def summarize(variants: Sequence[InitVariant], seeds: Sequence[int], runs: dict, *, chance: float,

@@ -2,9 +2,12 @@
 
 Each trunk is one ordinary ``run_imp`` run directory, locked by its RunDir while a worker trains it, so workers
 share the runs directory safely; a worker killed mid-run leaves its run resumable (started again, the grid reuses
-what finished and resumes the rest), and the caller builds the summary only once every trunk is done.
+what finished and resumes the rest), and the caller builds the summary only once every trunk is done. Two grids
+on one runs directory share it too: a worker that finds a trunk held by the other grid moves on, and at the end
+its grid waits for that trunk and reuses it (tests/test_grid.py).
 
-- ``local``: ``jobs`` spawned worker processes, each with ``torch.set_num_threads(cores // jobs)``.
+- ``local``: ``jobs`` spawned worker processes, each with ``torch.set_num_threads(cores // jobs)``. Spawned
+  workers import the script that started the grid: a script needs the ``if __name__ == "__main__":`` guard.
 - ``submitit``: a job array through submitit (``pip install 'lottery[grid]'``); settings come from the TOML's
   ``[submitit]`` table (``cluster`` = slurm / local / debug picks the backend; the rest go to
   ``update_parameters``, e.g. ``slurm_partition``, ``timeout_min``, ``cpus_per_task``).
@@ -16,7 +19,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from lottery.config import Config
 from lottery.errors import ConfigError, LotteryError
@@ -37,15 +40,20 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_trunk(cfg: Config, threads: int | None = None) -> dict:
-    """One trunk in a worker: its share of the cores, no per-run progress bars (the grid has one bar)."""
+def run_trunk(cfg: Config, threads: int | None = None) -> dict | None:
+    """One trunk in a worker: its share of the cores, no per-run progress bars (the grid has one bar). None when
+    another process holds the run: the worker moves on, and the grid comes back to it at the end."""
     import torch
 
     from lottery.imp import run_imp
+    from lottery.runs import RunLockedError
 
     if threads:
         torch.set_num_threads(threads)
-    return run_imp(cfg.replace(progress=False))
+    try:
+        return run_imp(cfg.replace(progress=False))
+    except RunLockedError:
+        return None
 
 
 def check(jobs: object, executor: str = "local", submitit: dict | None = None) -> None:
@@ -63,11 +71,25 @@ def check(jobs: object, executor: str = "local", submitit: dict | None = None) -
 
 
 def run_grid(configs: Sequence[Config], *, jobs: int = 1, executor: str = "local", submitit: dict | None = None,
-             folder: Path | None = None, progress: bool = True) -> list[dict]:
-    """Run every config's IMP experiment (in order of ``configs``); returns their results in that order."""
+             folder: Path | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Run every config's IMP experiment (in order of ``configs``); returns their results in that order.
+
+    A run another process holds (a second grid on the same runs directory) is skipped by its worker; once the
+    others are done, this process waits for the holder (one ``log`` line) and then reuses the run it finished,
+    or resumes it had the holder died.
+    """
+    from lottery.imp import run_imp_when_free
+
     check(jobs, executor, submitit)
     if executor == "submitit":
-        return _submitit(configs, submitit or {}, folder or Path(configs[0].out) / "submitit")
+        results = _submitit(configs, submitit or {}, folder or Path(configs[0].out) / "submitit")
+    else:
+        results = _local(configs, jobs, progress)
+    return [r if r is not None else run_imp_when_free(cfg.replace(progress=False), log)
+            for r, cfg in zip(results, configs)]
+
+
+def _local(configs: Sequence[Config], jobs: int, progress: bool) -> list[dict | None]:
     from tqdm.auto import tqdm
 
     threads = max(1, _cores() // jobs)
@@ -84,7 +106,7 @@ def run_grid(configs: Sequence[Config], *, jobs: int = 1, executor: str = "local
                            "resume: finished runs are kept and the interrupted one resumes") from None
     finally:
         bar.close()
-    return results  # type: ignore[return-value]
+    return results
 
 
 def _executor(settings: dict, folder: Path):
@@ -106,7 +128,7 @@ def _executor(settings: dict, folder: Path):
     return ex
 
 
-def _submitit(configs: Sequence[Config], settings: dict, folder: Path) -> list[dict]:
+def _submitit(configs: Sequence[Config], settings: dict, folder: Path) -> list[dict | None]:
     ex = _executor(settings, folder)
     threads = settings.get("cpus_per_task")
     jobs = ex.map_array(run_trunk, list(configs), [threads] * len(configs))

@@ -7,18 +7,20 @@ uninterrupted one (every run's randomness comes from seeds derived from the conf
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery import distributed
-from lottery.errors import CorruptFileError, MaskMismatchError, RewindCheckError
-from lottery.faults import crash_point, crash_progress
+from lottery.errors import CorruptFileError, MaskMismatchError
+from lottery.faults import crash_point
 from lottery.masks import Mask
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
-from lottery.rewind import rewind
-from lottery.runs import RunDir
+from lottery.runs import RunDir, RunLockedError
 from lottery.session import Session, resolve_device  # noqa: F401  (resolve_device: a public name here before)
 from lottery.train import derived_seed
 from lottery.trackers import Tracker, open_tracker
@@ -39,20 +41,54 @@ def run_imp(config: Config | dict) -> dict:
     run = dist.main_first(lambda: RunDir.for_config(cfg))
     if not dist.is_main:  # rank 0 alone holds the lock and writes the run directory
         return Experiment(cfg, distributed.Follower(run.path), dist).run()
-    with run, open_tracker(cfg.log, run.path) as tracker:
-        experiment = Experiment(cfg, run, dist)
-        experiment.tracker = tracker
+    with open_experiment(cfg, run, dist) as experiment:
         return experiment.run()
 
 
-class Experiment(Session):
-    """IMP on a Session: the results written so far, the level loop, its controls and tracker."""
+def run_imp_when_free(cfg: Config, log=None) -> dict:
+    """``run_imp`` of a run another process held when its turn came (a second grid on the same runs directory),
+    said in one ``log`` line: waits while it is still held, then reuses what the holder finished (or resumes what
+    it left, had it died)."""
+    run = RunDir.for_config(cfg)
+    said = []
 
-    def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE):
-        super().__init__(cfg, run, dist)
+    def say(what: str) -> None:
+        if log and not said:
+            log(f"{run.path} {what}")
+        said.append(what)
+
+    while True:
+        run.wait_unlocked(lambda pid: say(f"is in use by pid {pid} (another grid on this runs directory?); waiting "
+                                          "for it to finish, then reusing it"))
+        say("was in use by another process (another grid on this runs directory?); reusing it now")
+        try:
+            return run_imp(cfg)
+        except RunLockedError:  # a third process took it first: wait again
+            continue
+
+
+@contextmanager
+def open_experiment(cfg: Config, run: RunDir | None = None, dist: distributed.Dist = distributed.SINGLE,
+                    data=None) -> Iterator["Experiment"]:
+    """An Experiment on ``cfg``'s run directory, its lock and tracker held while open (RunLockedError at once
+    when another process holds it); ``data`` as for :class:`Session`."""
+    run = run or RunDir.for_config(cfg)
+    with run, open_tracker(cfg.log, run.path) as tracker:
+        experiment = Experiment(cfg, run, dist, data=data)
+        experiment.tracker = tracker
+        yield experiment
+
+
+class Experiment(Session):
+    """IMP on a Session: the results written so far, the level loop, its controls and tracker. The loop is a
+    generator (``levels``) that says what each level needs trained before it records it, so several experiments
+    can advance together and train their runs fused (lottery/lockstep.py); ``run`` drives it alone."""
+
+    def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
+        super().__init__(cfg, run, dist, data)
         self.results = dist.share_object(lambda: run.load_results() or {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "status": "running", "levels": []})
-        self.tracker = Tracker()  # no tracker; run_imp sets the one cfg.log names
+        self.tracker = Tracker()  # no tracker; open_experiment sets the one cfg.log names
 
     def _mask(self, level: int) -> Mask:
         """Level 0 is dense; level L prunes level L-1's final weights (saved, so recomputing is deterministic)."""
@@ -114,17 +150,29 @@ class Experiment(Session):
         self.rundir.save_results(self.results)
 
     def run(self) -> dict:
+        """Every level in turn; with ``pack`` > 1 each level's runs train in fused passes (lottery/lockstep.py)."""
+        for pending in self.levels():
+            if self.pack > 1:
+                from lottery.lockstep import train_ahead
+
+                train_ahead([pending], self.pack, progress=self.progress)
+        return self.results
+
+    def levels(self) -> Iterator["Pending"]:
+        """The level loop. At each level with unfinished training runs it yields a :class:`Pending` and pauses: the
+        caller may train some of them meanwhile (fused, with other experiments' runs: lottery/lockstep.py). Resumed,
+        it trains the rest one at a time and records them all, then prunes — the same files, in the same order, as
+        when nothing was trained ahead. ``self.results`` holds the outcome when the loop ends."""
         cfg = self.cfg
         why = None
         with self.bar(cfg.levels + 1, f"IMP {cfg.run_name()}", leave=True) as levels_bar:
             for level in range(cfg.levels + 1):
                 entry = self.dist.share_object(lambda: self._finished(level))
-                # arms of the level in one fused pass (late rewinding's continued runs train unfused)
-                if self.cfg.pack > 1 and level > 0 and not self.dist.active and self.start_step(level) == 0:
-                    entry = self._run_arms_packed(level, entry)
-                entry = entry or self._run_level(level)
-                if entry["status"] == "ok":
-                    self._run_controls(level, entry)
+                names = self._unfinished(level, entry)
+                if names:
+                    pending = Pending(self, level, names)
+                    yield pending
+                    entry = self._finish_level(pending, entry)
                 if levels_bar is not None and hasattr(levels_bar, "update"):
                     levels_bar.update(1)
                     levels_bar.set_postfix(density=f"{entry['density']:.3f}", acc=f"{entry['test_accuracy'] or 0:.3f}")
@@ -139,7 +187,6 @@ class Experiment(Session):
         if why:
             self.results["exhausted"] = why
         self._save()
-        return self.results
 
     def _exhausted(self, level: int, entry: dict) -> str | None:
         """Why pruning cannot go on after ``level`` (a layer with no weights left, or a next level that would
@@ -154,20 +201,63 @@ class Experiment(Session):
                     f"--prune-fraction {self.cfg.prune_fraction} to remove one)")
         return None
 
-    def _run_level(self, level: int) -> dict:
-        started = time.perf_counter()
-        mask = self.shared_mask(lambda: self._mask(level))
-        snap = self.rewind_step if (level == 0 and self.rewind_step is not None) else None
-        start = self.from_main(lambda: self.rewind_state(level))
-        result = self.train_from(start, mask, f"level {level} ticket", snapshot_step=snap,
-                             start_step=self.start_step(level))
-        if snap is not None and result.rewind_state is not None:
-            self.rundir.save_state("rewind.pt", result.rewind_state)
-        return self._record_ticket(level, mask, result, started)
+    # -- one level's training runs ------------------------------------------------------------------------
+    def _unfinished(self, level: int, entry: dict | None) -> list[str]:
+        """The level's runs still to train, in recording order: the ticket, then the controls (level 0 has none;
+        a diverged ticket gets none)."""
+        controls = list(self.cfg.controls) if level > 0 else []
+        if entry is None:
+            return ["ticket", *controls]
+        return [c for c in controls if c not in entry["controls"]] if entry["status"] == "ok" else []
 
-    def _record_ticket(self, level: int, mask: Mask, result, started: float) -> dict:
-        """Save the trained ticket in ``self.model`` (final.pt, then its results entry); returns the entry."""
-        self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
+    def fusable(self, level: int, name: str) -> bool:
+        """Whether the run can train in a fused pass: one process, from step 0, no snapshot mid-run (late
+        rewinding's continued runs and level 0's rewind snapshot train alone)."""
+        if self.dist.active:
+            return False
+        return name == "reinit" or (self.start_step(level) == 0 and (level > 0 or self.rewind_step is None))
+
+    def arm(self, level: int, name: str) -> "Arm":
+        """Where one of the level's runs starts and its mask (on every rank under torchrun)."""
+        mask = self.shared_mask(lambda: self._mask(level))
+        if name == "ticket":
+            snap = self.rewind_step if level == 0 else None
+            return Arm(name, self.from_main(lambda: self.rewind_state(level)), mask, self.start_step(level), snap)
+        seed = derived_seed(self.cfg.seed, name, level)
+        if name == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
+            return Arm(name, self.from_main(lambda: self.fresh_init(seed)), mask)
+        # random_mask: same per-layer densities, same rewind state (and step)
+        return Arm(name, self.from_main(lambda: self.rewind_state(level)),
+                   self.shared_mask(lambda: random_mask_like(mask, seed)), self.start_step(level))
+
+    def _finish_level(self, pending: "Pending", entry: dict | None) -> dict:
+        """Train the runs not trained ahead, one at a time, and record each (controls only while the ticket is
+        ok: a diverged ticket's controls are dropped even when trained ahead); returns the level's entry."""
+        level = pending.level
+        for name in pending.names:
+            if entry is not None and entry["status"] != "ok":
+                break
+            model, result, mask = pending.trained.pop(name, None) or self._train_arm(level, name)
+            if name == "ticket":
+                entry = self._record_ticket(level, mask, model, result, pending.started)
+            else:
+                entry["controls"][name] = result.summary()
+                self._save()
+                self.tracker.summary(level, name, mask, entry["controls"][name])
+        pending.trained.clear()
+        return entry
+
+    def _train_arm(self, level: int, name: str) -> tuple:
+        arm = self.arm(level, name)
+        result = self.train_from(arm.start, arm.mask, f"level {level} {name}", snapshot_step=arm.snapshot_step,
+                                 start_step=arm.start_step)
+        if arm.snapshot_step is not None and result.rewind_state is not None:
+            self.rundir.save_state("rewind.pt", result.rewind_state)
+        return self.model, result, arm.mask
+
+    def _record_ticket(self, level: int, mask: Mask, model, result, started: float) -> dict:
+        """Save the trained ticket ``model`` (final.pt, then its results entry); returns the entry."""
+        self.rundir.save_state(f"level_{level:02d}/final.pt", model.state_dict())
         if level == 0:
             self.rundir.save_mask(0, mask)
         entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
@@ -179,81 +269,26 @@ class Experiment(Session):
         self.tracker.summary(level, "ticket", mask, entry)
         return entry
 
-    def _run_controls(self, level: int, entry: dict) -> None:
-        if level == 0:
-            return
-        mask = None
-        for control in self.cfg.controls:
-            if control in entry["controls"]:
-                continue
-            mask = mask or self.shared_mask(lambda: self._mask(level))
-            seed = derived_seed(self.cfg.seed, control, level)
-            if control == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
-                start, control_mask = self.from_main(lambda: self.fresh_init(seed)), mask
-                start_step = 0
-            else:  # random_mask: same per-layer densities, same rewind state (and step)
-                start = self.from_main(lambda: self.rewind_state(level))
-                control_mask = self.shared_mask(lambda: random_mask_like(mask, seed))
-                start_step = self.start_step(level)
-            result = self.train_from(start, control_mask, f"level {level} {control}", start_step=start_step)
-            entry["controls"][control] = result.summary()
-            self._save()
-            self.tracker.summary(level, control, control_mask, entry["controls"][control])
 
-    # -- fused arms (cfg.pack > 1) ------------------------------------------------------------------------
-    def _run_arms_packed(self, level: int, entry: dict | None) -> dict | None:
-        """Train the level's unfinished arms (ticket, controls) in fused passes of up to ``cfg.pack`` networks.
+@dataclass
+class Arm:
+    """One training run of a level (``name``: ticket, reinit or random_mask): its start state and mask, and for
+    late rewinding the step it starts at and the step whose weights level 0 keeps."""
 
-        The ticket's mask and start depend only on earlier levels, so the three arms are independent. Results,
-        files and the order they are written in are those of the unpacked path (controls are recorded only
-        when the ticket is ok, as there); values agree up to float rounding (lottery/fused.py). Returns the
-        level's entry, or the ``entry`` given when there is nothing to pack (the unpacked path then runs).
-        """
-        import copy
+    name: str
+    start: dict
+    mask: Mask
+    start_step: int = 0
+    snapshot_step: int | None = None
 
-        from lottery.fused import train_fused
 
-        done = entry["controls"] if entry is not None else {}
-        if entry is not None and entry["status"] != "ok":
-            return entry
-        todo = ([] if entry is not None else ["ticket"]) + [c for c in self.cfg.controls if c not in done]
-        if len(todo) < 2:
-            return entry
-        started = time.perf_counter()
-        mask = self._mask(level)
-        arms = []  # (arm, start state, mask)
-        for arm in todo:
-            seed = derived_seed(self.cfg.seed, arm, level)
-            if arm == "ticket":
-                arms.append((arm, self.rewind_state(level), mask))
-            elif arm == "reinit":  # same mask, a fresh draw of the same init scheme
-                arms.append((arm, self.fresh_init(seed), mask))
-            else:  # random_mask: same per-layer densities, same rewind state
-                arms.append((arm, self.rewind_state(level), random_mask_like(mask, seed)))
-        results = {}
-        for i in range(0, len(arms), self.cfg.pack):
-            chunk = arms[i: i + self.cfg.pack]
-            models = [copy.deepcopy(self.model) for _ in chunk]
-            for model, (_, start, arm_mask) in zip(models, chunk):
-                rewind(model, start, arm_mask)
-            names = "+".join(a for a, _, _ in chunk)
-            with self.bar(self.total_steps, f"level {level} {names}") as bar:
-                out = train_fused(models, self.data, self.cfg, [m for _, _, m in chunk], seeds=[self.cfg.seed] *
-                                  len(chunk), progress=crash_progress(bar, f"train:level{level}"))
-            for model, (arm, _, arm_mask), result in zip(models, chunk, out):
-                params = dict(model.named_parameters())
-                if result.status == "ok" and any(bool(params[k][~m].any()) for k, m in arm_mask.items()):
-                    raise RewindCheckError(f"level {level} {arm}: a pruned weight became non-zero during training")
-                results[arm] = (model, result, arm_mask)
-        if "ticket" in results:
-            model, result, _ = results.pop("ticket")
-            self.model.load_state_dict(model.state_dict())
-            entry = self._record_ticket(level, mask, result, started)
-        if entry["status"] == "ok":
-            for control in self.cfg.controls:
-                if control in results:
-                    _, result, control_mask = results[control]
-                    entry["controls"][control] = result.summary()
-                    self._save()
-                    self.tracker.summary(level, control, control_mask, entry["controls"][control])
-        return entry
+@dataclass
+class Pending:
+    """A level's unfinished runs, yielded by :meth:`Experiment.levels`. ``names`` are in recording order; whoever
+    trains one ahead (``experiment.arm`` / ``fusable``) puts ``trained[name] = (model, result, mask)``."""
+
+    experiment: Experiment
+    level: int
+    names: list[str]
+    trained: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)

@@ -103,6 +103,11 @@ def check_writable(path: Path) -> None:
                            "permissions) and run this there")
 
 
+def _holder(lock_fd: int) -> str:
+    """The pid the lock's holder wrote into the lock file."""
+    return os.pread(lock_fd, 32, 0).decode(errors="replace").strip() or "another process"
+
+
 class RunDir:
     """One experiment's directory. Use as a context manager to hold its lock while writing."""
 
@@ -190,7 +195,7 @@ class RunDir:
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "another process"
+            holder = _holder(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
             raise RunLockedError(f"{self.path} is in use by pid {holder}; wait for it to finish or stop it") from None
@@ -213,6 +218,22 @@ class RunDir:
             if not tmp.name.startswith(".config.json.") and not tmp.parent.is_symlink():
                 tmp.unlink(missing_ok=True)
         return self
+
+    def wait_unlocked(self, on_wait=None) -> None:
+        """Return once no process holds this directory's lock; when one does, ``on_wait(its pid)`` first. (Two grids
+        on one runs directory: the second waits for the first to finish a trunk, then reuses or resumes it.)"""
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # no lock file: nobody holds it (a planted link is refused when the lock is taken)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(_holder(fd))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            os.close(fd)  # releases the lock taken here
 
     def __exit__(self, *exc) -> None:
         if self._lock_fd is not None:
