@@ -13,7 +13,7 @@ beyond the run, tiny val/test), so this is the step rate.
 (b) Grid: ``lottery compare-inits`` on the default MLP / MNIST-1D (2 schemes x 2 seeds, 2 levels of 500 steps,
 controls), as
 separate processes: one run at a time (``--pack 1 --jobs 1``), then ``--jobs 2``, then ``--jobs 2 --pack 3``,
-then the trunks in lockstep (``--pack 12``: all 12 runs of a level in one pass; lottery/lockstep.py); wall time
+then the trunks in lockstep (``--pack 12``: all 12 runs of a level in one pass; lottery/drivers/lockstep.py); wall time
 of each whole command and the largest accuracy difference against the one-at-a-time summary.
 """
 from __future__ import annotations

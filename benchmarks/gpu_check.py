@@ -88,7 +88,7 @@ def check_cpu_agreement(name, shape, batch, lr, device, n_train, steps=20):
 def check_imp_and_export(device, out_dir: Path, steps: int = 50):
     """checks 4 and 5: run_imp on the device, export level 1, reload on the CPU with the same predictions."""
     from lottery.export import export_run, load_exported
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     cfg = dict(name="gpu-check", dataset="synthetic", dataset_options={"input_shape": [1, 28, 28], "num_classes": 10},
                model="lenet_300_100", levels=1, steps=steps, eval_every=25, batch_size=60, controls=["random_mask"],

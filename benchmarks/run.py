@@ -292,8 +292,8 @@ def profile_trainer(data, steps: int) -> dict[str, float]:
 # -- IMP: overhead per level and memory across levels (child process) -----------------------------------------
 IMP_CHILD = r"""
 import json, sys, time
-import lottery.imp as imp
-from lottery.imp import run_imp
+import lottery.drivers.imp as imp
+from lottery.drivers.imp import run_imp
 def rss(field):
     with open("/proc/self/status") as f:
         for line in f:

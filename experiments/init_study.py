@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from lottery.analysis.overlap import overlap_across_schemes
-from lottery.io import load_json
+from lottery.storage.atomic import load_json
 
 
 def _pct(stat: dict | None) -> str:

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from lottery.analysis.stability import stability_run
-from lottery.analysis.supermask import supermask_run
+from lottery.drivers.stability import stability_run
+from lottery.drivers.supermask import supermask_run
 from lottery.config import from_dict
-from lottery.gradual import run_gradual
-from lottery.imp import run_imp
-from lottery.io import load_json
-from lottery.prune_at_init import run_prune_at_init
+from lottery.drivers.gradual import run_gradual
+from lottery.drivers.imp import run_imp
+from lottery.storage.atomic import load_json
+from lottery.drivers.prune_at_init import run_prune_at_init
 
 LEVELS = (7, 14)
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")

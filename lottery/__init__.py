@@ -8,7 +8,7 @@ from importlib import import_module
 from lottery import _moved
 
 __version__ = "0.2.0"
-_moved.install()  # lottery.imp, lottery.runs, ... (0.2.0's names) still import: see lottery/_moved.py
+_moved.install()  # lottery.drivers.imp, lottery.storage.rundir, ... (0.2.0's names) still import: see lottery/_moved.py
 
 _EXPORTS = {
     "Mask": "lottery.masks", "mask_gradients": "lottery.masks",

@@ -41,8 +41,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lottery.distributed import is_main_process
-    from lottery.imp import run_imp
-    from lottery.report import format_table, write_plots
+    from lottery.drivers.imp import run_imp
+    from lottery.reporting.tables import format_table, write_plots
 
     cfg = config_from_args(args)
     results = run_imp(cfg)
@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_results(path: str) -> dict:
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     run = RunDir(path)
     run.settings()  # refuses a directory that is not a run (any driver's: run_imp, find_tickets)
@@ -67,18 +67,18 @@ def _run_results(path: str) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lottery.report import format_table, write_plots
-    from lottery.runs import RunDir
+    from lottery.reporting.tables import format_table, write_plots
+    from lottery.storage.rundir import RunDir
 
     if args.csv:  # the tidy table (one row per run x level x arm) for pandas, R, a spreadsheet
-        from lottery.frames import load_results
+        from lottery.reporting.frames import load_results
 
         load_results([args.run_dir, *args.more_runs]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     if (Path(args.run_dir) / "summary.json").is_file():  # a compare-inits directory
-        from lottery.compare import format_summary
-        from lottery.io import load_json
-        from lottery.plots import compare_plots
+        from lottery.drivers.compare import format_summary
+        from lottery.storage.atomic import load_json
+        from lottery.reporting.plots import compare_plots
 
         path = Path(args.run_dir) / "summary.json"
         summary = load_json(path)
@@ -92,8 +92,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"\nplots: {', '.join(str(p) for p in plots) or 'none written'}")
         return 0
     if args.more_runs:  # several seeds of one experiment: mean ± std table and bands
-        from lottery.plots import seed_plots
-        from lottery.report import check_seed_runs, format_seeds_table
+        from lottery.reporting.plots import seed_plots
+        from lottery.reporting.tables import check_seed_runs, format_seeds_table
 
         dirs = [args.run_dir, *args.more_runs]
         check_seed_runs(dirs)
@@ -162,7 +162,7 @@ whose dense accuracy is below chance + --stall-margin is marked stalled; one who
 
 
 def cmd_compare_inits(args: argparse.Namespace) -> int:
-    from lottery.compare import compare_inits, format_summary
+    from lottery.drivers.compare import compare_inits, format_summary
 
     opts = options_from_args(CompareOptions, args)
     cfg = config_from_args(args)
@@ -175,7 +175,7 @@ def cmd_compare_inits(args: argparse.Namespace) -> int:
 
 
 def cmd_prune_at_init(args: argparse.Namespace) -> int:
-    from lottery.prune_at_init import format_table, run_prune_at_init
+    from lottery.drivers.prune_at_init import format_table, run_prune_at_init
 
     opts = options_from_args(PruneAtInitOptions, args)
     cfg = config_from_args(args)
@@ -186,8 +186,8 @@ def cmd_prune_at_init(args: argparse.Namespace) -> int:
 
 
 def cmd_gradual(args: argparse.Namespace) -> int:
-    from lottery.gradual import compare_table, preflight, run_gradual
-    from lottery.report import format_table
+    from lottery.drivers.gradual import compare_table, preflight, run_gradual
+    from lottery.reporting.tables import format_table
 
     opts = options_from_args(GradualOptions, args)
     cfg = config_from_args(args)
@@ -195,14 +195,14 @@ def cmd_gradual(args: argparse.Namespace) -> int:
     imp = None
     if opts.with_imp:
         preflight(cfg, *schedule)  # before IMP
-        from lottery.imp import run_imp
+        from lottery.drivers.imp import run_imp
 
         imp = run_imp(cfg)
     results = run_gradual(cfg, *schedule)
     print(format_table(results))
     run_path = Path(cfg.out) / cfg.run_name()
     if imp is None and (run_path / "results.json").exists():
-        from lottery.runs import RunDir
+        from lottery.storage.rundir import RunDir
 
         imp = RunDir(run_path).load_results()
     if imp is not None:
@@ -212,7 +212,7 @@ def cmd_gradual(args: argparse.Namespace) -> int:
 
 
 def cmd_supermask(args: argparse.Namespace) -> int:
-    from lottery.analysis.supermask import format_table, supermask_run
+    from lottery.drivers.supermask import format_table, supermask_run
 
     opts = options_from_args(SupermaskOptions, args)
     results = supermask_run(args.run_dir, opts.densities, opts.criteria or None, opts.scope, opts.seed,
@@ -222,7 +222,7 @@ def cmd_supermask(args: argparse.Namespace) -> int:
 
 
 def cmd_stability(args: argparse.Namespace) -> int:
-    from lottery.analysis.stability import format_result, stability_run
+    from lottery.drivers.stability import format_result, stability_run
 
     opts = options_from_args(StabilityOptions, args)
     result = stability_run(args.run_dir, opts.level, opts.k, opts.seeds, opts.points, progress=opts.progress)

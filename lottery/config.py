@@ -275,7 +275,7 @@ def validate(cfg: Config) -> None:
     INIT_SCHEMES.get(cfg.init)
     PRUNERS.get(cfg.strategy)
     if cfg.log is not None:
-        from lottery.trackers import TRACKERS
+        from lottery.reporting.trackers import TRACKERS
 
         TRACKERS.get(cfg.log)
     check_fraction(cfg.prune_fraction, "prune_fraction")

@@ -28,7 +28,7 @@ from torch import nn
 
 from lottery.errors import ConfigError
 from lottery.masks import Mask
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 
 
 @dataclass(frozen=True)

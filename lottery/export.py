@@ -39,7 +39,7 @@ from torch import nn
 
 from lottery import __version__
 from lottery.errors import ConfigError, CorruptFileError
-from lottery.io import atomic_write
+from lottery.storage.atomic import atomic_write
 from lottery.masks import Mask
 
 FORMAT = "lottery-ticket/1"
@@ -115,7 +115,7 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
     """Export level ``level``'s trained ticket of a run directory (default: ``level_NN/ticket-<layout>.safetensors``)."""
     from lottery.data import load_dataset
     from lottery.models import build_model
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     run = RunDir(run_dir)
     cfg = run.config()

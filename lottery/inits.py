@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from lottery.errors import ConfigError, CorruptFileError
-from lottery.io import torch_load
+from lottery.storage.atomic import torch_load
 from lottery.masks import PRUNABLE_MODULES
 from lottery.registry import Registry
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lottery.errors import CorruptFileError, MaskMismatchError
-from lottery.io import atomic_write, open_regular
+from lottery.storage.atomic import atomic_write, open_regular
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FORMAT = "lottery-mask/1"

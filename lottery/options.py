@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 
 from lottery.config import _opt, load_toml, parse_list, parse_options
 from lottery.errors import ConfigError, LotteryError
-from lottery.grid import EXECUTORS
+from lottery.drivers.grid import EXECUTORS
 
 
 # -- reading a flag's text or a TOML value (each accepts both, so a value read twice stays the same) ----------
@@ -112,13 +112,13 @@ def _two_seeds(v: tuple) -> str | None:
 
 
 def _seeds(v: int | tuple) -> None:
-    from lottery.compare import parse_seeds
+    from lottery.drivers.compare import parse_seeds
 
     parse_seeds(v)
 
 
 def _variants(v: tuple) -> None:
-    from lottery.compare import parse_inits
+    from lottery.drivers.compare import parse_inits
 
     if v:
         parse_inits(v)
@@ -205,7 +205,7 @@ class PruneAtInitOptions(Options):
                              check=_known("lottery.pruning", "PRUNERS", "pruning strategies from"))
     densities: tuple = _densities((0.1, 0.02))
     ablations: tuple = _opt(("shuffled", "reinit"), "ablations of each pruned network: shuffled,reinit or none",
-                            parse=_list(str), check=_known("lottery.prune_at_init", "ABLATIONS", "ablations from"),
+                            parse=_list(str), check=_known("lottery.drivers.prune_at_init", "ABLATIONS", "ablations from"),
                             metavar="A1,A2")
 
 
@@ -221,7 +221,7 @@ class GradualOptions(Options):
     with_imp: bool = _switch(False, "also run (or resume) IMP with the same config and compare")
 
     def check(self) -> None:
-        from lottery.gradual import check_options
+        from lottery.drivers.gradual import check_options
 
         check_options(self.final_densities, self.prune_every, self.begin_step, self.end_step)
 
@@ -234,7 +234,7 @@ class SupermaskOptions(Options):
     studies_run: ClassVar[bool] = True
     densities: tuple = _densities((0.5, 0.2, 0.1, 0.05))
     criteria: tuple = _opt((), "comma-separated criteria, or all (the default)", parse=_criteria,
-                           check=_known("lottery.analysis.supermask", "CRITERIA", "criteria from"),
+                           check=_known("lottery.drivers.supermask", "CRITERIA", "criteria from"),
                            metavar="C1,C2,...")
     scope: str = _opt("layer", "rank weights within each layer (layer) or across all layers (global)", parse=_text,
                       check=_known("lottery.pruning", "SCOPES"))

@@ -3,7 +3,7 @@
 IMP, gradual pruning, pruning at init and the stability study all train through one ``Session``: the same
 verified rewinding, the same training loop, the same ``init.pt`` (drawn once, then only read), the same
 distributed context. A new driver is one module that builds a Session inside ``with RunDir.for_config(cfg):``
-and writes its own results file through ``lottery.io`` (atomic) — it inherits the lock, the damaged-file rules for
+and writes its own results file through ``lottery.storage.atomic`` (atomic) — it inherits the lock, the damaged-file rules for
 ``init.pt`` and DDP.
 """
 from __future__ import annotations
@@ -17,14 +17,14 @@ from lottery import distributed
 from lottery.config import Config
 from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
-from lottery.faults import crash_progress
+from lottery.storage.faults import crash_progress
 from lottery.fused import resolve_pack
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
-from lottery.progress import progress_bar
+from lottery.reporting.progress import progress_bar
 from lottery.rewind import rewind, snapshot
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 from lottery.train import budget_steps, train
 
 
@@ -60,7 +60,7 @@ class Session:
     and under torchrun rank 0 decides and the other ranks receive. A driver trains with ``train_from`` (rewind
     verified bit for bit, then the one training loop, then pruned weights checked to be zero), draws controls
     with ``fresh_init(seed)``, and starts later levels from ``rewind_state(level)``. The run directory's lock is
-    the driver's to hold (``with run:``); IMP (``lottery.imp.Experiment``) is a Session with a level loop.
+    the driver's to hold (``with run:``); IMP (``lottery.drivers.imp.Experiment``) is a Session with a level loop.
     """
 
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):

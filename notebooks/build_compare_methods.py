@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from lottery.config import from_dict
-from lottery.gradual import run_gradual
-from lottery.imp import run_imp
-from lottery.prune_at_init import format_table, run_prune_at_init
+from lottery.drivers.gradual import run_gradual
+from lottery.drivers.imp import run_imp
+from lottery.drivers.prune_at_init import format_table, run_prune_at_init
 
 torch.set_num_threads(1)  # tiny model: one thread is fastest and results do not depend on the core count
 cfg = from_dict({"name": "compare-methods", "dataset": "mnist1d", "model": "mlp", "model_options": {"hidden": [128, 128]},

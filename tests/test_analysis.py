@@ -9,7 +9,7 @@ from lottery.analysis.overlap import (
 )
 from lottery.analysis.profile import plot_profile, sparsity_profile
 from lottery.errors import LotteryError
-from lottery.imp import run_imp
+from lottery.drivers.imp import run_imp
 from lottery.masks import Mask
 from tests.engine_helpers import tiny
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lottery.cli import main
-from lottery.runs import RunDir, RunLockedError
+from lottery.storage.rundir import RunDir, RunLockedError
 from tests.test_cli import _one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,12 +201,12 @@ def test_imp_stops_as_exhausted_after_a_layer_collapses_and_the_table_shows_it(t
 # -- read-only places ------------------------------------------------------------------------------------------
 def test_report_on_a_read_only_run_prints_its_table(seed_runs, capsys, monkeypatch):
     """An archived run: writing its plots fails (simulated: the tests may run as root, whom chmod does not stop)."""
-    import lottery.report
+    import lottery.reporting.tables
 
     def read_only(path, results):
         raise PermissionError(13, "Permission denied", str(Path(path) / "accuracy_vs_density.png"))
 
-    monkeypatch.setattr(lottery.report, "write_plots", read_only)
+    monkeypatch.setattr(lottery.reporting.tables, "write_plots", read_only)
     assert main(["report", str(seed_runs[0])]) == 0
     captured = capsys.readouterr()
     assert "weights %" in captured.out and "status: complete" in captured.out
@@ -214,9 +214,9 @@ def test_report_on_a_read_only_run_prints_its_table(seed_runs, capsys, monkeypat
 
 
 def test_stability_checks_it_can_write_before_training(seed_runs, capsys, monkeypatch):
-    import lottery.runs
+    import lottery.storage.rundir
 
-    monkeypatch.setattr(lottery.runs.os, "access", lambda path, mode: False)  # as a read-only mount answers
+    monkeypatch.setattr(lottery.storage.rundir.os, "access", lambda path, mode: False)  # as a read-only mount answers
     _one_line_error(capsys, ["stability", str(seed_runs[0]), "--level", "1"], "not writable")
     assert not (seed_runs[0] / "stability.json").exists()
 

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-import lottery.imp
+import lottery.drivers.imp
 from lottery.cli import main
-from lottery.compare import (
+from lottery.drivers.compare import (
     InitVariant, comparison_dir, compare_inits, format_summary, mean_std, parse_init_variant, parse_inits, parse_seeds,
     summarize,
 )
@@ -142,7 +142,7 @@ def test_compare_inits_end_to_end_and_reuse(tmp_path, monkeypatch, capsys):
     results_files = sorted((tmp_path / "runs").glob("*/results.json"))
     assert len(results_files) == 4
     mtimes = [p.stat().st_mtime_ns for p in results_files]
-    monkeypatch.setattr(lottery.imp, "run_imp", lambda cfg: pytest.fail(f"retrained {cfg.run_name()}"))
+    monkeypatch.setattr(lottery.drivers.imp, "run_imp", lambda cfg: pytest.fail(f"retrained {cfg.run_name()}"))
     again = compare_inits(base, "xavier_normal,zeros", seeds=2, log=None, plots=False)
     assert [p.stat().st_mtime_ns for p in results_files] == mtimes
     assert again["schemes"] == summary["schemes"]

@@ -7,7 +7,7 @@ import pytest
 from lottery.cli import main
 from lottery.config import from_dict
 from lottery.errors import ConfigError
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 
 from tests.engine_helpers import tiny
 

@@ -20,7 +20,7 @@ import torch
 import lottery as lt
 from lottery.distributed import SINGLE, Dist, from_env
 from lottery.errors import ConfigError
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 from tests.engine_helpers import tiny
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """The README's guarantees, for every driver: killed and resumed, a second process, a damaged stored file.
 
 Each driver runs a tiny synthetic config through the `lottery` command. A kill (SIGKILL at a named point, see
-lottery/faults.py) followed by the same command gives the uninterrupted driver's results file; a second process
+lottery/storage/faults.py) followed by the same command gives the uninterrupted driver's results file; a second process
 on the same run (or the same driver file) is refused in one line and writes nothing; a damaged stored file is
 set aside and recomputed, giving the undamaged results.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lottery.cli import build_parser, config_from_args, main
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 from tests.fault_helpers import run_cli_with_crash
 
 BASE = ["--dataset", "synthetic", "--model", "mlp", "--model-options", "hidden=[16]", "--steps", "30",
@@ -52,7 +52,7 @@ DRIVERS = {
 }
 CASES = [(name, target) for name, d in DRIVERS.items() for target in d.damage]
 _FORKSERVER = multiprocessing.get_context("forkserver")
-_FORKSERVER.set_forkserver_preload(["lottery.cli", "lottery.imp", "tests.fault_helpers"])
+_FORKSERVER.set_forkserver_preload(["lottery.cli", "lottery.drivers.imp", "tests.fault_helpers"])
 
 
 def _run_dir(out: Path) -> Path:

@@ -41,7 +41,7 @@ def test_init_study_tables_read_a_comparison(tmp_path):
     """experiments/init_study.py's tables come from a real (tiny) comparison: labels, densities, IoU baseline."""
     import importlib.util
 
-    from lottery.compare import compare_inits
+    from lottery.drivers.compare import compare_inits
 
     spec = importlib.util.spec_from_file_location("init_study", Path(__file__).parent.parent / "experiments/init_study.py")
     study = importlib.util.module_from_spec(spec)

@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL a real `lottery run` at named points, resume, and get the uninterrupted run bit for bit.
 
-Each case kills a subprocess with ``LOTTERY_CRASH_AT=<point>`` (see lottery/faults.py), checks that it died by
+Each case kills a subprocess with ``LOTTERY_CRASH_AT=<point>`` (see lottery/storage/faults.py), checks that it died by
 SIGKILL, resumes without the variable, and compares results.json (minus wall times), every mask and every level's
 final weights with one uninterrupted reference run. Levels finished before the kill must not be touched.
 """
@@ -19,7 +19,7 @@ import torch
 
 import lottery as lt
 from lottery.cli import build_parser, config_from_args
-from lottery.faults import ENV, crash_point
+from lottery.storage.faults import ENV, crash_point
 from tests.engine_helpers import strip_times
 from tests.fault_helpers import DropoutNet, run_cli_with_crash, run_cli_with_crash_dropout
 
@@ -97,7 +97,7 @@ CASES = [
 # One real `python -m lottery run` per module; the other kills go to processes forked from a server that has
 # imported lottery once: a fresh process each, as the kill must be, without paying torch's import every time.
 _FORKSERVER = multiprocessing.get_context("forkserver")
-_FORKSERVER.set_forkserver_preload(["lottery.cli", "lottery.imp", "tests.fault_helpers"])
+_FORKSERVER.set_forkserver_preload(["lottery.cli", "lottery.drivers.imp", "tests.fault_helpers"])
 
 
 def _killed_run(point: str, out: Path, *, subprocess_cli: bool, args=ARGS, target=run_cli_with_crash) -> None:

@@ -24,7 +24,7 @@ def runs(tmp_path_factory):
 def test_one_row_per_run_level_arm(runs):
     out, imp, mine = runs
     df = lt.load_results(out)
-    from lottery.frames import COLUMNS
+    from lottery.reporting.frames import COLUMNS
 
     assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
     assert len(df) == (1 + 2 * 2) + (1 + 3)  # run_imp: 3 levels, 1 control; find_tickets: 2 levels, 2 controls

@@ -141,8 +141,8 @@ def test_imp_pack_gives_the_unpacked_results(tmp_path, monkeypatch):
     """--pack 3 trains ticket, reinit and random mask of each level together: same masks, same numbers up to
     float rounding (accuracies within one test sample, early-stop steps equal)."""
     from tests.engine_helpers import strip_times, tiny
-    from lottery.imp import run_imp
-    from lottery.runs import RunDir
+    from lottery.drivers.imp import run_imp
+    from lottery.storage.rundir import RunDir
 
     one = run_imp(tiny(tmp_path / "a", levels=2))
     packed_cfg = tiny(tmp_path / "b", levels=2, pack=3)

@@ -7,10 +7,10 @@ import lottery as lt
 from lottery.cli import main
 from lottery.data import load_dataset
 from lottery.errors import ConfigError
-from lottery.gradual import CubicSchedule, compare_table, run_gradual, train_gradual
+from lottery.drivers.gradual import CubicSchedule, compare_table, run_gradual, train_gradual
 from lottery.models import build_model
 from lottery.pruning import kept_counts
-from lottery.report import format_table
+from lottery.reporting.tables import format_table
 from tests.engine_helpers import tiny
 
 

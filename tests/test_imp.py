@@ -12,7 +12,7 @@ import torch
 import lottery as lt
 import lottery.session as session
 from lottery.errors import ConfigError
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 from tests.engine_helpers import strip_times, tiny
 
 

@@ -43,7 +43,8 @@ def test_old_module_names_are_the_moved_modules(old):
 
 
 def test_the_layout_groups_drivers_storage_and_reporting():
-    groups = {"drivers": {"imp", "gradual", "prune_at_init", "stability", "supermask", "compare", "grid", "tickets"},
+    groups = {"drivers": {"imp", "gradual", "prune_at_init", "stability", "supermask", "compare", "grid", "tickets",
+                             "lockstep"},
               "storage": {"rundir", "atomic", "faults"}, "reporting": {"tables", "frames", "trackers", "progress"}}
     for package, modules in groups.items():
         assert modules <= {p.stem for p in (ROOT / "lottery" / package).glob("*.py")}, package
@@ -101,7 +102,7 @@ def test_public_pruning_names_come_from_the_package():
 _NO_PLOTS = """
 import sys, tempfile
 from pathlib import Path
-import lottery, lottery.cli, lottery.imp, lottery.compare, lottery.grid, lottery.lockstep
+import lottery, lottery.cli, lottery.drivers.imp, lottery.drivers.compare, lottery.drivers.grid, lottery.drivers.lockstep
 assert "matplotlib" not in sys.modules, "importing lottery loaded matplotlib"
 from lottery.config import from_dict
 out = Path(tempfile.mkdtemp())

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import lottery as lt
-from lottery.runs import RunDir
-from lottery.tickets import TrainFnError
+from lottery.storage.rundir import RunDir
+from lottery.drivers.tickets import TrainFnError
 from tests.ticket_helpers import accuracy, make_data
 
 

@@ -13,9 +13,9 @@ import threading
 import pytest
 
 import lottery.fused as fused
-from lottery.compare import compare_inits, parse_init_variant
+from lottery.drivers.compare import compare_inits, parse_init_variant
 from lottery.config import from_dict
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 
 N_TEST = 512  # the synthetic data set's test split: one sample is 1/512 of accuracy
 SETTINGS = dict(dataset="synthetic", model_options={"hidden": [8]}, steps=20, eval_every=10, batch_size=32,

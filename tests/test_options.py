@@ -13,10 +13,10 @@ from lottery.errors import ConfigError
 from lottery.options import OPTIONS, GradualOptions, StabilityOptions, flag_name, options_from_args
 from tests.test_cli import _one_line_error
 
-DRIVERS = {"compare-inits": ("lottery.compare", "compare_inits"), "prune-at-init": ("lottery.prune_at_init",
-           "run_prune_at_init"), "gradual": ("lottery.gradual", "run_gradual"),
-           "supermask": ("lottery.analysis.supermask", "supermask_run"),
-           "stability": ("lottery.analysis.stability", "stability_run"), "export": ("lottery.export", "export_run")}
+DRIVERS = {"compare-inits": ("lottery.drivers.compare", "compare_inits"), "prune-at-init": ("lottery.drivers.prune_at_init",
+           "run_prune_at_init"), "gradual": ("lottery.drivers.gradual", "run_gradual"),
+           "supermask": ("lottery.drivers.supermask", "supermask_run"),
+           "stability": ("lottery.drivers.stability", "stability_run"), "export": ("lottery.export", "export_run")}
 TRAINING = "dataset = \"synthetic\"\nsteps = 20\nlevels = 1\n"  # the experiment, at the top level of the file
 
 

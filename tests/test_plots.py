@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lottery.compare import InitVariant, summarize
-from lottery.imp import run_imp
-from lottery.plots import COMPARE_FILES, RUN_FILES, compare_plots, input_shape_of, run_plots, seed_plots
-from lottery.plots.run import first_layer_pixels
+from lottery.drivers.compare import InitVariant, summarize
+from lottery.drivers.imp import run_imp
+from lottery.reporting.plots import COMPARE_FILES, RUN_FILES, compare_plots, input_shape_of, run_plots, seed_plots
+from lottery.reporting.plots.run import first_layer_pixels
 from lottery.masks import Mask
-from lottery.report import write_plots
+from lottery.reporting.tables import write_plots
 from tests.engine_helpers import tiny
 
 

@@ -12,8 +12,8 @@ import lottery.session as session
 from lottery.cli import main
 from lottery.errors import ConfigError
 from lottery.models import MODELS, register_module
-from lottery.prune_at_init import run_prune_at_init
-from lottery.runs import RunDir
+from lottery.drivers.prune_at_init import run_prune_at_init
+from lottery.storage.rundir import RunDir
 from lottery.train import evaluate, lr_factor, make_optimizer, train
 from tests.engine_helpers import strip_times, tiny
 
@@ -248,7 +248,7 @@ def test_results_and_report_name_both_accuracies(tmp_path):
         for r in [e, *e["controls"].values()]:
             assert 0 <= r["early_stop_test_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1
     assert _run_dir(cfg).load_results() == results  # the results schema's validator accepts the new field
-    from lottery.report import format_table
+    from lottery.reporting.tables import format_table
 
     table = format_table(results)
     assert "final step" in table and "early_stop_test_accuracy" in table

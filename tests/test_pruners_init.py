@@ -11,7 +11,7 @@ import lottery as lt
 from lottery.errors import ConfigError
 from lottery.cli import main
 from lottery.pruning import PRUNERS, collapsed_layers
-from lottery.prune_at_init import format_table, run_prune_at_init
+from lottery.drivers.prune_at_init import format_table, run_prune_at_init
 from lottery.pruning import grasp_scores, kept_counts, prune_iteratively, snip_scores, synflow_scores
 
 from tests.engine_helpers import tiny

@@ -5,7 +5,7 @@ import torch
 
 import lottery as lt
 from lottery.errors import RewindCheckError
-from lottery.runs import RunDir, RunLockedError
+from lottery.storage.rundir import RunDir, RunLockedError
 from tests.engine_helpers import tiny
 
 

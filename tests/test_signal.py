@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lottery as lt
-from lottery.plots import RUN_FILES, run_plots
+from lottery.reporting.plots import RUN_FILES, run_plots
 from lottery.signal import SignalProbe
 from lottery.train import train
 from tests.engine_helpers import strip_times, tiny

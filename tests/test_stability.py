@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import lottery as lt
-from lottery.analysis.stability import instability, interpolate_errors, recompute_batchnorm, stability_run
+from lottery.drivers.stability import instability, interpolate_errors, recompute_batchnorm, stability_run
 from lottery.cli import main
 from lottery.data import load_dataset
 from lottery.models import build_model

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lottery as lt
-from lottery.analysis.supermask import (CRITERIA, evaluate_supermasks, format_table, masked_untrained, supermask,
+from lottery.drivers.supermask import (CRITERIA, evaluate_supermasks, format_table, masked_untrained, supermask,
                                        supermask_run)
 from lottery.cli import main
 from tests.engine_helpers import tiny

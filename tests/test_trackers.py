@@ -6,7 +6,7 @@ import pytest
 import lottery as lt
 from lottery.cli import main
 from lottery.errors import ConfigError
-from lottery.trackers import open_tracker
+from lottery.reporting.trackers import open_tracker
 from tests.engine_helpers import tiny
 from tests.ticket_helpers import Loop, make_model
 

@@ -53,7 +53,7 @@ def weight_histograms(run_dir: str | os.PathLike, level: int, bins: int = 40, en
     Returns ``{"level", "density", "layer", "init": {...}, "final": {...}}`` with each part as
     ``kept_pruned_histograms`` gives it.
     """
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     run = RunDir(run_dir)
     mask = run.load_mask(level)

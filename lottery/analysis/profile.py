@@ -63,7 +63,7 @@ def sparsity_profile(source: dict | str | os.PathLike, measure: str = "sparsity"
 
 
 def _load(path) -> dict:
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     path = Path(path)
     results = RunDir(path.parent if path.is_file() else path).load_results()

@@ -17,7 +17,7 @@ import torch
 
 from lottery.data.base import DATASETS, Source, cache_dir
 from lottery.errors import ConfigError
-from lottery.io import atomic_write
+from lottery.storage.atomic import atomic_write
 
 _KEYS = ("x", "y", "x_test", "y_test")
 

@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.compare.mean_std)
+from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.compare.mean_std)
 from lottery.config import Config
 from lottery.errors import ConfigError
 from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  (public here too)
-from lottery.io import save_json
+from lottery.storage.atomic import save_json
 
 CONTROL_KEYS = ("reinit", "random_mask")
 
@@ -91,7 +90,7 @@ def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequenc
 
 def _run_finished(cfg: Config) -> dict | None:
     """The results of ``cfg``'s run when it already finished (complete or diverged), without touching its files."""
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     path = Path(cfg.out) / cfg.run_name()
     if not (path / "results.json").is_file():
@@ -124,10 +123,10 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     """Run (or reuse) IMP for every init variant and seed; write and return the summary.
 
     ``jobs`` > 1 runs the unfinished (variant, seed) trunks in that many worker processes, and ``executor=
-    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/grid.py. The workers are spawned
+    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/drivers/grid.py. The workers are spawned
     processes that import the calling script, so a script calling this with ``jobs`` > 1 needs the
     ``if __name__ == "__main__":`` guard. Otherwise, a ``pack`` > 1 in ``base_cfg`` (``auto``: lottery/fused.py)
-    advances all trunks in lockstep, their runs fused (lottery/lockstep.py). The summary is built once all are
+    advances all trunks in lockstep, their runs fused (lottery/drivers/lockstep.py). The summary is built once all are
     done.
 
     >>> import tempfile
@@ -168,7 +167,7 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     out_dir.mkdir(parents=True, exist_ok=True)
     save_json(out_dir / "summary.json", summary)
     if plots:
-        from lottery.plots import compare_plots
+        from lottery.reporting.plots import compare_plots
 
         summary_plots = compare_plots(out_dir, summary)
         if log:
@@ -178,8 +177,8 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
 
 def _run_serial(configs: dict, log) -> dict:
     """One trunk after another, each reused when it finished already."""
-    from lottery.imp import run_imp
-    from lottery.runs import RunLockedError
+    from lottery.drivers.imp import run_imp
+    from lottery.storage.rundir import RunLockedError
 
     done = {}
     for i, ((label, seed), cfg) in enumerate(configs.items(), start=1):
@@ -196,8 +195,8 @@ def _run_serial(configs: dict, log) -> dict:
 
 
 def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log) -> dict:
-    """The unfinished trunks through lottery.grid (worker processes or submitit); every trunk's results."""
-    from lottery.grid import check, run_grid
+    """The unfinished trunks through lottery.drivers.grid (worker processes or submitit); every trunk's results."""
+    from lottery.drivers.grid import check, run_grid
 
     check(jobs, executor, submitit)
     pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
@@ -210,8 +209,8 @@ def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: b
 
 
 def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, log) -> dict:
-    """The unfinished trunks level by level together, their runs fused up to ``pack`` per pass (lottery/lockstep.py)."""
-    from lottery.lockstep import run_lockstep
+    """The unfinished trunks level by level together, their runs fused up to ``pack`` per pass (lottery/drivers/lockstep.py)."""
+    from lottery.drivers.lockstep import run_lockstep
     from lottery.session import data_key
 
     pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
@@ -225,7 +224,7 @@ def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, 
 def _collect(configs: dict, done: dict, log) -> dict:
     """Every trunk's results and run directory: run now (``done``), finished before, or — held by another process
     all along (a second grid on this runs directory) — waited for, then reused or resumed."""
-    from lottery.imp import run_imp_when_free
+    from lottery.drivers.imp import run_imp_when_free
 
     return {key: {"results": done.get(key) or _run_finished(cfg) or run_imp_when_free(cfg, log),
                   "run_dir": str(Path(cfg.out) / cfg.run_name())} for key, cfg in configs.items()}

@@ -10,7 +10,7 @@ density. It runs through the one training loop, ``lottery.train.train``, whose s
 Weights pruned mid-run also lose their optimizer state (momentum, Adam moments), or they would keep moving.
 
 Results go to ``gradual.json`` in the IMP run directory of the same config (same ``init.pt``), with entries
-shaped like IMP levels, so ``lottery.report.format_table`` prints them and IMP vs gradual is one table.
+shaped like IMP levels, so ``lottery.reporting.tables.format_table`` prints them and IMP vs gradual is one table.
 """
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ from torch import nn
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
-from lottery.faults import crash_progress
-from lottery.imp import Experiment
-from lottery.io import load_json, save_json
+from lottery.storage.faults import crash_progress
+from lottery.drivers.imp import Experiment
+from lottery.storage.atomic import load_json, save_json
 from lottery.masks import Mask
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
 from lottery.rewind import rewind
-from lottery.runs import RunDir, valid_level
+from lottery.storage.rundir import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, train
 
 RESULTS_FILE = "gradual.json"

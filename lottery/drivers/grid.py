@@ -45,8 +45,8 @@ def run_trunk(cfg: Config, threads: int | None = None) -> dict | None:
     another process holds the run: the worker moves on, and the grid comes back to it at the end."""
     import torch
 
-    from lottery.imp import run_imp
-    from lottery.runs import RunLockedError
+    from lottery.drivers.imp import run_imp
+    from lottery.storage.rundir import RunLockedError
 
     if threads:
         torch.set_num_threads(threads)
@@ -78,7 +78,7 @@ def run_grid(configs: Sequence[Config], *, jobs: int = 1, executor: str = "local
     others are done, this process waits for the holder (one ``log`` line) and then reuses the run it finished,
     or resumes it had the holder died.
     """
-    from lottery.imp import run_imp_when_free
+    from lottery.drivers.imp import run_imp_when_free
 
     check(jobs, executor, submitit)
     if executor == "submitit":

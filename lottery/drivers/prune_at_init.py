@@ -17,11 +17,11 @@ import sys
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
-from lottery.imp import Experiment, derived_seed
-from lottery.io import finite, load_json, save_json
+from lottery.drivers.imp import Experiment, derived_seed
+from lottery.storage.atomic import finite, load_json, save_json
 from lottery.masks import Mask
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
-from lottery.runs import RunDir, refuse_symlink, valid_level
+from lottery.storage.rundir import RunDir, refuse_symlink, valid_level
 
 RESULTS_FILE = "prune_at_init.json"
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")

@@ -27,8 +27,8 @@ from torch import nn
 
 from lottery.config import Config
 from lottery.errors import ConfigError
-from lottery.faults import crash_progress
-from lottery.io import finite, save_json
+from lottery.storage.faults import crash_progress
+from lottery.storage.atomic import finite, save_json
 from lottery.masks import Mask
 from lottery.rewind import rewind, snapshot
 from lottery.train import budget_steps, evaluate, train
@@ -118,8 +118,8 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
     """``instability`` for level ``level`` of an IMP run: its mask and rewind state. Results accumulate in
     ``stability.json`` (a finished (level, k, seeds, points) is returned, not recomputed) and the plot is
     ``stability_level_NN_kK.png`` in the run directory."""
-    from lottery.imp import Experiment
-    from lottery.runs import RunDir, check_writable
+    from lottery.drivers.imp import Experiment
+    from lottery.storage.rundir import RunDir, check_writable
 
     run = RunDir(run_dir)
     cfg = run.config()
@@ -152,7 +152,7 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
 
 def valid_results(stored: object) -> bool:
     """stability.json: entries with finite errors in [0, 1] and a finite instability."""
-    from lottery.runs import valid_values
+    from lottery.storage.rundir import valid_values
 
     entries = stored.get("entries") if isinstance(stored, dict) else None
     return isinstance(entries, list) and all(
@@ -168,7 +168,7 @@ def plot_path_errors(result: dict, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lottery.plots.common import save
+    from lottery.reporting.plots.common import save
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(result["alphas"], [100 * e for e in result["errors"]], marker="o", ms=3)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lottery.errors import ConfigError
-from lottery.io import save_json
+from lottery.storage.atomic import save_json
 from lottery.masks import Mask
 from lottery.pruning import prune_by_scores
 from lottery.registry import Registry
@@ -133,8 +133,8 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
                   seed: int = 0, progress: bool = False) -> dict:
     """Supermasks of an IMP run directory: ``init.pt`` and the dense run's ``level_00/final.pt``; the results are
     also written to ``supermask.json`` there."""
-    from lottery.imp import Experiment
-    from lottery.runs import RunDir, check_writable, refuse_symlink
+    from lottery.drivers.imp import Experiment
+    from lottery.storage.rundir import RunDir, check_writable, refuse_symlink
 
     run = RunDir(run_dir)
     cfg = run.config()

@@ -26,11 +26,11 @@ from torch import nn
 from lottery import __version__
 from lottery.config import CONTROLS, parse_list
 from lottery.errors import ConfigError, CorruptFileError, LotteryError, MaskMismatchError
-from lottery.faults import crash_point
+from lottery.storage.faults import crash_point
 from lottery.masks import Mask
 from lottery.prune import SCOPES, check_fraction, collapsed_layers, prune_magnitude, random_mask_like
 from lottery.rewind import rewind, snapshot
-from lottery.runs import RunDir
+from lottery.storage.rundir import RunDir
 
 ARMS = ("ticket", *CONTROLS)
 DEFAULTS = {"levels": 5, "prune_fraction": 0.2, "scope": "global", "rewind": "init", "controls": list(CONTROLS),
@@ -227,7 +227,7 @@ def find_tickets(
         raise ConfigError(f"reinit must be a function reinit(model, seed), got {type(reinit).__name__}")
     settings = _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed)
     if log is not None:
-        from lottery.trackers import TRACKERS
+        from lottery.reporting.trackers import TRACKERS
 
         TRACKERS.get(log)  # an unknown name fails before the run directory is made
     entry_state = snapshot(model)
@@ -254,7 +254,7 @@ def find_tickets(
         config = {"name": name, "model": type(model).__name__, "dataset": dataset, "init": f"given:{hashed['init']}",
                   **settings, "out": str(out), "prunable": prunable}
         run = RunDir.for_settings(Path(out) / f"{name}-{digest}", hashed, config, driver="find_tickets")
-        from lottery.trackers import open_tracker
+        from lottery.reporting.trackers import open_tracker
 
         with run, open_tracker(log, run.path) as tracker:
             results = _Tickets(model, train_fn, run, settings, init_state, include, reinit, progress, tracker,
@@ -471,7 +471,7 @@ class _Tickets:
         return entry
 
     def _run_controls(self, level: int, entry: dict) -> None:
-        from lottery.imp import derived_seed  # the same per-control seeds as run_imp
+        from lottery.drivers.imp import derived_seed  # the same per-control seeds as run_imp
 
         if level == 0:
             return

@@ -19,7 +19,7 @@ _SKIP = {"level", "density", "num_kept", "layer_density", "collapsed_layers", "c
 
 def _run_dirs(path: Path) -> list[tuple[Path, str | None]]:
     """(run directory, init label) for a run, a compare-inits directory, or a directory holding runs."""
-    from lottery.io import load_json
+    from lottery.storage.atomic import load_json
 
     if (path / "config.json").is_file():
         return [(path, None)]
@@ -34,7 +34,7 @@ def _run_dirs(path: Path) -> list[tuple[Path, str | None]]:
 
 
 def _rows(run_dir: Path, label: str | None) -> list[dict]:
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     run = RunDir(run_dir)
     config = run.settings()

@@ -67,7 +67,7 @@ def check_seed_runs(dirs: list[str]) -> None:
     """Runs averaged together must be one experiment under several seeds: the same run twice, or runs that
     differ in any other setting, are refused with the setting named."""
     from lottery.errors import LotteryError
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     seen, first = {}, None
     for d in dirs:
@@ -90,6 +90,6 @@ def check_seed_runs(dirs: list[str]) -> None:
 
 def write_plots(run_path: str | Path, results: dict) -> list[Path]:
     """Write the run's PNG plots beside its results; returns their paths."""
-    from lottery.plots import run_plots
+    from lottery.reporting.plots import run_plots
 
     return run_plots(Path(run_path), results)

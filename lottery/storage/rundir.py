@@ -16,7 +16,7 @@ import torch
 from lottery import __version__
 from lottery.config import Config, from_dict
 from lottery.errors import ConfigError, CorruptFileError, LotteryError
-from lottery.io import finite, load_json, load_tensors, save_json, save_tensors
+from lottery.storage.atomic import finite, load_json, load_tensors, save_json, save_tensors
 from lottery.masks import Mask
 
 

@@ -13,7 +13,7 @@ COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 def save(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG (atomically: a temp file renamed) and close it."""
-    from lottery.io import atomic_write
+    from lottery.storage.atomic import atomic_write
 
     path = Path(path)
     fig.tight_layout()

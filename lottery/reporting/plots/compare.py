@@ -1,4 +1,4 @@
-"""Figures of an init-scheme comparison, drawn from ``summary.json`` (``lottery.compare``): mean ± std over seeds."""
+"""Figures of an init-scheme comparison, drawn from ``summary.json`` (``lottery.drivers.compare``): mean ± std over seeds."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from lottery.plots.common import COLORS, band, density_axis, legend, save
+from lottery.reporting.plots.common import COLORS, band, density_axis, legend, save
 
 COMPARE_FILES = {
     "accuracy": "compare_accuracy_vs_density.png",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from lottery.plots.common import band, density_axis, legend, plain_log_ticks, save
-from lottery.plots.signal import plot_layer_signal
+from lottery.reporting.plots.common import band, density_axis, legend, plain_log_ticks, save
+from lottery.reporting.plots.signal import plot_layer_signal
 from lottery.stats import mean_std
 
 SERIES = (("ticket", None), ("reinit", "reinit"), ("random mask", "random_mask"))
@@ -192,7 +192,7 @@ def _pick_levels(levels: list[int], n: int) -> list[int]:
 
 def plot_mask_pixels(run_path, results: dict, input_shape=None, levels=None, max_panels: int = 6):
     """The first layer's kept fraction per input pixel, one panel per level (a few levels); None if not an image."""
-    from lottery.runs import RunDir
+    from lottery.storage.rundir import RunDir
 
     input_shape = input_shape or input_shape_of(results.get("config", {}))
     if image_shape(input_shape) is None:

@@ -20,10 +20,10 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable, Hashable, Sequence
 
 from lottery.config import Config
-from lottery.faults import crash_progress
-from lottery.progress import progress_bar
+from lottery.storage.faults import crash_progress
+from lottery.reporting.progress import progress_bar
 from lottery.rewind import rewind
-from lottery.runs import RunLockedError
+from lottery.storage.rundir import RunLockedError
 from lottery.session import check_pruned_zero, data_key, load_data
 
 # what may differ between runs of one fused pass: each network gets its own init and data order (seed); the rest
@@ -81,7 +81,7 @@ def run_lockstep(configs: dict[Hashable, Config], pack: int, *, datasets: dict |
     pending runs of its next level are trained together (``train_ahead``), then each trunk records and prunes.
     One data set is loaded per ``data_key`` and shared (``datasets``: data_key -> data set the caller loaded
     already). Returns key -> results.json's content, without the runs another process held when they were opened."""
-    from lottery.imp import open_experiment
+    from lottery.drivers.imp import open_experiment
 
     datasets = dict(datasets or {})
     with ExitStack() as stack:
