@@ -5,13 +5,14 @@
 Prints (1) whether IMP rescues a poor init: each scheme's dense accuracy, its best ticket (level, density,
 accuracy, mean ± std over seeds) and the gap to the best dense network of the comparison; and (2) how much the
 tickets of different schemes share at one level: IoU of their masks (first seed) next to the IoU two independent
-random masks of those densities would have.
+random masks of those densities would have; and (3) the same for every (scheme, seed) of the first two seeds, so
+that tickets of two schemes are also compared from independent draws.
 """
 from __future__ import annotations
 
 import argparse
 
-from lottery.analysis.overlap import overlap_across_schemes
+from lottery.analysis.overlap import overlap_across_runs, overlap_across_schemes
 from lottery.storage.atomic import load_json
 
 
@@ -50,6 +51,25 @@ def overlap_table(comparison_dir: str, level: int) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(summary: dict, level: int) -> str:
+    """IoU of the masks of every (scheme, seed) pair of the first two seeds, schemes that trained (status ok):
+    same scheme and other seed shows how much a ticket depends on its draw; other scheme and other seed compares
+    two independent inits (with one seed, two schemes draw the same N(0, 1) numbers and differ only in scale)."""
+    seeds = summary["seeds"][:2]
+    runs = {f"{s['label'][:10]}/s{r['seed']}": r["run_dir"] for s in summary["schemes"] if s["status"] == "ok"
+            for r in s["runs"] if r["seed"] in seeds}
+    if len(runs) < 2:
+        return "mask IoU across seeds: needs two runs that trained"
+    ov = overlap_across_runs(runs, level)
+    base = ov.random_baseline()
+    width = max(len(x) for x in ov.labels)
+    lines = [f"mask IoU at level {level} between (scheme, seed) pairs, seeds {seeds}; random masks of those "
+             f"densities: {base[0, 1]:.2f}", " " * width + " " + " ".join(f"{x:>13}" for x in ov.labels)]
+    for i, a in enumerate(ov.labels):
+        lines.append(f"{a:<{width}} " + " ".join(f"{ov.matrix[i, j]:13.2f}" for j in range(len(ov.labels))))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comparison_dir")
@@ -59,6 +79,8 @@ def main() -> None:
     print(rescue_table(summary))
     print()
     print(overlap_table(args.comparison_dir, args.level))
+    print()
+    print(seeds_table(summary, args.level))
 
 
 if __name__ == "__main__":

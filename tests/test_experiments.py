@@ -48,9 +48,13 @@ def test_init_study_tables_read_a_comparison(tmp_path):
     spec.loader.exec_module(study)
     base = from_dict({"dataset": "synthetic", "levels": 2, "steps": 40, "eval_every": 20, "controls": "none",
                       "progress": False, "out": str(tmp_path)})
-    summary = compare_inits(base, "kaiming_normal,zeros", seeds=1, plots=False, log=None)
+    summary = compare_inits(base, "kaiming_normal,zeros", seeds=2, plots=False, log=None)
     rescue = study.rescue_table(summary)
     assert "best dense network: kaiming_normal" in rescue and "stalled" in rescue.splitlines()[-1]
     overlap = study.overlap_table(summary["comparison_dir"], level=2)
     assert "kaiming_normal" in overlap and "1.00 [1.00]" in overlap  # the diagonal
     assert "[0.47]" in overlap  # independent random masks at 64 % density: 0.64² / (2·0.64 − 0.64²) = 0.47
+    seeds = study.seeds_table(summary, level=2).splitlines()
+    assert "random masks of those densities: 0.47" in seeds[0]
+    assert seeds[1].split() == ["kaiming_no/s0", "kaiming_no/s1"]  # the stalled scheme's masks are left out
+    assert seeds[2].split()[1] == "1.00" and 0.0 < float(seeds[2].split()[2]) < 1.0  # itself; the other seed
