@@ -161,6 +161,14 @@ def _shutdown() -> None:
         td.destroy_process_group()
 
 
+def refuse_processes(driver: str) -> None:
+    """One line instead of N processes fighting over one run directory: only IMP (``run``, ``compare-inits``
+    trunks) splits its batches over torchrun's processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"{driver} runs in one process; start it without torchrun (only `lottery run` uses "
+                          "several processes)")
+
+
 def is_main_process() -> bool:
     """False on the non-zero ranks of a torchrun job (which neither print tables nor write plots)."""
     if td.is_available() and td.is_initialized():

@@ -179,3 +179,13 @@ def test_a_run_study_leaves_the_trunks_temp_files_and_the_trunk_leaves_its(tmp_p
     with RunDir(run, lock=".stability.json.lock"):  # the study's lock: its own stale temp goes
         pass
     assert not ours.exists() and theirs.exists()
+
+
+@pytest.mark.parametrize("name", [n for n in DRIVERS if n != "run"])
+def test_one_process_drivers_refuse_torchrun_in_one_line(tmp_path, monkeypatch, capsys, name):
+    """Only IMP splits batches over torchrun's processes; the others say so instead of N processes racing."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(_argv(DRIVERS[name], tmp_path / "runs")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "without torchrun" in err, err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.json"))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from lottery import __version__
+from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
 from lottery.storage.faults import crash_progress
@@ -132,6 +132,7 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
+    distributed.refuse_processes("gradual pruning")
     densities = check_options(final_densities, every, begin_step, end_step)
     run = RunDir.for_config(cfg)
     with run:

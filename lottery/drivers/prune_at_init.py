@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from lottery import __version__
+from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.drivers.imp import Experiment, derived_seed
@@ -44,6 +44,7 @@ def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
+    distributed.refuse_processes("prune-at-init")
     for s in strategies:
         PRUNERS.get(s)
     bad = [a for a in ablations if a not in ABLATIONS]

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lottery import distributed
 from lottery.config import Config
 from lottery.errors import ConfigError
 from lottery.storage.faults import crash_progress
@@ -121,6 +122,7 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
     from lottery.drivers.imp import Experiment
     from lottery.storage.rundir import RunDir, check_writable
 
+    distributed.refuse_processes("stability")
     run = RunDir(run_dir)
     cfg = run.config()
     # It reads the run's files and writes only stability.json, under that file's own lock: two studies of one

@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from lottery import distributed
 from lottery.errors import ConfigError
 from lottery.storage.atomic import save_json
 from lottery.masks import Mask
@@ -136,6 +137,7 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
     from lottery.drivers.imp import Experiment
     from lottery.storage.rundir import RunDir, check_writable, refuse_symlink
 
+    distributed.refuse_processes("supermask")
     run = RunDir(run_dir)
     cfg = run.config()
     final = run.load_state("level_00/final.pt")
