@@ -125,6 +125,13 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
     distributed.refuse_processes("stability")
     run = RunDir(run_dir)
     cfg = run.config()
+    results = run.load_results()  # the level must be finished and ok: checked before anything is written
+    entry = next((e for e in (results or {}).get("levels", []) if e["level"] == level), None)
+    if entry is None or (level > 0 and run.load_mask(level) is None):
+        raise ConfigError(f"{run.path} has no finished level {level} yet; run that level first")
+    if entry["status"] != "ok":
+        raise ConfigError(f"level {level} of {run.path} diverged: its weights mean nothing to interpolate; "
+                          "pick a level whose status is ok")
     # It reads the run's files and writes only stability.json, under that file's own lock: two studies of one
     # run never interleave, while the IMP run (the trunk's lock) may go on.
     with run.for_driver(RESULTS_FILE):
@@ -132,13 +139,6 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
         key = {"level": level, "k": k, "seeds": list(seeds), "points": points}
         found = next((e for e in stored["entries"] if all(e.get(a) == b for a, b in key.items())), None)
         if found is None:
-            results = run.load_results()
-            entry = next((e for e in (results or {}).get("levels", []) if e["level"] == level), None)
-            if entry is None or (level > 0 and run.load_mask(level) is None):
-                raise ConfigError(f"{run.path} has no finished level {level} yet; run that level first")
-            if entry["status"] != "ok":
-                raise ConfigError(f"level {level} of {run.path} diverged: its weights mean nothing to interpolate; "
-                                  "pick a level whose status is ok")
             check_writable(run.path)  # before the training, not after it
             exp = Experiment(cfg, run)
             mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
