@@ -6,7 +6,8 @@ Prints (1) whether IMP rescues a poor init: each scheme's dense accuracy, its be
 accuracy, mean ± std over seeds) and the gap to the best dense network of the comparison; and (2) how much the
 tickets of different schemes share at one level: IoU of their masks (first seed) next to the IoU two independent
 random masks of those densities would have; and (3) the same for every (scheme, seed) of the first two seeds, so
-that tickets of two schemes are also compared from independent draws.
+that tickets of two schemes are also compared from independent draws; and (4) what the comparison cost in
+training time.
 """
 from __future__ import annotations
 
@@ -70,6 +71,19 @@ def seeds_table(summary: dict, level: int) -> str:
     return "\n".join(lines)
 
 
+def time_line(summary: dict) -> str:
+    """What the comparison cost: training runs and their summed wall time (each run's own clock, so runs that
+    shared the CPU with others count their slower time)."""
+    total, runs = 0.0, 0
+    for s in summary["schemes"]:
+        for r in s["runs"]:
+            for e in load_json(f"{r['run_dir']}/results.json")["levels"]:
+                for run in [e, *e.get("controls", {}).values()]:
+                    if run.get("wall_time") is not None:
+                        total, runs = total + run["wall_time"], runs + 1
+    return f"training: {runs} runs, {total / 3600:.2f} h of summed wall time ({total / max(runs, 1):.1f} s per run)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comparison_dir")
@@ -81,6 +95,8 @@ def main() -> None:
     print(overlap_table(args.comparison_dir, args.level))
     print()
     print(seeds_table(summary, args.level))
+    print()
+    print(time_line(summary))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def test_init_study_tables_read_a_comparison(tmp_path):
     overlap = study.overlap_table(summary["comparison_dir"], level=2)
     assert "kaiming_normal" in overlap and "1.00 [1.00]" in overlap  # the diagonal
     assert "[0.47]" in overlap  # independent random masks at 64 % density: 0.64² / (2·0.64 − 0.64²) = 0.47
+    assert study.time_line(summary).startswith("training: 12 runs")  # 2 schemes x 2 seeds x (dense + 2 levels)
     seeds = study.seeds_table(summary, level=2).splitlines()
     assert "random masks of those densities: 0.47" in seeds[0]
     assert seeds[1].split() == ["kaiming_no/s0", "kaiming_no/s1"]  # the stalled scheme's masks are left out
