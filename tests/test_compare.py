@@ -193,3 +193,15 @@ def test_cli_compare_inits_reads_inits_and_seeds_from_the_config_file(tmp_path, 
     capsys.readouterr()
     assert main(["compare-inits", *FLAGS, "--out", str(tmp_path)]) == 2
     assert "--inits" in capsys.readouterr().err
+
+
+def test_a_long_variant_label_gets_its_own_line_and_the_columns_stay_aligned():
+    long = "checkpoint:path=runs/some_source-0123456789/level_00/final.pt:exclude=fc13"
+    scheme = {"label": long, "status": "diverged", "diverged_runs": [], "smallest_matching_density": None,
+              "dense": {"test_accuracy": {"mean": None, "std": None}, "early_stop_step": {"mean": None, "std": None}},
+              "match_tolerance_used": 0.01, "levels": []}
+    short = {**scheme, "label": "zeros"}
+    table = format_summary({"seeds": [0], "chance_accuracy": 0.1, "schemes": [short, scheme], "match_rule": "r"})
+    rows = table.splitlines()
+    assert rows[4] == long
+    assert rows[5].index("diverged") == rows[3].index("diverged") == rows[1].index("status")

@@ -360,7 +360,11 @@ def format_summary(summary: dict) -> str:
         status = s["status"]
         if status == "ok" and s["diverged_runs"]:
             status = f"ok ({len(s['diverged_runs'])} run diverged)"
-        lines.append(f"{s['label']:<24} {status:<9} {_ms(s['dense']['test_accuracy']):>12} "
+        label = s["label"]
+        if len(label) > 24:  # a long variant (a checkpoint's path) on its own line, its numbers aligned below
+            lines.append(label)
+            label = ""
+        lines.append(f"{label:<24} {status:<9} {_ms(s['dense']['test_accuracy']):>12} "
                      f"{_ms(s['dense']['early_stop_step'], pct=False):>11} "
                      f"{'-' if smallest is None else f'{100 * smallest:.2f}':>16} "
                      f"{_ms(there['ticket']) if there else '-':>14}")
