@@ -12,9 +12,16 @@ training time.
 from __future__ import annotations
 
 import argparse
+import re
 
 from lottery.analysis.overlap import overlap_across_runs, overlap_across_schemes
 from lottery.storage.atomic import load_json
+
+
+def _short(label: str) -> str:
+    """A variant's label without its checkpoint path: checkpoint:path=runs/x/final.pt:exclude=fc13 ->
+    checkpoint:path=…:exclude=fc13."""
+    return re.sub(r"path=[^:]*", "path=…", label)
 
 
 def _pct(stat: dict | None) -> str:
@@ -27,14 +34,14 @@ def rescue_table(summary: dict) -> str:
     ok = [s for s in summary["schemes"] if s["dense"]["test_accuracy"]["mean"] is not None]
     best_dense = max(ok, key=lambda s: s["dense"]["test_accuracy"]["mean"])
     ref = best_dense["dense"]["test_accuracy"]["mean"]
-    lines = [f"best dense network: {best_dense['label']} {100 * ref:.2f} %",
+    lines = [f"best dense network: {_short(best_dense['label'])} {100 * ref:.2f} %",
              f"{'scheme':<24} {'status':<9} {'dense':>13} {'best ticket':>13} {'level':>5} {'weights %':>9} "
              f"{'ticket - best dense':>19}"]
     for s in summary["schemes"]:
         rows = [r for r in s["levels"] if r["level"] > 0 and r["ticket"]["mean"] is not None]
         best = max(rows, key=lambda r: r["ticket"]["mean"], default=None)
         gap = f"{100 * (best['ticket']['mean'] - ref):+19.2f}" if best else f"{'-':>19}"
-        lines.append(f"{s['label']:<24} {s['status']:<9} {_pct(s['dense']['test_accuracy']):>13} "
+        lines.append(f"{_short(s['label']):<24} {s['status']:<9} {_pct(s['dense']['test_accuracy']):>13} "
                      f"{_pct(best['ticket'] if best else None):>13} {best['level'] if best else '-':>5} "
                      f"{100 * best['density'] if best else 0:9.1f} {gap}")
     return "\n".join(lines)
@@ -43,10 +50,11 @@ def rescue_table(summary: dict) -> str:
 def overlap_table(comparison_dir: str, level: int) -> str:
     ov = overlap_across_schemes(comparison_dir, level)
     base = ov.random_baseline()
-    width = max(len(x) for x in ov.labels)
+    labels = [_short(x) for x in ov.labels]
+    width = max(len(x) for x in labels)
     lines = [f"mask IoU between schemes at level {level} (first seed); [random masks of those densities]",
-             " " * width + "  " + "  ".join(f"{x[:12]:>12}" for x in ov.labels)]
-    for i, a in enumerate(ov.labels):
+             " " * width + "  " + "  ".join(f"{x[:12]:>12}" for x in labels)]
+    for i, a in enumerate(labels):
         cells = [f"{ov.matrix[i, j]:.2f} [{base[i, j]:.2f}]" for j in range(len(ov.labels))]
         lines.append(f"{a:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
@@ -57,7 +65,7 @@ def seeds_table(summary: dict, level: int) -> str:
     same scheme and other seed shows how much a ticket depends on its draw; other scheme and other seed compares
     two independent inits (with one seed, two schemes draw the same N(0, 1) numbers and differ only in scale)."""
     seeds = summary["seeds"][:2]
-    runs = {f"{s['label'][:10]}/s{r['seed']}": r["run_dir"] for s in summary["schemes"] if s["status"] == "ok"
+    runs = {f"{_short(s['label'])[:10]}/s{r['seed']}": r["run_dir"] for s in summary["schemes"] if s["status"] == "ok"
             for r in s["runs"] if r["seed"] in seeds}
     if len(runs) < 2:
         return "mask IoU across seeds: needs two runs that trained"
