@@ -94,3 +94,26 @@ def test_unknown_submitit_setting_is_one_line(tmp_path, capsys):
                  "--config", str(toml)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[submitit] setting not accepted" in err[0] and "no_such_setting" in err[0]
+
+
+def test_sigterm_stops_the_workers_at_once(tmp_path):
+    """SIGTERM (a scheduler's limit, `kill`) ends a --jobs grid like a run: the workers stop now, not after the
+    queued trunks, exit 143, and no trunk stays locked (each resumes like any killed run)."""
+    import signal
+    import time
+
+    from lottery.storage.rundir import RunDir
+
+    flags = [f if f != "20" else "20000" for f in FLAGS]  # --steps 20000: minutes of work left when it is stopped
+    cmd = [sys.executable, "-m", "lottery", "compare-inits", *flags, "--out", str(tmp_path), "--jobs", "2"]
+    grid = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/init.pt")) and time.time() < deadline:  # a worker is training
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGTERM)
+    _, err = grid.communicate(timeout=60)
+    assert grid.returncode == 143, err
+    assert "Traceback" not in err
+    for run in (p.parent for p in tmp_path.glob("*/config.json")):
+        with RunDir(run):  # a worker still training would hold it: RunLockedError
+            pass

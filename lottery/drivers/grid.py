@@ -95,18 +95,31 @@ def _local(configs: Sequence[Config], jobs: int, progress: bool) -> list[dict | 
     threads = max(1, _cores() // jobs)
     results: list[dict | None] = [None] * len(configs)
     bar = tqdm(total=len(configs), desc="grid", unit="run", dynamic_ncols=True, disable=not progress)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_trunk, cfg, threads): i for i, cfg in enumerate(configs)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update(1)
+        futures = {pool.submit(run_trunk, cfg, threads): i for i, cfg in enumerate(configs)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(1)
     except BrokenProcessPool:
         raise LotteryError("a grid worker died mid-run (killed or out of memory); run the same command again to "
                            "resume: finished runs are kept and the interrupted one resumes") from None
+    except BaseException:  # Ctrl-C, SIGTERM: stop the workers now (their runs resume), not after the queue
+        _stop(pool)
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return results
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and kill the workers: a run killed mid-training resumes like any killed run.
+    (ProcessPoolExecutor has no public way to stop a running task; shutdown would wait for it.)"""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.kill()
 
 
 def _executor(settings: dict, folder: Path):
