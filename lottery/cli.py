@@ -45,6 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lottery.reporting.tables import format_table, write_plots
 
     cfg = config_from_args(args)
+    if args.config and "inits" in load_toml(args.config) and args.init is None:
+        print(f"lottery: note: {args.config} is a compare-inits file; `run` trains one config with init = "
+              f"{cfg.init!r} (pick one of its inits with --init, or run `lottery compare-inits --config`)",
+              file=sys.stderr)
     results = run_imp(cfg)
     if not is_main_process():  # under torchrun, rank 0 prints the table and writes the plots
         return 0

@@ -232,3 +232,18 @@ def test_files_respect_the_umask(tmp_path, capsys, umask, mode):
         os.umask(old)
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"]
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(mode)}
+
+
+def test_run_with_a_compare_inits_file_says_which_init_it_trains(tmp_path, capsys):
+    """One file serves both commands; `run` on a comparison's file trains its base config and says so."""
+    from lottery.cli import main
+
+    toml = tmp_path / "grid.toml"
+    toml.write_text('inits = ["zeros", "normal"]\nseeds = 2\ndataset = "synthetic"\nsteps = 20\nlevels = 0\n'
+                    'controls = "none"\n')
+    assert main(["run", "--config", str(toml), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "is a compare-inits file; `run` trains one config with init =" in err
+    assert main(["run", "--config", str(toml), "--init", "zeros", "--out", str(tmp_path / "runs"),
+                 "--no-progress"]) == 0
+    assert "compare-inits file" not in capsys.readouterr().err
