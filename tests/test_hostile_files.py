@@ -462,4 +462,10 @@ def _stability_sets_aside(run_dir, content: bytes, capsys) -> None:
     _one_line(capsys.readouterr().err, "stability.json.damaged")
     assert (run_dir / "stability.json.damaged").read_bytes() == content
     assert json.loads((run_dir / "stability.json").read_text())["entries"][0]["points"] == 3
+    (run_dir / "stability.json").write_bytes(content + b"again")  # damaged twice: the first copy is kept too
+    assert main(["stability", str(run_dir), "--level", "0", "--points", "3", "--no-progress"]) == 0
+    _one_line(capsys.readouterr().err, "stability.json.damaged.1")
+    assert (run_dir / "stability.json.damaged").read_bytes() == content
+    assert (run_dir / "stability.json.damaged.1").read_bytes() == content + b"again"
     (run_dir / "stability.json.damaged").unlink()
+    (run_dir / "stability.json.damaged.1").unlink()

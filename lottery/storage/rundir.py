@@ -273,7 +273,10 @@ class RunDir:
             ok = False
         if ok:
             return stored
-        aside = path.with_name(name + ".damaged")
+        aside, n = path.with_name(name + ".damaged"), 0
+        while aside.exists():  # an earlier damaged copy stays too
+            n += 1
+            aside = path.with_name(f"{name}.damaged.{n}")
         os.replace(path, aside)
         (note or _stderr)(f"lottery: note: {path} was damaged (set aside as {aside.name}); its entries are recomputed")
         return fresh()
