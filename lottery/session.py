@@ -2,9 +2,11 @@
 
 IMP, gradual pruning, pruning at init and the stability study all train through one ``Session``: the same
 verified rewinding, the same training loop, the same ``init.pt`` (drawn once, then only read), the same
-distributed context. A new driver is one module that builds a Session inside ``with RunDir.for_config(cfg):``
-and writes its own results file through ``lottery.storage.atomic`` (atomic) — it inherits the lock, the damaged-file rules for
-``init.pt`` and DDP.
+distributed context. A new driver is one module in ``lottery/drivers/`` that builds a Session inside
+``with RunDir.for_config(cfg):`` (or ``with run.for_driver("NAME.json"):`` when it only reads a finished run),
+reads its results file with ``run.driver_results`` (a damaged one is set aside and recomputed) and writes it with
+``lottery.storage.atomic.save_json`` — it inherits the lock, resume, the damaged-file rules and, through
+``train_from``, the verified rewinding. Only IMP splits its batches over torchrun's processes.
 """
 from __future__ import annotations
 

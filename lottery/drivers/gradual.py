@@ -22,13 +22,14 @@ from torch import nn
 
 from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
-from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
+from lottery.errors import ConfigError, CorruptFileError
 from lottery.storage.faults import crash_progress
 from lottery.drivers.imp import Experiment
 from lottery.storage.atomic import load_json, save_json
 from lottery.masks import Mask
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
 from lottery.rewind import rewind
+from lottery.session import check_pruned_zero
 from lottery.storage.rundir import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, train
 
@@ -117,9 +118,8 @@ def train_gradual(model: nn.Module, data, cfg: Config, schedule: CubicSchedule, 
     result = train(model, data, cfg, start, seed=seed, progress=progress, step_hook=prune,
                    early_stop_from=schedule.end_step)
     mask = state["mask"]
-    params = dict(model.named_parameters())
-    if result.status == "ok" and any(bool(params[k][~m].any()) for k, m in mask.items()):
-        raise RewindCheckError("gradual pruning: a pruned weight became non-zero during training")
+    if result.status == "ok":
+        check_pruned_zero(model, mask, "gradual pruning")
     return result, mask, history
 
 
