@@ -21,7 +21,7 @@ from lottery.drivers.imp import Experiment, derived_seed
 from lottery.storage.atomic import finite, load_json, save_json
 from lottery.masks import Mask
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
-from lottery.storage.rundir import RunDir, refuse_symlink, valid_level
+from lottery.storage.rundir import RunDir, refuse_symlink, set_aside, valid_level
 
 RESULTS_FILE = "prune_at_init.json"
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")
@@ -84,8 +84,8 @@ class PruneAtInit:
             try:
                 return Mask.load(path, like=self.exp.model).to(self.exp.device)
             except CorruptFileError as e:  # as IMP does with a level's mask: recompute it, keep the bad file
-                path.replace(path.with_name("mask.npz.damaged"))
-                print(f"lottery: note: {path} was damaged ({str(e).split(';')[0]}); set aside as mask.npz.damaged "
+                aside = set_aside(path)
+                print(f"lottery: note: {path} was damaged ({str(e).split(';')[0]}); set aside as {aside.name} "
                       "and recomputed", file=sys.stderr)
         model = self.exp.model
         model.load_state_dict(self.exp.init_state)

@@ -96,6 +96,17 @@ def refuse_symlink(path: Path, root: Path) -> Path:
     return path
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``NAME.damaged`` (``NAME.damaged.1``, ... when one exists): kept, never
+    overwritten, out of the way of its recomputation. Returns the new path."""
+    aside, n = path.with_name(path.name + ".damaged"), 0
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.damaged.{n}")
+    os.replace(path, aside)
+    return aside
+
+
 def check_writable(path: Path) -> None:
     """Fail now, in one line, rather than after the long work that ends in a write."""
     if not os.access(path, os.W_OK | os.X_OK):
@@ -273,11 +284,7 @@ class RunDir:
             ok = False
         if ok:
             return stored
-        aside, n = path.with_name(name + ".damaged"), 0
-        while aside.exists():  # an earlier damaged copy stays too
-            n += 1
-            aside = path.with_name(f"{name}.damaged.{n}")
-        os.replace(path, aside)
+        aside = set_aside(path)
         (note or _stderr)(f"lottery: note: {path} was damaged (set aside as {aside.name}); its entries are recomputed")
         return fresh()
 
