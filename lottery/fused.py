@@ -105,28 +105,91 @@ class Stack:
             self._vmapped = {shared: vmap(lambda p, x: functional_call(base, p, (x,)),
                                           in_dims=(0, None if shared else 0)) for shared in (True, False)}
 
-    def __call__(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
-        """Logits ``(K, B, classes)``; ``x`` is ``(B, ...)`` for every network when ``shared``, else ``(K, B, ...)``."""
+    def __call__(self, x: torch.Tensor, shared: bool, gates: dict | None = None) -> torch.Tensor:
+        """Logits ``(K, B, classes)``; ``x`` is ``(B, ...)`` for every network when ``shared``, else ``(K, B, ...)``.
+
+        ``gates`` (parameter name -> stacked float mask): the bmm path multiplies those weight gradients by their
+        mask inside backward, while they are still in cache (the caller then skips them)."""
         if self.method == "vmap":
             return self._vmapped[shared](self.params, x)
         h = x.flatten(1) if shared else x.flatten(2)
-        for name, layer in self.layers:
+        gates = gates or {}
+        layers = self.layers
+        i = 0
+        while i < len(layers):
+            name, layer = layers[i]
             if isinstance(layer, nn.Linear):
-                w, b = self.params[f"{name}.weight"], self.params.get(f"{name}.bias")
-                if h.dim() == 2:  # the same batch for every network: one GEMM against all K weight matrices
-                    out = (h @ w.reshape(-1, w.shape[-1]).t()).view(h.shape[0], self.k, -1).transpose(0, 1)
-                    h = out + b.unsqueeze(1) if b is not None else out
-                else:
-                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else \
-                        torch.bmm(h, w.transpose(1, 2))
-            elif not isinstance(layer, nn.Flatten):
+                relu = i + 1 < len(layers) and type(layers[i + 1][1]) is nn.ReLU  # fused: one pass less
+                key = f"{name}.weight"
+                h = _StackedLinear.apply(h, self.params[key], self.params.get(f"{name}.bias"), gates.get(key), relu)
+                i += 2 if relu else 1
+                continue
+            if not isinstance(layer, nn.Flatten):
                 h = layer(h)
+            i += 1
         if h.dim() == 2:  # no Linear layer saw the batch (cannot happen for an MLP, kept for safety)
             h = h.expand(self.k, *h.shape)
         return h
 
+    def linear_weights(self) -> set[str]:
+        """Names of the weights the bmm path runs through ``_StackedLinear`` (their gradients are masked there)."""
+        return {f"{n}.weight" for n, layer in getattr(self, "layers", []) if isinstance(layer, nn.Linear)}
+
     def slice(self, k: int) -> dict[str, torch.Tensor]:
         return {n: p[k].detach().clone() for n, p in self.params.items()}
+
+
+class _StackedLinear(torch.autograd.Function):
+    """K Linear layers at once, optionally followed by ReLU: ``h`` is ``(K, B, in)``, or ``(B, in)`` shared by all.
+
+    Written out rather than left to autograd because the weight gradient comes out of one ``bmm`` already in the
+    weights' ``(K, out, in)`` layout (autograd's ``h^T g`` is transposed and costs a copy per layer and step), the
+    mask multiplies it while it is in cache, the ReLU is applied in place, and a shared batch is one GEMM against
+    all K weight matrices. Same products and sums as ``nn.Linear`` + ``nn.ReLU``; only the float rounding of the
+    batched kernels differs.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, b, gate, relu):
+        k, out_f, in_f = w.shape
+        if h.dim() == 2:  # (B, in) for every network: one GEMM
+            z = h @ w.reshape(k * out_f, in_f).t()
+            if b is not None:
+                z += b.reshape(1, -1)
+            z = z.view(h.shape[0], k, out_f).transpose(0, 1)
+        elif b is not None:
+            z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        else:
+            z = torch.bmm(h, w.transpose(1, 2))
+        if relu:
+            z.clamp_min_(0)
+        ctx.relu, ctx.has_bias = relu, b is not None
+        ctx.save_for_backward(h, w, z if relu else None, gate)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w, z, gate = ctx.saved_tensors
+        k, out_f, in_f = w.shape
+        if ctx.relu:
+            g = torch.ops.aten.threshold_backward(g, z, 0)
+        grad_h = grad_w = grad_b = None
+        if h.dim() == 2:
+            flat = g.transpose(0, 1).reshape(h.shape[0], k * out_f)  # (B, K * out)
+            if ctx.needs_input_grad[1]:
+                grad_w = (flat.t() @ h).view(k, out_f, in_f)
+            if ctx.needs_input_grad[0]:
+                grad_h = flat @ w.reshape(k * out_f, in_f)
+        else:
+            if ctx.needs_input_grad[1]:
+                grad_w = torch.bmm(g.transpose(1, 2), h)
+            if ctx.needs_input_grad[0]:
+                grad_h = torch.bmm(g, w)
+        if grad_w is not None and gate is not None:
+            grad_w.mul_(gate)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(1)
+        return grad_h, grad_w, grad_b, None, None
 
 
 @torch.no_grad()
@@ -192,11 +255,13 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
     plist = list(stack.params.values())
     optimizer = make_optimizer(SimpleNamespace(parameters=lambda: iter(plist)), cfg)
     masked_names = [n for n in stack.params if any(mk is not None and n in mk for mk in masks)]
-    masked = [stack.params[n] for n in masked_names]
     # One stacked float gate per masked parameter; a network without a mask (or without that name) keeps all.
     keep_all = {n: torch.ones_like(stack.params[n][0], dtype=torch.bool) for n in masked_names}
-    gates = [torch.stack([(mk[n] if mk is not None and n in mk else keep_all[n])
-                          .to(device=device, dtype=stack.params[n].dtype) for mk in masks]) for n in masked_names]
+    gates = {n: torch.stack([(mk[n] if mk is not None and n in mk else keep_all[n])
+                             .to(device=device, dtype=stack.params[n].dtype) for mk in masks]) for n in masked_names}
+    # the bmm path masks Linear weight gradients inside backward; anything else is masked after backward
+    inside = stack.linear_weights() if stack.method == "bmm" else set()
+    after = [n for n in masked_names if n not in inside]
     shared = len(set(int(s) for s in seeds)) == 1  # one data order for all: one batch, one GEMM per layer
     orders = [torch.Generator().manual_seed(int(s)) for s in (seeds[:1] if shared else seeds)]
 
@@ -207,6 +272,7 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
     frozen: dict[int, dict] = {}  # network -> its weights when it diverged
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     current_factor = None
+    x_buf = y_buf = None
     step = 0
     for step in range(total + 1):
         if step % cfg.eval_every == 0 or step == total:
@@ -229,11 +295,17 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
         if step % per_epoch == 0:  # reshuffle once per epoch, each network with its own generator
             perms = torch.stack([torch.randperm(len(x_train), generator=g) for g in orders]).to(device)
         idx = perms[:, (step % per_epoch) * batch: (step % per_epoch + 1) * batch]
+        # gathered into the same buffers every step (no fresh allocation, which page-faults at this size)
+        rows = idx[0] if shared else idx.reshape(-1)
+        if x_buf is None:
+            x_buf = x_train.new_empty((len(rows), *x_train.shape[1:]))
+            y_buf = y_train.new_empty(len(rows))
+        torch.index_select(x_train, 0, rows, out=x_buf)
+        torch.index_select(y_train, 0, rows, out=y_buf)
         if shared:
-            xb, yb = x_train.index_select(0, idx[0]), y_train.index_select(0, idx[0]).expand(k, -1)
+            xb, yb = x_buf, y_buf.expand(k, -1)
         else:
-            xb = x_train.index_select(0, idx.reshape(-1)).view(k, -1, *x_train.shape[1:])
-            yb = y_train.index_select(0, idx.reshape(-1)).view(k, -1)
+            xb, yb = x_buf.view(k, -1, *x_train.shape[1:]), y_buf.view(k, -1)
 
         factor = lr_factor(cfg, step, total)
         if factor != current_factor:
@@ -241,13 +313,13 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
                 g["lr"] = base * factor
             current_factor = factor
 
-        logits = stack(xb, shared)
+        logits = stack(xb, shared, gates)
         per_net = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="none")
         loss = per_net.view(k, -1).mean(1).sum()  # each slice's gradient is its own network's mean-loss gradient
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if gates:
-            torch._foreach_mul_([p.grad for p in masked], gates)
+        if after:
+            torch._foreach_mul_([stack.params[n].grad for n in after], [gates[n] for n in after])
         if frozen:  # a diverged network's slice stays exactly zero: no gradient reaches it
             for p in plist:
                 p.grad[list(frozen)] = 0

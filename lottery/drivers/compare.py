@@ -154,7 +154,8 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     pack = resolve_pack(base_cfg.pack, model)
     out_dir = comparison_dir(base_cfg, variants, seed_list)
     if jobs != 1 or executor != "local":  # worker processes / a job array
-        runs = _run_grid(configs, jobs, executor, submitit, out_dir / "submitit", base_cfg.progress, log)
+        runs = _run_grid(configs, jobs, executor, submitit, out_dir / "submitit", base_cfg.progress, log,
+                         pack if executor == "local" and not distributed.from_env(base_cfg.device).active else 1)
     elif pack > 1 and not distributed.from_env(base_cfg.device).active:
         runs = _run_lockstep(configs, base_cfg, pack, data, base_cfg.progress, log)
     else:
@@ -194,7 +195,7 @@ def _run_serial(configs: dict, log) -> dict:
     return _collect(configs, done, log)
 
 
-def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log) -> dict:
+def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log, pack: int = 1) -> dict:
     """The unfinished trunks through lottery.drivers.grid (worker processes or submitit); every trunk's results."""
     from lottery.drivers.grid import check, run_grid
 
@@ -202,9 +203,10 @@ def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: b
     pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
     if log:
         log(f"grid: {len(configs) - len(pending)} of {len(configs)} runs finished already, {len(pending)} to run "
-            f"({executor}, {jobs} worker{'s' if jobs != 1 else ''})")
+            f"({executor}, {jobs} worker{'s' if jobs != 1 else ''}"
+            + (f", each in lockstep with up to {pack} networks per fused pass)" if pack > 1 else ")"))
     done = dict(zip(pending, run_grid(list(pending.values()), jobs=jobs, executor=executor, submitit=submitit,
-                                      folder=folder, progress=progress, log=log))) if pending else {}
+                                      folder=folder, progress=progress, log=log, pack=pack))) if pending else {}
     return _collect(configs, done, log)
 
 

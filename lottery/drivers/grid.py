@@ -8,6 +8,9 @@ its grid waits for that trunk and reuses it (tests/test_grid.py).
 
 - ``local``: ``jobs`` spawned worker processes, each with ``torch.set_num_threads(cores // jobs)``. Spawned
   workers import the script that started the grid: a script needs the ``if __name__ == "__main__":`` guard.
+  With ``pack`` > 1 the trunks are dealt round-robin into ``jobs`` groups and each worker advances its group in
+  lockstep, its runs fused up to ``pack`` per pass (lottery/drivers/lockstep.py): on a 2-core CPU, two
+  single-thread processes of fused passes are the fastest way through a grid (benchmarks/RESULTS.md).
 - ``submitit``: a job array through submitit (``pip install 'lottery[grid]'``); settings come from the TOML's
   ``[submitit]`` table (``cluster`` = slurm / local / debug picks the backend; the rest go to
   ``update_parameters``, e.g. ``slurm_partition``, ``timeout_min``, ``cpus_per_task``).
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Sequence
@@ -56,6 +59,21 @@ def run_trunk(cfg: Config, threads: int | None = None) -> dict | None:
         return None
 
 
+def run_group(cfgs: Sequence[Config], pack: int, threads: int | None = None, ticks=None) -> list[dict | None]:
+    """Trunks in one worker, in lockstep with up to ``pack`` fused networks per pass; results in the order of
+    ``cfgs`` (None for a trunk another process holds). ``ticks`` (a queue) gets one item per trunk-level done."""
+    import torch
+
+    from lottery.drivers.lockstep import run_lockstep
+
+    if threads:
+        torch.set_num_threads(threads)
+    configs = dict(enumerate(cfgs))
+    on_round = (lambda n: ticks.put(n)) if ticks is not None else None
+    done = run_lockstep(configs, pack, on_round=on_round)
+    return [done.get(i) for i in configs]
+
+
 def check(jobs: object, executor: str = "local", submitit: dict | None = None) -> None:
     """Refuse bad grid settings up front (before anything runs), each with one line."""
     check_jobs(jobs)
@@ -71,8 +89,10 @@ def check(jobs: object, executor: str = "local", submitit: dict | None = None) -
 
 
 def run_grid(configs: Sequence[Config], *, jobs: int = 1, executor: str = "local", submitit: dict | None = None,
-             folder: Path | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> list[dict]:
+             folder: Path | None = None, progress: bool = True, log: Callable[[str], None] | None = None,
+             pack: int = 1) -> list[dict]:
     """Run every config's IMP experiment (in order of ``configs``); returns their results in that order.
+    ``pack`` > 1 (local workers only): each worker runs its share of the trunks in lockstep, fused.
 
     A run another process holds (a second grid on the same runs directory) is skipped by its worker; once the
     others are done, this process waits for the holder (one ``log`` line) and then reuses the run it finished,
@@ -84,7 +104,7 @@ def run_grid(configs: Sequence[Config], *, jobs: int = 1, executor: str = "local
     if executor == "submitit":
         results = _submitit(configs, submitit or {}, folder or Path(configs[0].out) / "submitit")
     else:
-        results = _local(configs, jobs, progress)
+        results = _local_packed(configs, jobs, pack, progress) if pack > 1 else _local(configs, jobs, progress)
     return [r if r is not None else run_imp_when_free(cfg.replace(progress=False), log)
             for r, cfg in zip(results, configs)]
 
@@ -111,6 +131,55 @@ def _local(configs: Sequence[Config], jobs: int, progress: bool) -> list[dict | 
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return results
+
+
+def _local_packed(configs: Sequence[Config], jobs: int, pack: int, progress: bool) -> list[dict | None]:
+    """``jobs`` workers, each advancing its round-robin share of the trunks in lockstep; one bar of trunk-levels."""
+    from tqdm.auto import tqdm
+
+    threads = max(1, _cores() // jobs)
+    groups = [list(range(len(configs)))[j::jobs] for j in range(jobs)]
+    groups = [g for g in groups if g]
+    results: list[dict | None] = [None] * len(configs)
+    per_trunk = [c.levels + 1 for c in configs]
+    bar = tqdm(total=sum(per_trunk), desc="grid", unit="level", dynamic_ncols=True, disable=not progress)
+    ctx = multiprocessing.get_context("spawn")
+    manager = ctx.Manager()
+    ticks = manager.Queue()
+    pool = ProcessPoolExecutor(max_workers=len(groups), mp_context=ctx)
+    try:
+        futures = {pool.submit(run_group, [configs[i] for i in g], pack, threads, ticks): g for g in groups}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            _drain(ticks, bar)
+            for future in finished:
+                group = futures[future]
+                for i, result in zip(group, future.result()):
+                    results[i] = result
+        _drain(ticks, bar)
+        bar.update(bar.total - bar.n)  # trunks that stopped early (diverged, exhausted) skip their last levels
+    except BrokenProcessPool:
+        raise LotteryError("a grid worker died mid-run (killed or out of memory); run the same command again to "
+                           "resume: finished runs are kept and the interrupted one resumes") from None
+    except BaseException:
+        _stop(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        manager.shutdown()
+        bar.close()
+    return results
+
+
+def _drain(ticks, bar) -> None:
+    import queue
+
+    while True:
+        try:
+            bar.update(ticks.get_nowait())
+        except queue.Empty:
+            return
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

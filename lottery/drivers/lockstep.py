@@ -76,11 +76,13 @@ def _fused_pass(chunk: list, progress: bool) -> None:
 
 
 def run_lockstep(configs: dict[Hashable, Config], pack: int, *, datasets: dict | None = None, progress: bool = False,
-                 log: Callable[[str], None] | None = None) -> dict[Hashable, dict]:
+                 log: Callable[[str], None] | None = None,
+                 on_round: Callable[[int], None] | None = None) -> dict[Hashable, dict]:
     """Run (or resume) the IMP experiment of every config (key -> Config) in lockstep: each round, every trunk's
     pending runs of its next level are trained together (``train_ahead``), then each trunk records and prunes.
     One data set is loaded per ``data_key`` and shared (``datasets``: data_key -> data set the caller loaded
-    already). Returns key -> results.json's content, without the runs another process held when they were opened."""
+    already). Returns key -> results.json's content, without the runs another process held when they were opened.
+    ``on_round(n)`` is called after each round with the number of trunks that finished a level in it."""
     from lottery.drivers.imp import open_experiment
 
     datasets = dict(datasets or {})
@@ -102,7 +104,10 @@ def run_lockstep(configs: dict[Hashable, Config], pack: int, *, datasets: dict |
                 log(f"lockstep: {len(pending)} trunk(s) at level {'/'.join(map(str, levels))}, "
                     f"{sum(len(p.names) for p in pending.values())} training runs")
             train_ahead(list(pending.values()), pack, progress)
+            advanced = len(pending)
             pending = _advance(loops, pending)
+            if on_round:
+                on_round(advanced)
         return {key: e.results for key, e in experiments.items()}
 
 
