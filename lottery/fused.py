@@ -40,6 +40,7 @@ from torch import nn
 
 from lottery.config import Config
 from lottery.masks import Mask
+from lottery.signal import SignalProbe
 from lottery.train import TrainResult, budget_steps, lr_factor, make_optimizer, train
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Identity, nn.Softplus)
@@ -267,6 +268,10 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
 
     curves: list[list] = [[] for _ in range(k)]
     best = [(math.inf, 0, 0.0) for _ in range(k)]
+    # the weights at each network's best evaluation, for their test accuracy at the end (as ``train`` keeps them)
+    best_params = {n: p.detach().clone() for n, p in stack.params.items()}
+    # per-layer signal of each network at every evaluation, on its own module (lottery/signal.py), as ``train``
+    probes = [SignalProbe(m, x_val, y_val) for m in models] if getattr(cfg, "record_signal", True) else None
     status = ["ok"] * k
     stopped = [None] * k  # step at which a network diverged
     frozen: dict[int, dict] = {}  # network -> its weights when it diverged
@@ -281,12 +286,18 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
                 if i in frozen:
                     continue
                 curves[i].append([step, losses[i], accs[i]])
+                if probes is not None:
+                    _load(models[i], stack, i)
+                    probes[i](step)
                 if not math.isfinite(losses[i]):
                     status[i], stopped[i] = "diverged", step
                     frozen[i] = stack.slice(i)
                     _freeze(stack, optimizer, i)
                 elif losses[i] < best[i][0]:
                     best[i] = (losses[i], step, accs[i])
+                    with torch.no_grad():
+                        for n, p in stack.params.items():
+                            best_params[n][i] = p[i]
             if len(frozen) == k:
                 break
         if step == total:
@@ -338,14 +349,34 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
             status[i] = "diverged"
     ok = [i for i in range(k) if status[i] == "ok"]
     tests = _evaluate(stack, *data.test) if ok else ([], [])
+    # test accuracy of the early-stop weights, where they are not the final ones (one more fused test pass)
+    earlier = [i for i in ok if best[i][1] != step]
+    early_accs = _evaluate(_with_params(stack, best_params), *data.test)[1] if earlier else []
     out = []
     for i in range(k):
         test_loss, test_acc = (tests[0][i], tests[1][i]) if status[i] == "ok" else (math.nan, math.nan)
         out.append(TrainResult(
             status=status[i], test_accuracy=test_acc, test_loss=test_loss, early_stop_step=best[i][1],
             early_stop_val_loss=best[i][0], early_stop_val_accuracy=best[i][2],
-            steps=stopped[i] if stopped[i] is not None else step, wall_time=wall, curve=curves[i]))
+            steps=stopped[i] if stopped[i] is not None else step, wall_time=wall, curve=curves[i],
+            early_stop_test_accuracy=(early_accs[i] if i in earlier else test_acc),
+            signal=probes[i].to_dict() if probes is not None else None))
     return out
+
+
+@torch.no_grad()
+def _load(model: nn.Module, stack: Stack, i: int) -> None:
+    """Network ``i``'s current weights into its own module."""
+    params = dict(model.named_parameters())
+    for n, p in stack.params.items():
+        params[n].copy_(p[i])
+
+
+def _with_params(stack: Stack, params: dict) -> Stack:
+    """A view of ``stack`` with other stacked weights (same layers), for evaluation."""
+    other = copy.copy(stack)
+    other.params = params
+    return other
 
 
 @torch.no_grad()

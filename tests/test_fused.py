@@ -59,6 +59,14 @@ def _compare(cfg, data, models, masks, seeds, dtype, method="auto"):
                                   rtol=LOSS_TOL[dtype], atol=LOSS_TOL[dtype])
             assert g.early_stop_step == r.early_stop_step
             assert abs(g.test_accuracy - r.test_accuracy) <= (0 if dtype == torch.float64 else 0.01)
+            # the early-stop weights' test accuracy and the per-layer signal, as train records them
+            assert abs(g.early_stop_test_accuracy - r.early_stop_test_accuracy) <= (
+                0 if dtype == torch.float64 else 0.01)
+            assert g.signal["layers"] == r.signal["layers"] and g.signal["steps"] == r.signal["steps"]
+            for key in ("activation_std", "grad_norm"):
+                assert torch.allclose(torch.tensor(g.signal[key], dtype=torch.float64),
+                                      torch.tensor(r.signal[key], dtype=torch.float64),
+                                      rtol=LOSS_TOL[dtype], atol=LOSS_TOL[dtype])
             assert _close(dict(m.named_parameters()), dict(a.named_parameters()), tol)
         params = dict(m.named_parameters())
         for n, keep in mk.items():  # pruned weights exactly zero; the mask itself untouched
@@ -242,3 +250,13 @@ def test_imp_pack_killed_mid_pass_resumes_to_the_same_results(tmp_path):
     (a,), (b,) = (tmp_path / "a").glob("*/results.json"), (tmp_path / "b").glob("*/results.json")
     ra, rb = (strip_times(json.loads(p.read_text())) for p in (a, b))
     assert ra == rb
+
+
+def test_early_stop_weights_test_accuracy_and_signal():
+    """A rate at which validation loss turns back up before the end: each network's early-stop step is earlier
+    than its last, and the test accuracy of its early-stop weights (not the final ones) equals train's."""
+    cfg, data, models, masks = _setup(3, torch.float64)
+    ref, got = _compare(cfg.replace(lr=0.05, steps=40, eval_every=4), data, models, masks, seeds=[0, 1, 2],
+                        dtype=torch.float64)
+    assert all(r.early_stop_step < r.steps and r.early_stop_test_accuracy != r.test_accuracy for r in ref)
+    assert [g.early_stop_test_accuracy for g in got] == [r.early_stop_test_accuracy for r in ref]
