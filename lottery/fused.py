@@ -1,21 +1,30 @@
 """Fused training: K networks of one architecture, each with its own weights, mask, init and data order, in one pass.
 
 Each parameter is stacked over the networks into one ``(K, ...)`` tensor. Plain MLPs (``Flatten``, ``Linear`` and
-elementwise activations in a ``Sequential``) run every layer as one batched matmul (``baddbmm``); any other
-architecture without buffers or dropout runs through ``torch.func`` (``vmap`` over ``functional_call``, which turns
-a convolution into one grouped convolution). The optimizer is torch's own (same kernel and options as ``train``)
-over the stacked tensors: SGD and Adam are elementwise, so each network's slice gets the update it would get alone.
-The loss is the sum of the per-network mean losses, so each slice's gradient is its own network's gradient.
+elementwise activations in a ``Sequential``) run every Linear (with the ReLU after it) as one batched matmul,
+through ``_StackedLinear``; any other architecture without buffers or dropout runs through ``torch.func`` (``vmap``
+over ``functional_call``, which turns a convolution into one grouped convolution). The optimizer is torch's own
+(same kernel and options as ``train``) over the stacked tensors: SGD and Adam are elementwise, so each network's
+slice gets the update it would get alone. The loss is the sum of the per-network mean losses, so each slice's
+gradient is its own network's gradient.
 Why bmm for MLPs: forward + backward measured 2026-11-30 on the 2-core CPU under heavy load (noisy, one thread),
 ms per fused step, bmm vs vmap: LeNet-300-100 K=4 50.6 vs 54.5, K=8 85.8 vs 119.8; 12x128 MLP K=4 94.5 vs 106.1,
-K=8 296 vs 247 — bmm ahead in three of four, and it lets a shared batch run as one GEMM per layer.
+K=8 296 vs 247 — bmm ahead in three of four, and it lets a shared batch run as one GEMM per layer. Writing the
+layer's backward out (weight gradient straight into the weights' layout, the mask applied there, ReLU in place,
+batches gathered into reused buffers) then took the 12x128 MLP at K=4 from 7.2-8.1 to 5.9-6.7 ms per network
+and step on one idle thread (profile: autograd's transposed weight gradients cost a copy each, 11 % of the step).
 
 What "the same result" means: every network follows ``lottery.train.train`` step by step — same batches (its own
 seeded permutation), learning-rate schedule, evaluations, early-stop step and divergence rule — and only float
 rounding differs (a batched matmul sums in another order than a single one). tests/test_fused.py checks it; for
 8 LeNet-like MLPs over 30 steps we saw final weights within 6e-16 relative in float64 and 4e-7 in float32, and
 validation losses within 3e-7 (``evaluate`` sums them in float32); masks are exact and pruned weights, gradients
-and optimizer state stay exactly zero.
+and optimizer state stay exactly zero; the early-stop weights' test accuracy and the per-layer signal
+(lottery/signal.py) are recorded per network as ``train`` records them.
+How far rounding carries depends on the training, not on fusing: on the init study's 12x128 ReLU MLP (momentum
+SGD, lr 0.02) plain ``train`` on 1 and on 2 threads already reaches validation losses of 0.692 and 0.618 after 200
+steps from the same start (fused: 0.708; float64: 0.662), so long runs of such a network agree across threads,
+fusing or machines only in distribution (experiments/RESULTS.md quantifies it against the seed spread).
 
 A network whose validation loss turns non-finite is recorded ``diverged`` at that evaluation (as ``train`` would)
 and frozen: its weights at that moment are kept for its result, and its slice of weights, gradients and optimizer

@@ -59,3 +59,33 @@ def test_init_study_tables_read_a_comparison(tmp_path):
     assert "random masks of those densities: 0.47" in seeds[0]
     assert seeds[1].split() == ["kaiming_no/s0", "kaiming_no/s1"]  # the stalled scheme's masks are left out
     assert seeds[2].split()[1] == "1.00" and 0.0 < float(seeds[2].split()[2]) < 1.0  # itself; the other seed
+
+
+def test_same_runs_compares_one_grid_trained_two_ways(tmp_path, monkeypatch):
+    """experiments/same_runs.py pairs run directories by name (the settings' hash): a tiny grid trained one run at a
+    time and again with --pack 3 in another runs directory gives every run in both, the same statuses, and
+    accuracies that differ by float rounding only; an unrelated directory is one clear line."""
+    import importlib.util
+
+    from lottery.drivers.compare import compare_inits
+
+    spec = importlib.util.spec_from_file_location("same_runs", Path(__file__).parent.parent / "experiments/same_runs.py")
+    same = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same)
+    settings = {"dataset": "synthetic", "model_options": {"hidden": [8]}, "levels": 1, "steps": 20, "eval_every": 10,
+                "batch_size": 32, "progress": False}
+    for name, pack in (("a", 1), ("b", 3)):
+        compare_inits(from_dict({**settings, "out": str(tmp_path / name), "pack": pack}), "kaiming_normal,zeros",
+                      seeds=2, plots=False, log=None)
+    rows = list(same.pairs(tmp_path / "a", tmp_path / "b"))
+    # 2 schemes x 2 seeds, every run found in both
+    assert {r[1] for r in rows} == {"kaiming_normal", "zeros"} and len({r[0] for r in rows}) == 4
+    table = same.run_table(rows)
+    assert f"{len(rows)} training runs compared" in table and f"same status: {len(rows)}" in table
+    diffs = [abs(a["test_accuracy"] - b["test_accuracy"]) for *_, a, b in rows if a.get("test_accuracy") is not None]
+    assert diffs and max(diffs) <= 1 / 512 + 1e-12  # one test sample of the synthetic set
+    assert "cells with >= 2 seeds" in same.spread_table(rows)
+    (tmp_path / "c").mkdir()
+    monkeypatch.setattr("sys.argv", ["same_runs.py", str(tmp_path / "c"), str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="nothing to compare"):
+        same.main()
