@@ -71,9 +71,11 @@ AUTO_PACK_MAX = 32
 def resolve_pack(pack: int | str, model: nn.Module, device: torch.device | None = None) -> int:
     """How many networks one fused pass holds: ``pack`` itself, or for ``"auto"`` (``device``: the model's):
 
-    - 1 on a CPU. Measured on 2 cores (benchmarks/RESULTS.md, "Fused training and grids"): fusing K small MLPs ran
-      0.7-1.6x the speed of K separate runs (LeNet-300-100; 0.8-1.4x the deep 12x128 MLP) and Conv-4 at most 1.02x,
-      too little to give up ``--pack 1``'s bit-for-bit reproducibility.
+    - 1 on a CPU. Measured on 2 cores (benchmarks/RESULTS.md, "Fused training and grids"): fusing K networks in one
+      process ran 0.8-1.3x the speed of K separate runs for LeNet-300-100, 1.2-2.0x for the deep 12x128 MLP and
+      0.8-1.0x for Conv-4 — a gain for deep MLPs only, and one that costs ``--pack 1``'s bit-for-bit
+      reproducibility, so it is asked for, not defaulted: ``compare-inits --jobs 2 --pack 4`` ran a grid of the
+      deep MLP 1.9x as fast as one run at a time ("Grid executor").
     - On CUDA, where one small network leaves most of the device idle: the largest power of two K <= 32 with K
       networks within 2**23 (8.4 M) parameters — 32 for the MNIST-1D MLP, 16 for LeNet-300-100 (266 k), 2 for
       Conv-4 (2.4 M), 1 from 4.2 M parameters on. The budget keeps a pass's weights, gradients and Adam state near
