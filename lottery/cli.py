@@ -229,7 +229,8 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from lottery.drivers.stability import format_result, stability_run
 
     opts = options_from_args(StabilityOptions, args)
-    result = stability_run(args.run_dir, opts.level, opts.k, opts.seeds, opts.points, progress=opts.progress)
+    result = stability_run(args.run_dir, opts.level, opts.k, opts.seeds, opts.points, progress=opts.progress,
+                           pack=opts.pack)
     print(format_result(result))
     print(f"plot: {result['plot']}")
     return 0

@@ -253,6 +253,8 @@ class StabilityOptions(Options):
     seeds: tuple = _opt((1, 2), "the two copies' data-order seeds", parse=_list(int), check=_two_seeds,
                         metavar="S1,S2")
     points: int = _int(21, "points on the line, both ends included", least=2, metavar="N")
+    pack: int = _int(1, "2 trains the two copies in one fused pass (the same results up to float rounding); "
+                     "1 = one after another, bit for bit", least=1, metavar="K")
     progress: bool = _progress()
 
 

@@ -10,6 +10,7 @@ reads its results file with ``run.driver_results`` (a damaged one is set aside a
 """
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import nullcontext
 
@@ -143,6 +144,37 @@ class Session:
         if result.status == "ok":
             check_pruned_zero(self.model, mask, desc)
         return result
+
+    def train_many(self, runs: list, on_done) -> None:
+        """Train independent runs ``(start_state, mask, desc)`` from step 0, all on this config's data order;
+        ``on_done(i, result)`` records run ``i`` (in order, as soon as its pass ends, so a kill loses one pass).
+
+        With ``pack`` > 1 (one process) they train in fused passes of at most ``pack`` networks, split evenly, one
+        shared batch per step (lottery/fused.py: the same results up to float rounding); otherwise one after
+        another through ``train_from``."""
+        if self.pack <= 1 or self.dist.active or len(runs) < 2:
+            for i, (start, mask, desc) in enumerate(runs):
+                on_done(i, self.train_from(start, mask, desc))
+            return
+        from lottery.fused import train_fused
+
+        passes = -(-len(runs) // self.pack)
+        for p in range(passes):
+            lo, hi = p * len(runs) // passes, (p + 1) * len(runs) // passes
+            chunk = runs[lo:hi]
+            models = []
+            for start, mask, _ in chunk:
+                model = copy.deepcopy(self.model)
+                rewind(model, start, mask)
+                models.append(model)
+            desc = f"fused: {len(chunk)} runs"
+            with self.bar(self.total_steps, desc) as bar:
+                results = train_fused(models, self.data, self.cfg, [mask for _, mask, _ in chunk],
+                                      seeds=[self.cfg.seed] * len(chunk), progress=crash_progress(bar, "train:fused"))
+            for i, (model, (_, mask, name), result) in enumerate(zip(models, chunk, results), start=lo):
+                if result.status == "ok":
+                    check_pruned_zero(model, mask, name)
+                on_done(i, result)
 
     def start_step(self, level: int) -> int:
         """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's

@@ -183,3 +183,27 @@ def test_cli_prune_at_init(tmp_path, capsys):
 def test_at_init_strategies_drive_imp_too(tmp_path, strategy):
     results = lt.run_imp(tiny(tmp_path, strategy=strategy, levels=2, controls=()))
     assert [round(e["density"], 2) for e in results["levels"]] == [1.0, 0.8, 0.64]
+
+
+def test_prune_at_init_with_pack_equals_one_at_a_time(tmp_path, monkeypatch):
+    """--pack 3: the 2 strategies x 2 densities x (subnetwork + 2 ablations) = 12 runs train in 4 fused passes of 3
+    (one shared batch per step); statuses, masks and early-stop steps are those of the runs one at a time,
+    accuracies within one test sample; a resumed packed run retrains nothing."""
+    import lottery.fused as fused
+
+    alone = run_prune_at_init(tiny(tmp_path / "a"), ["snip", "random"], [0.2, 0.5])
+    passes = []
+    real = fused.train_fused
+    monkeypatch.setattr(fused, "train_fused", lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    cfg = tiny(tmp_path / "b").replace(pack=3)
+    packed = run_prune_at_init(cfg, ["snip", "random"], [0.2, 0.5])
+    assert passes == [3, 3, 3, 3]
+    n_test = len(lt.load_dataset("synthetic").test[1])
+    assert [e["strategy"] for e in packed["entries"]] == ["snip", "snip", "random", "random"]
+    for a, b in zip(alone["entries"], packed["entries"]):
+        assert (a["strategy"], a["target_density"], a["num_kept"]) == (b["strategy"], b["target_density"], b["num_kept"])
+        for x, y in [(a, b)] + [(a["controls"][c], b["controls"][c]) for c in ("shuffled", "reinit")]:
+            assert (x["status"], x["early_stop_step"]) == (y["status"], y["early_stop_step"])
+            assert abs(x["test_accuracy"] - y["test_accuracy"]) <= 1 / n_test + 1e-12
+    passes.clear()
+    assert run_prune_at_init(cfg, ["snip", "random"], [0.2, 0.5])["entries"] == packed["entries"] and passes == []

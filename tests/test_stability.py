@@ -98,3 +98,28 @@ def test_stability_run_writes_results_and_plot_and_cli(tmp_path, capsys):
     assert "stability: " not in capsys.readouterr().err  # trained two copies, drew no bar
     assert main(["stability", str(run), "--level", "1", "--k", "40", "--points", "3"]) == 0
     assert "stability: " in capsys.readouterr().err  # the progress bar
+
+
+def test_the_two_copies_fused_equal_them_one_after_another(tmp_path, monkeypatch):
+    """pack=2: the two copies train in one fused pass (each its own data order) and give the same copies, errors
+    along the path and instability as one after another, up to one test example; the bar counts fused steps."""
+    import lottery.fused as fused
+
+    cfg = tiny(tmp_path, steps=40)
+    data = load_dataset("synthetic", n_train=256, n_test=64)
+    torch.manual_seed(0)
+    model = build_model("mlp", data.input_shape, data.num_classes, hidden=[16])
+    start = lt.snapshot(model)
+    mask = lt.prune_random(lt.Mask.ones_like(model), 0.5)
+    alone = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=11)
+    passes = []
+    real = fused.train_fused
+    monkeypatch.setattr(fused, "train_fused", lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    together = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=11, pack=2)
+    assert passes == [2]
+    one = 1 / 64 + 1e-12
+    assert [c["seed"] for c in together["copies"]] == [1, 2]
+    for a, b in zip(alone["copies"], together["copies"]):
+        assert a["status"] == b["status"] == "ok" and abs(a["test_accuracy"] - b["test_accuracy"]) <= one
+    assert max(abs(a - b) for a, b in zip(alone["errors"], together["errors"])) <= one
+    assert abs(alone["instability"] - together["instability"]) <= 2 * one

@@ -108,34 +108,39 @@ class PruneAtInit:
 
     def run(self, strategies, densities, ablations) -> dict:
         self._dense()
+        runs, keys = [], []  # every pending training run, each subnetwork before its ablations
         for strategy in strategies:
             for density in densities:
-                self._one(strategy, density, ablations)
+                mask = self._mask(strategy, density)
+                entry = self._entry(strategy, density)
+                if entry is None:
+                    runs.append((self.exp.init_state, mask, f"{strategy} {density:g}"))
+                    keys.append((strategy, density, mask, None))
+                for ablation in ablations:
+                    if entry is not None and ablation in entry["controls"]:
+                        continue
+                    seed = derived_seed(self.cfg.seed, "prune_at_init", ablation, strategy, density)
+                    if ablation == "shuffled":  # same per-layer counts, positions drawn at random; same init
+                        start, ablated = self.exp.init_state, random_mask_like(mask, seed).to(self.exp.device)
+                    else:  # reinit: same mask, a fresh draw of the same init scheme (the rest from init.pt)
+                        start, ablated = self.exp.fresh_init(seed), mask
+                    runs.append((start, ablated, f"{strategy} {density:g} {ablation}"))
+                    keys.append((strategy, density, mask, ablation))
+        # one after another, or with --pack in fused passes; each result is saved as its run (or pass) ends
+        self.exp.train_many(runs, lambda i, result: self._record(*keys[i], result))
         self.results["status"] = "complete"
         self._save()
         return self.results
 
-    def _one(self, strategy: str, density: float, ablations) -> None:
-        entry = self._entry(strategy, density)
-        mask = self._mask(strategy, density)
-        if entry is None:
-            result = self.exp.train_from(self.exp.init_state, mask, f"{strategy} {density:g}")
-            entry = {"strategy": strategy, "target_density": density, "density": mask.density,
-                     "num_kept": mask.num_kept, "layer_density": mask.layer_density(),
-                     "collapsed_layers": collapsed_layers(mask), **result.summary(), "controls": {}}
-            self.results["entries"].append(entry)
-            self._save()
-        for ablation in ablations:
-            if ablation in entry["controls"]:
-                continue
-            seed = derived_seed(self.cfg.seed, "prune_at_init", ablation, strategy, density)
-            if ablation == "shuffled":  # same per-layer counts, positions drawn at random; same init
-                start, ablated = self.exp.init_state, random_mask_like(mask, seed).to(self.exp.device)
-            else:  # reinit: same mask, a fresh draw of the same init scheme (the rest from init.pt)
-                start, ablated = self.exp.fresh_init(seed), mask
-            result = self.exp.train_from(start, ablated, f"{strategy} {density:g} {ablation}")
-            entry["controls"][ablation] = result.summary()
-            self._save()
+    def _record(self, strategy: str, density: float, mask: Mask, ablation: str | None, result) -> None:
+        if ablation is None:
+            self.results["entries"].append({
+                "strategy": strategy, "target_density": density, "density": mask.density, "num_kept": mask.num_kept,
+                "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
+                **result.summary(), "controls": {}})
+        else:
+            self._entry(strategy, density)["controls"][ablation] = result.summary()
+        self._save()
 
 
 def valid_results(results: object) -> bool:

@@ -18,6 +18,8 @@ mode) before evaluation; networks without BatchNorm are evaluated as they are.
 """
 from __future__ import annotations
 
+import copy
+
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -76,28 +78,39 @@ def interpolate_errors(model: nn.Module, state_a: dict, state_b: dict, data, poi
 
 
 def instability(model: nn.Module, data, cfg: Config, start_state: dict, mask: Mask | None = None, k: int = 0, *,
-                seeds: tuple[int, int] = (1, 2), points: int = 21, progress: bool = False) -> dict:
+                seeds: tuple[int, int] = (1, 2), points: int = 21, progress: bool = False, pack: int = 1) -> dict:
     """Train to step k from ``start_state`` (data order ``cfg.seed``), then two copies to the end of the budget
     with data orders ``seeds``; returns errors along the line between them and the instability. ``progress``:
-    one bar over every training step."""
+    one bar over every training step. ``pack`` >= 2 trains the two copies in one fused pass (lottery/fused.py:
+    the same results up to float rounding)."""
     total = budget_steps(cfg, len(data.train[0]))
     if not 0 <= k < total:
         raise ConfigError(f"k must be in [0, {total}) (the training budget), got {k}")
     if len(set(seeds)) != 2:
         raise ConfigError(f"two different data-order seeds are needed, got {seeds}")
     rewind(model, start_state, mask)
-    with _bar(progress, k + 2 * (total - k)) as shown:
+    fused = pack >= 2
+    with _bar(progress, k + (1 if fused else 2) * (total - k)) as shown:
         bar = crash_progress(shown, "train:stability")
         if k > 0:
             train(model, data, cfg.replace(steps=k, epochs=None, progress=False), mask, seed=cfg.seed, progress=bar)
         at_k = snapshot(model)
         rest = cfg.replace(steps=total - k, epochs=None, progress=False)
-        finals, copies = [], []
-        for s in seeds:
-            rewind(model, at_k, mask)
-            result = train(model, data, rest, mask, seed=s, progress=bar)
-            finals.append(snapshot(model))
-            copies.append({"seed": s, "status": result.status, "test_accuracy": result.test_accuracy})
+        if fused:
+            from lottery.fused import train_fused
+
+            models = [copy.deepcopy(model) for _ in seeds]
+            for m in models:
+                rewind(m, at_k, mask)
+            results = train_fused(models, data, rest, [mask, mask], seeds=list(seeds), progress=bar)
+            finals = [snapshot(m) for m in models]
+        else:
+            results, finals = [], []
+            for s in seeds:
+                rewind(model, at_k, mask)
+                results.append(train(model, data, rest, mask, seed=s, progress=bar))
+                finals.append(snapshot(model))
+        copies = [{"seed": s, "status": r.status, "test_accuracy": r.test_accuracy} for s, r in zip(seeds, results)]
     alphas, errors = interpolate_errors(model, finals[0], finals[1], data, points)
     exact = k == 0 or (cfg.schedule == "constant" and not cfg.warmup_steps)
     return {
@@ -115,7 +128,7 @@ def _bar(progress: bool, total: int):
 
 
 def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[int, int] = (1, 2),
-                  points: int = 21, plot: bool = True, progress: bool = False) -> dict:
+                  points: int = 21, plot: bool = True, progress: bool = False, pack: int = 1) -> dict:
     """``instability`` for level ``level`` of an IMP run: its mask and rewind state. Results accumulate in
     ``stability.json`` (a finished (level, k, seeds, points) is returned, not recomputed) and the plot is
     ``stability_level_NN_kK.png`` in the run directory."""
@@ -144,7 +157,7 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
             mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
             found = {"level": level, "density": mask.density,
                      **instability(exp.model, exp.data, cfg, exp.rewind_state(level), mask, k,
-                                   seeds=tuple(seeds), points=points, progress=progress)}
+                                   seeds=tuple(seeds), points=points, progress=progress, pack=pack)}
             stored["entries"].append(found)
             save_json(run.path / RESULTS_FILE, stored)
     if plot:
