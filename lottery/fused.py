@@ -92,6 +92,12 @@ def resolve_pack(pack: int | str, model: nn.Module, device: torch.device | None 
     return min(AUTO_PACK_MAX, 2 ** (fits.bit_length() - 1))
 
 
+def even_passes(items: Sequence, pack: int) -> list[list]:
+    """``items`` split into the fewest passes of at most ``pack``, as even as possible (7 by 3: 2, 2, 3)."""
+    n = -(-len(items) // pack)
+    return [list(items[i * len(items) // n: (i + 1) * len(items) // n]) for i in range(n)]
+
+
 def _is_mlp(model: nn.Module) -> bool:
     kids = list(model.children())
     return isinstance(model, nn.Sequential) and any(isinstance(m, nn.Linear) for m in kids) and all(

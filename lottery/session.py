@@ -156,12 +156,14 @@ class Session:
             for i, (start, mask, desc) in enumerate(runs):
                 on_done(i, self.train_from(start, mask, desc))
             return
-        from lottery.fused import train_fused
+        from lottery.fused import even_passes, train_fused
 
-        passes = -(-len(runs) // self.pack)
-        for p in range(passes):
-            lo, hi = p * len(runs) // passes, (p + 1) * len(runs) // passes
-            chunk = runs[lo:hi]
+        lo = 0
+        for chunk in even_passes(runs, self.pack):
+            if len(chunk) == 1:  # one network alone trains faster unfused
+                on_done(lo, self.train_from(*chunk[0]))
+                lo += 1
+                continue
             models = []
             for start, mask, _ in chunk:
                 model = copy.deepcopy(self.model)
@@ -175,6 +177,7 @@ class Session:
                 if result.status == "ok":
                     check_pruned_zero(model, mask, name)
                 on_done(i, result)
+            lo += len(chunk)
 
     def start_step(self, level: int) -> int:
         """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's

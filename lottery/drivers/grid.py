@@ -141,8 +141,7 @@ def _local_packed(configs: Sequence[Config], jobs: int, pack: int, progress: boo
     groups = [list(range(len(configs)))[j::jobs] for j in range(jobs)]
     groups = [g for g in groups if g]
     results: list[dict | None] = [None] * len(configs)
-    per_trunk = [c.levels + 1 for c in configs]
-    bar = tqdm(total=sum(per_trunk), desc="grid", unit="level", dynamic_ncols=True, disable=not progress)
+    bar = tqdm(total=sum(c.levels + 1 for c in configs), desc="grid", unit="level", dynamic_ncols=True, disable=not progress)
     ctx = multiprocessing.get_context("spawn")
     manager = ctx.Manager()
     ticks = manager.Queue()

@@ -46,10 +46,10 @@ def train_ahead(pendings: Sequence, pack: int, progress: bool = False) -> None:
         for name in p.names:
             if exp.fusable(p.level, name):
                 groups.setdefault((id(exp.data), _train_key(exp.cfg)), []).append((p, name))
+    from lottery.fused import even_passes
+
     for jobs in groups.values():
-        passes = -(-len(jobs) // pack)
-        for i in range(passes):
-            chunk = jobs[i * len(jobs) // passes: (i + 1) * len(jobs) // passes]
+        for chunk in even_passes(jobs, pack):
             if len(chunk) > 1:
                 _fused_pass(chunk, progress)
 
