@@ -43,13 +43,16 @@ def test_batchnorm_statistics_are_recomputed_from_the_training_data():
     assert not model.training and model[0].momentum == 0.1
 
 
-def test_instability_is_max_error_minus_endpoint_mean(tmp_path):
-    cfg = tiny(tmp_path, steps=40)
+def _half_masked(tmp_path):
+    """A 40-step config, a small data set, an MLP with its start state and a 50 % random mask."""
     data = load_dataset("synthetic", n_train=256, n_test=64)
     torch.manual_seed(0)
     model = build_model("mlp", data.input_shape, data.num_classes, hidden=[16])
-    start = lt.snapshot(model)
-    mask = lt.prune_random(lt.Mask.ones_like(model), 0.5)
+    return tiny(tmp_path, steps=40), data, model, lt.snapshot(model), lt.prune_random(lt.Mask.ones_like(model), 0.5)
+
+
+def test_instability_is_max_error_minus_endpoint_mean(tmp_path):
+    cfg, data, model, start, mask = _half_masked(tmp_path)
     r = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=20)
     assert r["instability"] == pytest.approx(max(r["errors"]) - (r["errors"][0] + r["errors"][-1]) / 2)
     assert len(r["errors"]) == 20 and r["note"] is None
@@ -102,15 +105,10 @@ def test_stability_run_writes_results_and_plot_and_cli(tmp_path, capsys):
 
 def test_the_two_copies_fused_equal_them_one_after_another(tmp_path, monkeypatch):
     """pack=2: the two copies train in one fused pass (each its own data order) and give the same copies, errors
-    along the path and instability as one after another, up to one test example; the bar counts fused steps."""
+    along the path and instability as one after another, up to one test example."""
     import lottery.fused as fused
 
-    cfg = tiny(tmp_path, steps=40)
-    data = load_dataset("synthetic", n_train=256, n_test=64)
-    torch.manual_seed(0)
-    model = build_model("mlp", data.input_shape, data.num_classes, hidden=[16])
-    start = lt.snapshot(model)
-    mask = lt.prune_random(lt.Mask.ones_like(model), 0.5)
+    cfg, data, model, start, mask = _half_masked(tmp_path)
     alone = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=11)
     passes = []
     real = fused.train_fused
