@@ -304,7 +304,7 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
                     continue
                 curves[i].append([step, losses[i], accs[i]])
                 if probes is not None:
-                    _load(models[i], stack, i)
+                    _load(models[i], {n: p[i] for n, p in stack.params.items()})
                     probes[i](step)
                 if not math.isfinite(losses[i]):
                     status[i], stopped[i] = "diverged", step
@@ -358,10 +358,7 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
     wall = time.perf_counter() - start
     for i, model in enumerate(models):
         state = frozen.get(i) or stack.slice(i)
-        with torch.no_grad():
-            params = dict(model.named_parameters())
-            for n, v in state.items():
-                params[n].copy_(v)
+        _load(model, state)
         if status[i] == "ok" and not all(torch.isfinite(v).all() for v in state.values()):
             status[i] = "diverged"
     ok = [i for i in range(k) if status[i] == "ok"]
@@ -382,11 +379,11 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
 
 
 @torch.no_grad()
-def _load(model: nn.Module, stack: Stack, i: int) -> None:
-    """Network ``i``'s current weights into its own module."""
+def _load(model: nn.Module, state: dict) -> None:
+    """Weights by parameter name (one network's slice of the stack) into that network's own module."""
     params = dict(model.named_parameters())
-    for n, p in stack.params.items():
-        params[n].copy_(p[i])
+    for n, v in state.items():
+        params[n].copy_(v)
 
 
 def _with_params(stack: Stack, params: dict) -> Stack:

@@ -146,7 +146,8 @@ class Session:
         return result
 
     def train_many(self, runs: list, on_done) -> None:
-        """Train independent runs ``(start_state, mask, desc)`` from step 0, all on this config's data order;
+        """Train independent runs ``(start, mask, desc)`` from step 0, all on this config's data order; ``start()``
+        gives the run's start state when it is about to train (a fresh init is drawn then, not held for the rest);
         ``on_done(i, result)`` records run ``i`` (in order, as soon as its pass ends, so a kill loses one pass).
 
         With ``pack`` > 1 (one process) they train in fused passes of at most ``pack`` networks, split evenly, one
@@ -154,20 +155,21 @@ class Session:
         another through ``train_from``."""
         if self.pack <= 1 or self.dist.active or len(runs) < 2:
             for i, (start, mask, desc) in enumerate(runs):
-                on_done(i, self.train_from(start, mask, desc))
+                on_done(i, self.train_from(start(), mask, desc))
             return
         from lottery.fused import even_passes, train_fused
 
         lo = 0
         for chunk in even_passes(runs, self.pack):
             if len(chunk) == 1:  # one network alone trains faster unfused
-                on_done(lo, self.train_from(*chunk[0]))
+                start, mask, desc = chunk[0]
+                on_done(lo, self.train_from(start(), mask, desc))
                 lo += 1
                 continue
             models = []
             for start, mask, _ in chunk:
                 model = copy.deepcopy(self.model)
-                rewind(model, start, mask)
+                rewind(model, start(), mask)
                 models.append(model)
             desc = f"fused: {len(chunk)} runs"
             with self.bar(self.total_steps, desc) as bar:

@@ -28,6 +28,8 @@ from lottery.config import Config
 from lottery.errors import ConfigError, LotteryError
 
 EXECUTORS = ("local", "submitit")
+WORKER_DIED = ("a grid worker died mid-run (killed or out of memory); run the same command again to resume: "
+               "finished runs are kept and the interrupted one resumes")
 
 
 def check_jobs(jobs: object) -> int:
@@ -122,8 +124,7 @@ def _local(configs: Sequence[Config], jobs: int, progress: bool) -> list[dict | 
             results[futures[future]] = future.result()
             bar.update(1)
     except BrokenProcessPool:
-        raise LotteryError("a grid worker died mid-run (killed or out of memory); run the same command again to "
-                           "resume: finished runs are kept and the interrupted one resumes") from None
+        raise LotteryError(WORKER_DIED) from None
     except BaseException:  # Ctrl-C, SIGTERM: stop the workers now (their runs resume), not after the queue
         _stop(pool)
         raise
@@ -141,7 +142,8 @@ def _local_packed(configs: Sequence[Config], jobs: int, pack: int, progress: boo
     groups = [list(range(len(configs)))[j::jobs] for j in range(jobs)]
     groups = [g for g in groups if g]
     results: list[dict | None] = [None] * len(configs)
-    bar = tqdm(total=sum(c.levels + 1 for c in configs), desc="grid", unit="level", dynamic_ncols=True, disable=not progress)
+    bar = tqdm(total=sum(c.levels + 1 for c in configs), desc="grid", unit="level", dynamic_ncols=True,
+               disable=not progress)
     ctx = multiprocessing.get_context("spawn")
     manager = ctx.Manager()
     ticks = manager.Queue()
@@ -159,8 +161,7 @@ def _local_packed(configs: Sequence[Config], jobs: int, pack: int, progress: boo
         _drain(ticks, bar)
         bar.update(bar.total - bar.n)  # trunks that stopped early (diverged, exhausted) skip their last levels
     except BrokenProcessPool:
-        raise LotteryError("a grid worker died mid-run (killed or out of memory); run the same command again to "
-                           "resume: finished runs are kept and the interrupted one resumes") from None
+        raise LotteryError(WORKER_DIED) from None
     except BaseException:
         _stop(pool)
         raise

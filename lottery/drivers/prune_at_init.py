@@ -114,16 +114,16 @@ class PruneAtInit:
                 mask = self._mask(strategy, density)
                 entry = self._entry(strategy, density)
                 if entry is None:
-                    runs.append((self.exp.init_state, mask, f"{strategy} {density:g}"))
+                    runs.append((lambda: self.exp.init_state, mask, f"{strategy} {density:g}"))
                     keys.append((strategy, density, mask, None))
                 for ablation in ablations:
                     if entry is not None and ablation in entry["controls"]:
                         continue
                     seed = derived_seed(self.cfg.seed, "prune_at_init", ablation, strategy, density)
                     if ablation == "shuffled":  # same per-layer counts, positions drawn at random; same init
-                        start, ablated = self.exp.init_state, random_mask_like(mask, seed).to(self.exp.device)
+                        start, ablated = (lambda: self.exp.init_state), random_mask_like(mask, seed).to(self.exp.device)
                     else:  # reinit: same mask, a fresh draw of the same init scheme (the rest from init.pt)
-                        start, ablated = self.exp.fresh_init(seed), mask
+                        start, ablated = (lambda seed=seed: self.exp.fresh_init(seed)), mask
                     runs.append((start, ablated, f"{strategy} {density:g} {ablation}"))
                     keys.append((strategy, density, mask, ablation))
         # one after another, or with --pack in fused passes; each result is saved as its run (or pass) ends
