@@ -13,7 +13,7 @@ beyond the run, tiny val/test), so this is the step rate.
 (b) Grid: ``lottery compare-inits`` on the init study's network (the 12x128 ReLU MLP on Fashion-MNIST, momentum
 SGD, batch 128; 2 schemes x 2 seeds, 2 levels of 500 steps, validation every 100, both controls: 28 training
 runs), as separate processes: one run at a time (``--pack 1 --jobs 1``, torch's threads), ``--jobs 2``, ``--jobs 2
---pack 4`` (each worker advances its two trunks in lockstep, fused; lottery/drivers/grid.py) and one process in
+--pack 4`` (each worker advances its two trunks in lockstep, fused; lottery/executors/grid.py) and one process in
 lockstep (``--pack 4``); wall time of each whole command, the largest accuracy difference against the
 one-at-a-time summary, and the fixed cost (the same command again, every run reused: start-up, data, summary and
 plots). ``--quick`` uses MNIST-1D's MLP and 100 steps.

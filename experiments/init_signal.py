@@ -3,7 +3,7 @@
     python experiments/init_signal.py [--out experiments/figures/init_signal_deep_mlp.png]
 
 For each scheme: the std of every layer's output and the norm of every weight's gradient on 256 Fashion-MNIST
-validation images, at step 0 (``lottery.signal.SignalProbe``, the probe every run records). Prints the table and
+validation images, at step 0 (``lottery.layer_signal.SignalProbe``, the probe every run records). Prints the table and
 draws both as lines over depth on a log scale.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import lottery as lt  # noqa: E402
 from lottery.init_variant import parse_init_variant  # noqa: E402
-from lottery.signal import SignalProbe  # noqa: E402
+from lottery.layer_signal import SignalProbe  # noqa: E402
 
 SCHEMES = ["normal", "normal:std=1.0", "xavier_normal", "kaiming_normal", "orthogonal", "lsuv", "zeros"]
 

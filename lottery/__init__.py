@@ -5,10 +5,7 @@ the mask utilities never pays for the model zoo or the data sets.
 """
 from importlib import import_module
 
-from lottery import _moved
-
-__version__ = "0.2.0"
-_moved.install()  # lottery.drivers.imp, lottery.storage.rundir, ... (0.2.0's names) still import: see lottery/_moved.py
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "Mask": "lottery.masks", "mask_gradients": "lottery.masks",
@@ -24,11 +21,11 @@ _EXPORTS = {
     "TrainResult": "lottery.train",  # the function is lottery.train.train (the module owns the name)
     "run_imp": "lottery.drivers.imp", "Session": "lottery.session",
     "collapsed_layers": "lottery.pruning",
-    "compare_inits": "lottery.drivers.compare",
+    "compare_inits": "lottery.drivers.compare_inits",
     "run_gradual": "lottery.drivers.gradual",
     "run_prune_at_init": "lottery.drivers.prune_at_init",
     "export_ticket": "lottery.export", "load_exported": "lottery.export",
-    "find_tickets": "lottery.drivers.tickets",
+    "find_tickets": "lottery.drivers.find_tickets",
     "load_results": "lottery.reporting.frames",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -80,7 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         load_results([args.run_dir, *args.more_runs]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     if (Path(args.run_dir) / "summary.json").is_file():  # a compare-inits directory
-        from lottery.drivers.compare import format_summary
+        from lottery.drivers.compare_inits import format_summary
         from lottery.storage.atomic import load_json
         from lottery.reporting.plots import compare_plots
 
@@ -166,7 +166,7 @@ whose dense accuracy is below chance + --stall-margin is marked stalled; one who
 
 
 def cmd_compare_inits(args: argparse.Namespace) -> int:
-    from lottery.drivers.compare import compare_inits, format_summary
+    from lottery.drivers.compare_inits import compare_inits, format_summary
 
     opts = options_from_args(CompareOptions, args)
     cfg = config_from_args(args)

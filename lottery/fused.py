@@ -20,7 +20,7 @@ rounding differs (a batched matmul sums in another order than a single one). tes
 8 LeNet-like MLPs over 30 steps we saw final weights within 6e-16 relative in float64 and 4e-7 in float32, and
 validation losses within 3e-7 (``evaluate`` sums them in float32); masks are exact and pruned weights, gradients
 and optimizer state stay exactly zero; the early-stop weights' test accuracy and the per-layer signal
-(lottery/signal.py) are recorded per network as ``train`` records them.
+(lottery/layer_signal.py) are recorded per network as ``train`` records them.
 How far rounding carries depends on the training, not on fusing: on the init study's 12x128 ReLU MLP (momentum
 SGD, lr 0.02) plain ``train`` on 1 and on 2 threads already reaches validation losses of 0.692 and 0.618 after 200
 steps from the same start (fused: 0.708; float64: 0.662), so long runs of such a network agree across threads,
@@ -49,7 +49,7 @@ from torch import nn
 
 from lottery.config import Config
 from lottery.masks import Mask
-from lottery.signal import SignalProbe
+from lottery.layer_signal import SignalProbe
 from lottery.train import TrainResult, budget_steps, lr_factor, make_optimizer, train
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Identity, nn.Softplus)
@@ -287,7 +287,7 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
     best = [(math.inf, 0, 0.0) for _ in range(k)]
     # the weights at each network's best evaluation, for their test accuracy at the end (as ``train`` keeps them)
     best_params = {n: p.detach().clone() for n, p in stack.params.items()}
-    # per-layer signal of each network at every evaluation, on its own module (lottery/signal.py), as ``train``
+    # per-layer signal of each network at every evaluation, on its own module (lottery/layer_signal.py), as ``train``
     probes = [SignalProbe(m, x_val, y_val) for m in models] if getattr(cfg, "record_signal", True) else None
     status = ["ok"] * k
     stopped = [None] * k  # step at which a network diverged

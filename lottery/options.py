@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 
 from lottery.config import _opt, load_toml, parse_list, parse_options
 from lottery.errors import ConfigError, LotteryError
-from lottery.drivers.grid import EXECUTORS
+from lottery.executors.grid import EXECUTORS
 
 
 # -- reading a flag's text or a TOML value (each accepts both, so a value read twice stays the same) ----------
@@ -112,13 +112,13 @@ def _two_seeds(v: tuple) -> str | None:
 
 
 def _seeds(v: int | tuple) -> None:
-    from lottery.drivers.compare import parse_seeds
+    from lottery.drivers.compare_inits import parse_seeds
 
     parse_seeds(v)
 
 
 def _variants(v: tuple) -> None:
-    from lottery.drivers.compare import parse_inits
+    from lottery.drivers.compare_inits import parse_inits
 
     if v:
         parse_inits(v)

@@ -20,7 +20,7 @@ from lottery import distributed
 from lottery.config import Config
 from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
-from lottery.storage.faults import crash_progress
+from lottery.testing import crash_progress
 from lottery.fused import resolve_pack
 from lottery.inits import init_weights
 from lottery.masks import Mask

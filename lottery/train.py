@@ -24,7 +24,7 @@ from lottery.config import Config
 from lottery.errors import ConfigError
 from lottery.masks import Mask
 from lottery.rewind import snapshot
-from lottery.signal import SignalProbe
+from lottery.layer_signal import SignalProbe
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TrainResult:
     wall_time: float
     early_stop_test_accuracy: float = math.nan  # test accuracy of the weights at early_stop_step
     curve: list = field(default_factory=list)  # [step, val_loss, val_accuracy] at each evaluation
-    signal: dict | None = None  # per-layer activation std and gradient norm at each evaluation (lottery.signal)
+    signal: dict | None = None  # per-layer activation std and gradient norm at each evaluation (lottery.layer_signal)
     rewind_state: dict | None = None  # weights after ``snapshot_step`` updates, when asked
 
     def summary(self) -> dict:

@@ -5,7 +5,7 @@ import sys
 
 def run_cli_with_crash(point: str, argv: list[str]) -> None:
     from lottery.cli import main
-    from lottery.storage.faults import ENV
+    from lottery.testing import ENV
 
     os.environ[ENV] = point
     sys.exit(main(argv))

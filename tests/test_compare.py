@@ -5,7 +5,7 @@ import pytest
 
 import lottery.drivers.imp
 from lottery.cli import main
-from lottery.drivers.compare import (
+from lottery.drivers.compare_inits import (
     InitVariant, comparison_dir, compare_inits, format_summary, mean_std, parse_init_variant, parse_inits, parse_seeds,
     summarize,
 )

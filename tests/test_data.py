@@ -370,7 +370,7 @@ def test_classes_option_refuses_what_is_not_a_label(bad):
 
 def test_chance_of_a_class_subset_is_one_over_its_labels():
     from lottery.data import load_dataset
-    from lottery.drivers.compare import chance_of
+    from lottery.drivers.compare_inits import chance_of
 
     assert chance_of(load_dataset("synthetic", classes=[0, 1])) == 0.5
     assert chance_of(load_dataset("synthetic")) == 0.25

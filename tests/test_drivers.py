@@ -1,7 +1,7 @@
 """The README's guarantees, for every driver: killed and resumed, a second process, a damaged stored file.
 
 Each driver runs a tiny synthetic config through the `lottery` command. A kill (SIGKILL at a named point, see
-lottery/storage/faults.py) followed by the same command gives the uninterrupted driver's results file; a second process
+lottery/testing.py) followed by the same command gives the uninterrupted driver's results file; a second process
 on the same run (or the same driver file) is refused in one line and writes nothing; a damaged stored file is
 set aside and recomputed, giving the undamaged results.
 """

@@ -41,7 +41,7 @@ def test_init_study_tables_read_a_comparison(tmp_path):
     """experiments/init_study.py's tables come from a real (tiny) comparison: labels, densities, IoU baseline."""
     import importlib.util
 
-    from lottery.drivers.compare import compare_inits
+    from lottery.drivers.compare_inits import compare_inits
 
     spec = importlib.util.spec_from_file_location("init_study", Path(__file__).parent.parent / "experiments/init_study.py")
     study = importlib.util.module_from_spec(spec)
@@ -67,7 +67,7 @@ def test_same_runs_compares_one_grid_trained_two_ways(tmp_path, monkeypatch):
     accuracies that differ by float rounding only; an unrelated directory is one clear line."""
     import importlib.util
 
-    from lottery.drivers.compare import compare_inits
+    from lottery.drivers.compare_inits import compare_inits
 
     spec = importlib.util.spec_from_file_location("same_runs", Path(__file__).parent.parent / "experiments/same_runs.py")
     same = importlib.util.module_from_spec(spec)

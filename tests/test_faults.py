@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL a real `lottery run` at named points, resume, and get the uninterrupted run bit for bit.
 
-Each case kills a subprocess with ``LOTTERY_CRASH_AT=<point>`` (see lottery/storage/faults.py), checks that it died by
+Each case kills a subprocess with ``LOTTERY_CRASH_AT=<point>`` (see lottery/testing.py), checks that it died by
 SIGKILL, resumes without the variable, and compares results.json (minus wall times), every mask and every level's
 final weights with one uninterrupted reference run. Levels finished before the kill must not be touched.
 """
@@ -19,7 +19,7 @@ import torch
 
 import lottery as lt
 from lottery.cli import build_parser, config_from_args
-from lottery.storage.faults import ENV, crash_point
+from lottery.testing import ENV, crash_point
 from tests.engine_helpers import strip_times
 from tests.fault_helpers import DropoutNet, run_cli_with_crash, run_cli_with_crash_dropout
 

@@ -17,7 +17,7 @@ from lottery.data import load_dataset
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
-from lottery.prune import prune_random
+from lottery.pruning import prune_random
 from lottery.train import train
 
 TOL = {torch.float64: 1e-9, torch.float32: 1e-3}

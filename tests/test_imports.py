@@ -21,31 +21,13 @@ def _modules() -> list[str]:
 
 def test_every_module_is_listed():
     mods = _modules()
-    assert {"lottery", "lottery.pruning", "lottery.pruning.topk", "lottery.prune_schedule", "lottery.cli"} <= set(mods)
-
-
-def _old_names() -> list[str]:
-    from lottery._moved import MOVED
-
-    return [*MOVED, "lottery.plots.run", "lottery.plots.compare"]
-
-
-@pytest.mark.parametrize("old", _old_names())
-def test_old_module_names_are_the_moved_modules(old):
-    """0.2.0's names (lottery.imp, lottery.runs, lottery.plots.run, ...) give the very module objects of the new
-    layout: one copy of each module's globals, so patching either name patches both."""
-    import importlib
-
-    from lottery._moved import new_name
-
-    assert importlib.import_module(old) is importlib.import_module(new_name(old))
-    assert importlib.import_module(old).__spec__.name == new_name(old)
+    assert {"lottery", "lottery.pruning", "lottery.pruning.topk", "lottery.pruning.budgets", "lottery.cli"} <= set(mods)
 
 
 def test_the_layout_groups_drivers_storage_and_reporting():
-    groups = {"drivers": {"imp", "gradual", "prune_at_init", "stability", "supermask", "compare", "grid", "tickets",
-                             "lockstep"},
-              "storage": {"rundir", "atomic", "faults"}, "reporting": {"tables", "frames", "trackers", "progress"}}
+    groups = {"drivers": {"imp", "gradual", "prune_at_init", "stability", "supermask", "compare_inits", "find_tickets"},
+              "executors": {"grid", "lockstep"},
+              "storage": {"rundir", "atomic"}, "reporting": {"tables", "frames", "trackers", "progress"}}
     for package, modules in groups.items():
         assert modules <= {p.stem for p in (ROOT / "lottery" / package).glob("*.py")}, package
     assert not [p for p in (ROOT / "lottery").glob("*.py") if p.stem in set().union(*groups.values())]
@@ -69,25 +51,9 @@ def test_each_module_imports_first():
     """In one fresh interpreter, each module in turn is imported with no other lottery module loaded: a cycle
     shows only when a module of the cycle is the first one imported, so import order cannot hide it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", _CHECK, *_modules(), *_old_names()], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _CHECK, *_modules()], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600, check=True).stdout
     assert out.strip().splitlines()[-1] == "{}", out
-
-
-@pytest.mark.parametrize("shim, names", [
-    ("lottery.prune", ["PRUNERS", "prune_magnitude", "prune_random", "random_mask_like", "collapsed_layers",
-                       "prune_by_scores", "check_fraction", "SCOPES"]),
-    ("lottery.pruners_init", ["snip_scores", "grasp_scores", "synflow_scores", "prune_iteratively"]),
-    ("lottery.prune_schedule", ["kept_counts", "prune_to_counts"]),
-])
-def test_compatibility_modules_reexport_the_package(shim, names):
-    import importlib
-
-    import lottery.pruning as pruning
-
-    mod = importlib.import_module(shim)
-    for n in names:
-        assert getattr(mod, n) is getattr(pruning, n), n
 
 
 def test_public_pruning_names_come_from_the_package():
@@ -102,7 +68,7 @@ def test_public_pruning_names_come_from_the_package():
 _NO_PLOTS = """
 import sys, tempfile
 from pathlib import Path
-import lottery, lottery.cli, lottery.drivers.imp, lottery.drivers.compare, lottery.drivers.grid, lottery.drivers.lockstep
+import lottery, lottery.cli, lottery.drivers.imp, lottery.drivers.compare_inits, lottery.executors.grid, lottery.executors.lockstep
 assert "matplotlib" not in sys.modules, "importing lottery loaded matplotlib"
 from lottery.config import from_dict
 out = Path(tempfile.mkdtemp())
@@ -123,3 +89,11 @@ def test_matplotlib_loads_only_to_plot():
                          timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_no_compatibility_modules_and_no_stdlib_names():
+    """0.3.0 dropped the 0.2.0 aliases; no top-level module shadows a standard-library module."""
+    import sys
+    top = {p.stem for p in (ROOT / "lottery").glob("*.py")}
+    assert not top & {"_moved", "prune", "pruners_init", "prune_schedule"}
+    assert not top & set(sys.stdlib_module_names), top & set(sys.stdlib_module_names)

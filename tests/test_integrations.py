@@ -11,7 +11,7 @@ from torch import nn
 
 import lottery as lt
 from lottery.storage.rundir import RunDir
-from lottery.drivers.tickets import TrainFnError
+from lottery.drivers.find_tickets import TrainFnError
 from tests.ticket_helpers import accuracy, make_data
 
 

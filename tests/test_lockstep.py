@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import lottery.fused as fused
-from lottery.drivers.compare import compare_inits, parse_init_variant
+from lottery.drivers.compare_inits import compare_inits, parse_init_variant
 from lottery.config import from_dict
 from lottery.storage.rundir import RunDir
 

@@ -13,7 +13,7 @@ from lottery.errors import ConfigError
 from lottery.options import OPTIONS, GradualOptions, StabilityOptions, flag_name, options_from_args
 from tests.test_cli import _one_line_error
 
-DRIVERS = {"compare-inits": ("lottery.drivers.compare", "compare_inits"), "prune-at-init": ("lottery.drivers.prune_at_init",
+DRIVERS = {"compare-inits": ("lottery.drivers.compare_inits", "compare_inits"), "prune-at-init": ("lottery.drivers.prune_at_init",
            "run_prune_at_init"), "gradual": ("lottery.drivers.gradual", "run_gradual"),
            "supermask": ("lottery.drivers.supermask", "supermask_run"),
            "stability": ("lottery.drivers.stability", "stability_run"), "export": ("lottery.export", "export_run")}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lottery.drivers.compare import InitVariant, summarize
+from lottery.drivers.compare_inits import InitVariant, summarize
 from lottery.drivers.imp import run_imp
 from lottery.reporting.plots import COMPARE_FILES, RUN_FILES, compare_plots, input_shape_of, run_plots, seed_plots
 from lottery.reporting.plots.run import first_layer_pixels

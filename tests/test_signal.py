@@ -6,7 +6,7 @@ from torch import nn
 
 import lottery as lt
 from lottery.reporting.plots import RUN_FILES, run_plots
-from lottery.signal import SignalProbe
+from lottery.layer_signal import SignalProbe
 from lottery.train import train
 from tests.engine_helpers import strip_times, tiny
 

@@ -10,7 +10,7 @@ import lottery as lt
 from lottery.cli import main
 from lottery.errors import ConfigError, LotteryError, MaskMismatchError
 from lottery.storage.rundir import RunDir
-from lottery.drivers.tickets import TrainFnError
+from lottery.drivers.find_tickets import TrainFnError
 from tests.engine_helpers import strip_times
 from tests.ticket_helpers import Loop, make_model
 
@@ -257,7 +257,7 @@ def _subprocess_run(out, log, crash_at=None):
     import sys
     from pathlib import Path
 
-    from lottery.storage.faults import ENV
+    from lottery.testing import ENV
 
     env = {k: v for k, v in os.environ.items() if k != ENV}
     root = str(Path(__file__).resolve().parents[1])

@@ -23,7 +23,7 @@ from torch import nn
 from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
-from lottery.storage.faults import crash_progress
+from lottery.testing import crash_progress
 from lottery.drivers.imp import Experiment
 from lottery.storage.atomic import load_json, save_json
 from lottery.masks import Mask

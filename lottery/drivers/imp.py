@@ -17,7 +17,7 @@ from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery import distributed
 from lottery.errors import CorruptFileError, MaskMismatchError
-from lottery.storage.faults import crash_point
+from lottery.testing import crash_point
 from lottery.masks import Mask
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
 from lottery.storage.rundir import RunDir, RunLockedError
@@ -82,7 +82,7 @@ def open_experiment(cfg: Config, run: RunDir | None = None, dist: distributed.Di
 class Experiment(Session):
     """IMP on a Session: the results written so far, the level loop, its controls and tracker. The loop is a
     generator (``levels``) that says what each level needs trained before it records it, so several experiments
-    can advance together and train their runs fused (lottery/drivers/lockstep.py); ``run`` drives it alone."""
+    can advance together and train their runs fused (lottery/executors/lockstep.py); ``run`` drives it alone."""
 
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
         super().__init__(cfg, run, dist, data)
@@ -150,17 +150,17 @@ class Experiment(Session):
         self.rundir.save_results(self.results)
 
     def run(self) -> dict:
-        """Every level in turn; with ``pack`` > 1 each level's runs train in fused passes (lottery/drivers/lockstep.py)."""
+        """Every level in turn; with ``pack`` > 1 each level's runs train in fused passes (lottery/executors/lockstep.py)."""
         for pending in self.levels():
             if self.pack > 1:
-                from lottery.drivers.lockstep import train_ahead
+                from lottery.executors.lockstep import train_ahead
 
                 train_ahead([pending], self.pack, progress=self.progress)
         return self.results
 
     def levels(self) -> Iterator["Pending"]:
         """The level loop. At each level with unfinished training runs it yields a :class:`Pending` and pauses: the
-        caller may train some of them meanwhile (fused, with other experiments' runs: lottery/drivers/lockstep.py). Resumed,
+        caller may train some of them meanwhile (fused, with other experiments' runs: lottery/executors/lockstep.py). Resumed,
         it trains the rest one at a time and records them all, then prunes — the same files, in the same order, as
         when nothing was trained ahead. ``self.results`` holds the outcome when the loop ends."""
         cfg = self.cfg

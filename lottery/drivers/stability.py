@@ -30,7 +30,7 @@ from torch import nn
 from lottery import distributed
 from lottery.config import Config
 from lottery.errors import ConfigError
-from lottery.storage.faults import crash_progress
+from lottery.testing import crash_progress
 from lottery.storage.atomic import finite, save_json
 from lottery.masks import Mask
 from lottery.rewind import rewind, snapshot

@@ -42,7 +42,7 @@ class Tracker:
         if arm == "ticket":
             self.scalars("density", level, {"overall": mask.density, **mask.layer_density()})
         signal = metrics.get("signal") or {}
-        for key in ("activation_std", "grad_norm"):  # per layer at each evaluation (lottery.signal)
+        for key in ("activation_std", "grad_norm"):  # per layer at each evaluation (lottery.layer_signal)
             for step, values in zip(signal.get("steps", []), signal.get(key, [])):
                 self.scalars(f"{tag}/{key}", step, dict(zip(signal["layers"], values)))
 

@@ -1,2 +1,1 @@
-"""Where results live: run directories and their lock (``rundir``), atomic checked file I/O (``atomic``), and the
-named crash points the fault tests kill a process at (``faults``)."""
+"""Where results live: run directories and their lock (``rundir``) and atomic checked file I/O (``atomic``)."""

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from lottery.errors import CorruptFileError
-from lottery.storage.faults import crash_point
+from lottery.testing import crash_point
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:

@@ -3,7 +3,7 @@
 - ``run_plots(run_path, results)`` — one run: accuracy and early-stop step vs weights remaining, per-layer
   density per level, training curves per level, and for image models the first layer's mask per input pixel.
 - ``seed_plots(out_dir, results_list)`` — several seeds of one config: the same curves as mean ± std bands.
-- ``compare_plots(out_dir, summary)`` — an init-scheme comparison (``lottery.drivers.compare``).
+- ``compare_plots(out_dir, summary)`` — an init-scheme comparison (``lottery.drivers.compare_inits``).
 
 Every function returns the paths it wrote; each figure function also accepts an ``ax`` for notebooks.
 """

@@ -1,4 +1,4 @@
-"""Figures of an init-scheme comparison, drawn from ``summary.json`` (``lottery.drivers.compare``): mean ± std over seeds."""
+"""Figures of an init-scheme comparison, drawn from ``summary.json`` (``lottery.drivers.compare_inits``): mean ± std over seeds."""
 from __future__ import annotations
 
 import math

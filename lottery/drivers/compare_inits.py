@@ -36,7 +36,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.compare.mean_std)
+from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.compare_inits.mean_std)
 from lottery.config import Config
 from lottery.errors import ConfigError
 from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  (public here too)
@@ -123,10 +123,10 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     """Run (or reuse) IMP for every init variant and seed; write and return the summary.
 
     ``jobs`` > 1 runs the unfinished (variant, seed) trunks in that many worker processes, and ``executor=
-    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/drivers/grid.py. The workers are spawned
+    "submitit"`` as a job array (``submitit`` holds its settings); see lottery/executors/grid.py. The workers are spawned
     processes that import the calling script, so a script calling this with ``jobs`` > 1 needs the
     ``if __name__ == "__main__":`` guard. Otherwise, a ``pack`` > 1 in ``base_cfg`` (``auto``: lottery/fused.py)
-    advances all trunks in lockstep, their runs fused (lottery/drivers/lockstep.py). The summary is built once all are
+    advances all trunks in lockstep, their runs fused (lottery/executors/lockstep.py). The summary is built once all are
     done.
 
     >>> import tempfile
@@ -196,8 +196,8 @@ def _run_serial(configs: dict, log) -> dict:
 
 
 def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log, pack: int = 1) -> dict:
-    """The unfinished trunks through lottery.drivers.grid (worker processes or submitit); every trunk's results."""
-    from lottery.drivers.grid import check, run_grid
+    """The unfinished trunks through lottery.executors.grid (worker processes or submitit); every trunk's results."""
+    from lottery.executors.grid import check, run_grid
 
     check(jobs, executor, submitit)
     pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
@@ -211,8 +211,8 @@ def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: b
 
 
 def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, log) -> dict:
-    """The unfinished trunks level by level together, their runs fused up to ``pack`` per pass (lottery/drivers/lockstep.py)."""
-    from lottery.drivers.lockstep import run_lockstep
+    """The unfinished trunks level by level together, their runs fused up to ``pack`` per pass (lottery/executors/lockstep.py)."""
+    from lottery.executors.lockstep import run_lockstep
     from lottery.session import data_key
 
     pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}

@@ -26,9 +26,9 @@ from torch import nn
 from lottery import __version__
 from lottery.config import CONTROLS, parse_list
 from lottery.errors import ConfigError, CorruptFileError, LotteryError, MaskMismatchError
-from lottery.storage.faults import crash_point
+from lottery.testing import crash_point
 from lottery.masks import Mask
-from lottery.prune import SCOPES, check_fraction, collapsed_layers, prune_magnitude, random_mask_like
+from lottery.pruning import SCOPES, check_fraction, collapsed_layers, prune_magnitude, random_mask_like
 from lottery.rewind import rewind, snapshot
 from lottery.storage.rundir import RunDir
 

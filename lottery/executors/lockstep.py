@@ -20,7 +20,7 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable, Hashable, Sequence
 
 from lottery.config import Config
-from lottery.storage.faults import crash_progress
+from lottery.testing import crash_progress
 from lottery.reporting.progress import progress_bar
 from lottery.rewind import rewind
 from lottery.storage.rundir import RunLockedError

@@ -9,7 +9,7 @@ its grid waits for that trunk and reuses it (tests/test_grid.py).
 - ``local``: ``jobs`` spawned worker processes, each with ``torch.set_num_threads(cores // jobs)``. Spawned
   workers import the script that started the grid: a script needs the ``if __name__ == "__main__":`` guard.
   With ``pack`` > 1 the trunks are dealt round-robin into ``jobs`` groups and each worker advances its group in
-  lockstep, its runs fused up to ``pack`` per pass (lottery/drivers/lockstep.py): on a 2-core CPU, two
+  lockstep, its runs fused up to ``pack`` per pass (lottery/executors/lockstep.py): on a 2-core CPU, two
   single-thread processes of fused passes are the fastest way through a grid (benchmarks/RESULTS.md).
 - ``submitit``: a job array through submitit (``pip install 'lottery[grid]'``); settings come from the TOML's
   ``[submitit]`` table (``cluster`` = slurm / local / debug picks the backend; the rest go to
@@ -66,7 +66,7 @@ def run_group(cfgs: Sequence[Config], pack: int, threads: int | None = None, tic
     ``cfgs`` (None for a trunk another process holds). ``ticks`` (a queue) gets one item per trunk-level done."""
     import torch
 
-    from lottery.drivers.lockstep import run_lockstep
+    from lottery.executors.lockstep import run_lockstep
 
     if threads:
         torch.set_num_threads(threads)
