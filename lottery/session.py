@@ -21,12 +21,12 @@ from lottery.config import Config
 from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
 from lottery.testing import crash_progress
-from lottery.fused import resolve_pack
+from lottery import fused
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
 from lottery.reporting.progress import progress_bar
-from lottery.rewind import rewind, snapshot
+from lottery.rewind import rewind, rewind_state, snapshot
 from lottery.storage.rundir import RunDir
 from lottery.train import budget_steps, train
 
@@ -41,6 +41,17 @@ def data_key(cfg: Config) -> tuple:
     """What decides the data a config trains on: configs with the same key can share one loaded data set."""
     return (cfg.dataset, cfg.data_root, cfg.val_size, json.dumps(cfg.dataset_options, sort_keys=True),
             str(resolve_device(cfg.device)))
+
+
+# what may differ between runs of one fused pass: each network gets its own init and data order (seed); the rest
+# either does not reach training (unhashed settings) or is already in the run's start state and mask
+_PER_RUN = ("init", "init_options", "init_scale", "seed", "name", "out", "progress", "log", "pack", "levels",
+            "controls", "prune_fraction", "layer_fractions", "scope", "strategy", "min_kept_per_layer", "rewind")
+
+
+def train_key(cfg: Config) -> tuple:
+    """What decides how a config trains, its seed and start state aside: runs with the same key can share a pass."""
+    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in _PER_RUN))
 
 
 def load_data(cfg: Config):
@@ -86,7 +97,7 @@ class Session:
             raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
         self.init_state = self.from_main(self._init_state)
         self.progress = cfg.progress and dist.is_main
-        self.pack = resolve_pack(cfg.pack, self.model)  # networks per fused pass (lottery/fused.py)
+        self.pack = fused.resolve_pack(cfg.pack, self.model)  # networks per fused pass (lottery/fused.py)
 
     # -- setup --------------------------------------------------------------------------------------------
     def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
@@ -157,42 +168,36 @@ class Session:
             for i, (start, mask, desc) in enumerate(runs):
                 on_done(i, self.train_from(start(), mask, desc))
             return
-        from lottery.fused import even_passes, train_fused
-
         lo = 0
-        for chunk in even_passes(runs, self.pack):
+        for chunk in fused.even_passes(runs, self.pack):
             if len(chunk) == 1:  # one network alone trains faster unfused
                 start, mask, desc = chunk[0]
                 on_done(lo, self.train_from(start(), mask, desc))
-                lo += 1
-                continue
-            models = []
-            for start, mask, _ in chunk:
-                model = copy.deepcopy(self.model)
-                rewind(model, start(), mask)
-                models.append(model)
-            desc = f"fused: {len(chunk)} runs"
-            with self.bar(self.total_steps, desc) as bar:
-                results = train_fused(models, self.data, self.cfg, [mask for _, mask, _ in chunk],
-                                      seeds=[self.cfg.seed] * len(chunk), progress=crash_progress(bar, "train:fused"))
-            for i, (model, (_, mask, name), result) in enumerate(zip(models, chunk, results), start=lo):
-                if result.status == "ok":
-                    check_pruned_zero(model, mask, name)
-                on_done(i, result)
+            else:
+                trained = self.train_pass([(start(), mask, desc) for start, mask, desc in chunk],
+                                          [self.cfg.seed] * len(chunk), f"fused: {len(chunk)} runs", "train:fused")
+                for i, (_, result) in enumerate(trained, start=lo):
+                    on_done(i, result)
             lo += len(chunk)
 
-    def start_step(self, level: int) -> int:
-        """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's
-        schedule and data order, as Frankle et al. 2020 do, not T more steps from a restarted schedule."""
-        return self.rewind_step if (level > 0 and self.rewind_step is not None) else 0
+    def train_pass(self, runs: list, seeds: list[int], desc: str, point: str, progress: bool | None = None) -> list:
+        """One fused pass: copies of the model, each rewound to its ``(start, mask, name)`` (verified) and trained
+        on its seed's data order, all together on this config's data (lottery/fused.py); pruned weights checked
+        after. Returns ``(model, TrainResult)`` per run. ``point``: the crash point of its steps."""
+        models = []
+        for start, mask, _ in runs:
+            model = copy.deepcopy(self.model)
+            rewind(model, start, mask)
+            models.append(model)
+        show = self.progress if progress is None else progress
+        with progress_bar(self.total_steps, desc) if show else nullcontext() as bar:
+            results = fused.train_fused(models, self.data, self.cfg, [mask for _, mask, _ in runs], seeds=seeds,
+                                  progress=crash_progress(bar, point))
+        for model, (_, mask, name), result in zip(models, runs, results):
+            if result.status == "ok":
+                check_pruned_zero(model, mask, name)
+        return list(zip(models, results))
 
     def rewind_state(self, level: int) -> dict[str, torch.Tensor]:
-        if self.cfg.rewind == "init" or level == 0:
-            return self.init_state
-        if self.cfg.rewind == "lr":  # learning-rate rewinding: keep the last level's weights, replay the schedule
-            prev = self.rundir.load_state(f"level_{level - 1:02d}/final.pt", like=self.init_state)
-        else:
-            prev = self.rundir.load_state("rewind.pt", like=self.init_state)
-        if prev is None:
-            raise CorruptFileError(f"{self.rundir.path}: the rewind state for level {level} is missing; delete level_00")
-        return {k: v.to(self.device) for k, v in prev.items()}
+        """Where level ``level``'s ticket starts under ``cfg.rewind`` (init, lr or step:K)."""
+        return rewind_state(self.rundir, self.init_state, self.cfg.rewind, level)

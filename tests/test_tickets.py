@@ -146,8 +146,8 @@ def test_the_hash_covers_settings_architecture_and_init(tmp_path):
     ({"test_accuracy": 93.0}, "looks like a percentage"),
     ({"test_accuracy": torch.tensor(-0.1)}, "must be a fraction in"),
     (0.93, "returned float; return a dict"),
-    ({"test_accuracy": 0.5, "density": 1.0}, "'density', which find_tickets sets itself"),
-    ({"test_accuracy": 0.5, "model": object()}, "metric 'model' as object"),
+    ({"test_accuracy": 0.5, "density": 1.0}, "'density', a name find_tickets or lt.load_results sets itself"),
+    ({"test_accuracy": 0.5, "net": object()}, "metric 'net' as object"),
     ({"test_accuracy": 0.5, "curve": [1, 2]}, "'curve' that is not a list of"),
 ])
 def test_bad_metrics_are_one_line_and_keep_finished_levels(tmp_path, returned, message):

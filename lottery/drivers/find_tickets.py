@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import sys
 import time
@@ -25,24 +24,18 @@ from torch import nn
 
 from lottery import __version__
 from lottery.config import CONTROLS, parse_list
-from lottery.errors import ConfigError, CorruptFileError, LotteryError, MaskMismatchError
-from lottery.testing import crash_point
+from lottery.errors import ConfigError, CorruptFileError
+from lottery.imp_engine import Arm, Engine, ImpSettings, Trained, Trainer
 from lottery.masks import Mask
-from lottery.pruning import SCOPES, check_fraction, collapsed_layers, prune_magnitude, random_mask_like
-from lottery.rewind import rewind, snapshot
+from lottery.pruning import SCOPES, check_fraction
+from lottery.reporting.trackers import TRACKERS, open_tracker
+from lottery.rewind import Held, rewind, snapshot
+from lottery.drivers.ticket_metrics import TrainFnError, check_metrics
 from lottery.storage.rundir import RunDir
 
 ARMS = ("ticket", *CONTROLS)
 DEFAULTS = {"levels": 5, "prune_fraction": 0.2, "scope": "global", "rewind": "init", "controls": list(CONTROLS),
             "layer_fractions": {}, "seed": 0}
-# Keys of a results entry that find_tickets fills itself; train_fn's metrics may not overwrite them.
-RESERVED = ("level", "density", "num_kept", "layer_density", "collapsed_layers", "controls", "level_wall_time")
-
-
-class TrainFnError(LotteryError):
-    """``train_fn`` broke its contract: bad metrics, or pruned weights left non-zero."""
-
-
 @dataclass
 class TicketRun:
     """Which training ``train_fn`` is asked for: ``level`` (0 = dense), ``arm`` (``ticket``, ``reinit`` or
@@ -56,10 +49,25 @@ class TicketRun:
     run_dir: Path
     tracker: Any = None
     rewind_state: dict | None = field(default=None, repr=False)
+    saved_at: int | None = field(default=None, repr=False)  # the step save_rewind_state was told it was called at
+    _saves: int = field(default=0, repr=False)
 
-    def save_rewind_state(self, model: nn.Module) -> None:
-        """Call at step K of your loop with ``rewind="step:K"``: level 0's ticket keeps these weights as the state
-        later levels rewind to. Elsewhere (other levels, controls, other rewind modes) it does nothing."""
+    def save_rewind_state(self, model: nn.Module, step: int | None = None) -> None:
+        """Call once, at step K of your loop, with ``rewind="step:K"`` (pass ``step`` and it is checked and recorded
+        as the level's ``rewind_state_step``): level 0's ticket keeps these weights as the state later levels rewind
+        to. Elsewhere (other levels, controls, other rewind modes) it keeps nothing. A second call in one training
+        run is refused: the rewind state would silently become the weights of a later step."""
+        where = f"level {self.level} {self.arm}"
+        self._saves += 1
+        if self._saves > 1:
+            raise TrainFnError(f"{where}: run.save_rewind_state was called a second time in one training run; call "
+                               f"it once, at step {self.rewind_step if self.rewind_step is not None else 'K'}")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise TrainFnError(f"{where}: run.save_rewind_state(model, step={step!r}); step must be an integer >= 0")
+        if step is not None and self.rewind_step is not None and step != self.rewind_step:
+            raise TrainFnError(f"{where}: run.save_rewind_state was called at step {step}, but rewind='step:"
+                               f"{self.rewind_step}' keeps the weights of step {self.rewind_step}; call it there")
+        self.saved_at = step
         if self.level == 0 and self.arm == "ticket" and self.rewind_step is not None:
             self.rewind_state = snapshot(model)
 
@@ -84,74 +92,6 @@ def architecture_fingerprint(model: nn.Module, prunable: list[str]) -> str:
     """sha256 of the parameter names and shapes and of which of them are pruned."""
     arch = [[n, list(p.shape)] for n, p in model.named_parameters()]
     return hashlib.sha256(json.dumps([arch, prunable]).encode()).hexdigest()[:16]
-
-
-# -- checks of what train_fn returns -----------------------------------------------------------------------------
-def _plain(value: Any, where: str, key: str) -> Any:
-    """A JSON-ready copy of a metric: numbers (tensors and numpy scalars too), strings, lists, dicts."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    elif hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalars
-        value = value.item()
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, where, key) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, where, key) for k, v in value.items()}
-    raise TrainFnError(f"{where}: train_fn returned metric '{key}' as {type(value).__name__}; "
-                       "return numbers, strings, lists or dicts")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def check_metrics(out: Any, where: str, diverged: bool) -> dict:
-    """train_fn's return value as a results entry part: ``status``, ``test_accuracy``, ``early_stop_step``, the
-    rest of its metrics; a one-line TrainFnError if it breaks the contract."""
-    if not isinstance(out, Mapping):
-        raise TrainFnError(f"{where}: train_fn returned {type(out).__name__}; return a dict such as "
-                           "{'test_accuracy': 0.93}")
-    taken = [k for k in out if k in RESERVED]
-    if taken:
-        raise TrainFnError(f"{where}: train_fn returned '{taken[0]}', which find_tickets sets itself; rename it")
-    raw_acc = out.get("test_accuracy")
-    metrics = {str(k): _plain(v, where, str(k)) for k, v in out.items()}
-    status = metrics.get("status", "ok")
-    if status not in ("ok", "diverged"):
-        raise TrainFnError(f"{where}: train_fn returned status {status!r}; use 'ok' or 'diverged'")
-    status = "diverged" if diverged else status
-    acc = raw_acc.item() if isinstance(raw_acc, torch.Tensor) and raw_acc.numel() == 1 else raw_acc
-    acc = acc.item() if hasattr(acc, "item") and getattr(acc, "ndim", None) == 0 else acc
-    if status == "ok":
-        if "test_accuracy" not in out:
-            keys = ", ".join(map(str, out)) or "none"
-            raise TrainFnError(f"{where}: train_fn returned no 'test_accuracy' (keys: {keys}); "
-                               "return {'test_accuracy': a fraction in [0, 1], ...}")
-        if not _is_number(acc) or not math.isfinite(acc) or not 0 <= acc <= 1:
-            hint = f" ({acc} looks like a percentage: divide by 100)" if _is_number(acc) and 1 < acc <= 100 else ""
-            raise TrainFnError(f"{where}: train_fn returned test_accuracy {acc!r}; it must be a fraction in [0, 1]"
-                               f"{hint}, or return status 'diverged'")
-    step = metrics.get("early_stop_step")
-    if step is not None and not _is_number(step):
-        raise TrainFnError(f"{where}: train_fn returned early_stop_step {step!r}; return a step number or None")
-    curve = metrics.get("curve", [])
-    if not (isinstance(curve, list) and all(isinstance(p, list) and len(p) == 3 and all(
-            v is None or _is_number(v) for v in p) for p in curve)):
-        raise TrainFnError(f"{where}: train_fn returned a 'curve' that is not a list of [step, val_loss, "
-                           "val_accuracy]; rename it or fix its shape")
-    metrics.update(status=status, test_accuracy=metrics.get("test_accuracy"), early_stop_step=step)
-    return metrics
-
-
-def _rewind_mode(text: str) -> tuple[str, int | None]:
-    m = re.fullmatch(r"(init|lr|step:(\d+))", str(text))
-    if not m:
-        raise ConfigError(f"rewind must be init, lr or step:K (K >= 0), got {text!r}")
-    return ("step", int(m.group(2))) if m.group(2) else (m.group(1), None)
 
 
 def _cuda_devices(model: nn.Module) -> list[int]:
@@ -197,24 +137,31 @@ def find_tickets(
     ``train_fn(model, mask, run)`` trains ``model`` in place (its pruned weights are already zero; keep them so
     with ``lt.mask_gradients(model, mask)`` before each optimizer step) and returns metrics, at least
     ``{"test_accuracy": a fraction in [0, 1]}``; ``early_stop_step`` and ``curve`` ([step, val_loss, val_acc]
-    rows) feed the table and plots, and every other metric is stored too. ``run`` is a :class:`TicketRun`.
+    rows; a non-finite loss records the run as diverged) feed the table and plots, and every other metric is stored
+    too, except under a reserved name (``RESERVED``: ``arm``, ``seed``, ``model``, ``signal``, ...: refused in one
+    line). ``mask`` is a copy: after every call the model's weights, looked up by name, are checked against
+    find_tickets' own mask, and its parameters and buffers must keep their names, shapes and dtypes. ``run`` is a
+    :class:`TicketRun`.
 
     The weights ``model`` holds when called (or ``init``, a state dict) are level 0's init. ``rewind``: ``init``,
     ``step:K`` (the weights your loop hands to ``run.save_rewind_state`` at step K of level 0) or ``lr`` (each
-    level starts from the previous one's trained weights). Controls: ``reinit`` (the same mask, weights redrawn
-    by each submodule's ``reset_parameters()`` under a seed derived from ``seed``, or by ``reinit(model, seed)``)
-    and ``random_mask`` (a random mask with the same per-layer counts, same rewind state). ``include`` chooses the
-    prunable weights (default: Linear and Conv weights); ``layer_fractions`` overrides the fraction per layer;
-    ``dataset`` is a label for reports; ``log`` = ``tensorboard`` or ``mlflow`` writes tracker files.
+    level starts from the previous one's trained weights). Controls start from the init: ``reinit`` (the same
+    mask, then weights redrawn by each submodule's ``reset_parameters()`` under a seed derived from ``seed``, or
+    by ``reinit(model, seed)``; what neither redraws keeps its init value) and ``random_mask`` (a random mask with
+    the same per-layer counts, same rewind state). IMP stops early, with status ``exhausted``, when a level would
+    prune nothing or a layer has no weights left; a diverged ticket ends it with status ``diverged``. ``include``
+    chooses the prunable weights (default: Linear and Conv weights); ``layer_fractions`` overrides the fraction
+    per layer; ``dataset`` is a label for reports; ``log`` = ``tensorboard`` or ``mlflow`` writes tracker files.
 
     The run lives in ``out/<name>-<hash>`` (``name`` defaults to the model's class name). Each level's trained
-    weights are in ``level_NN/final.pt``; when this returns (or raises) the model holds the weights it had when
-    called, so calling again with the same arguments resumes (finished work is not trained again).
+    weights are in ``level_NN/final.pt``; when this returns (or raises, your own exception unchanged) the model
+    holds the weights, dtypes and submodules it had when called, so calling again with the same arguments resumes
+    (finished work is not trained again).
 
     >>> import tempfile, torch, lottery as lt
     >>> _ = torch.manual_seed(0)
     >>> def train_fn(model, mask, run):  # a real one trains here
-    ...     return {"test_accuracy": 0.5, "arm": run.arm}
+    ...     return {"test_accuracy": 0.5, "which": run.arm}
     >>> results = lt.find_tickets(torch.nn.Linear(10, 10), train_fn, out=tempfile.mkdtemp(), levels=2, progress=False)
     >>> [round(e["density"], 2) for e in results["levels"]], sorted(results["levels"][2]["controls"])
     ([1.0, 0.8, 0.64], ['random_mask', 'reinit'])
@@ -227,10 +174,8 @@ def find_tickets(
         raise ConfigError(f"reinit must be a function reinit(model, seed), got {type(reinit).__name__}")
     settings = _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed)
     if log is not None:
-        from lottery.reporting.trackers import TRACKERS
-
         TRACKERS.get(log)  # an unknown name fails before the run directory is made
-    entry_state = snapshot(model)
+    held = Held(model)  # put back whatever happens: the user's model is theirs
     try:
         if init is not None:
             try:
@@ -244,7 +189,7 @@ def find_tickets(
             raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
         if "reinit" in settings["controls"] and reinit is None:
             _check_resettable(model, prunable)
-        init_state = entry_state if init is None else snapshot(model)
+        init_state = snapshot(model)
         name = name or type(model).__name__
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
             raise ConfigError(f"name '{name}' may hold only letters, digits and _.+-")
@@ -254,13 +199,13 @@ def find_tickets(
         config = {"name": name, "model": type(model).__name__, "dataset": dataset, "init": f"given:{hashed['init']}",
                   **settings, "out": str(out), "prunable": prunable}
         run = RunDir.for_settings(Path(out) / f"{name}-{digest}", hashed, config, driver="find_tickets")
-        from lottery.reporting.trackers import open_tracker
-
         with run, open_tracker(log, run.path) as tracker:
-            results = _Tickets(model, train_fn, run, settings, init_state, include, reinit, progress, tracker,
-                               {"config": config, "hash": digest, "version": __version__}).run()
+            trainer = _UserTrainer(model, train_fn, run, settings, init_state, include, reinit, progress, tracker)
+            engine = Engine(trainer, run, trainer.imp, {"config": config, "hash": digest, "version": __version__})
+            trainer.engine = engine
+            results = engine.run()
     finally:
-        model.load_state_dict(entry_state)
+        held.restore()
     return {**results, "run_dir": str(run.path)}
 
 
@@ -272,7 +217,8 @@ def _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, 
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if scope not in SCOPES:
         raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    _rewind_mode(rewind)
+    if not re.fullmatch(r"init|lr|step:\d+", str(rewind)):
+        raise ConfigError(f"rewind must be init, lr or step:K (K >= 0), got {rewind!r}")
     controls = list(parse_list(controls if controls is not None else ()))
     bad = [c for c in controls if c not in CONTROLS]
     if bad:
@@ -294,20 +240,30 @@ def _check_resettable(model: nn.Module, prunable: list[str]) -> None:
                               "reset_parameters(); pass reinit=lambda model, seed: ... or drop 'reinit' from controls")
 
 
-class _Tickets:
-    """One find_tickets experiment: the levels, their controls, and what is already on disk."""
+class _UserTrainer(Trainer):
+    """The engine's trainer around the user's ``train_fn``: every call starts from a verified rewind, gets a copy
+    of the mask, and is checked afterwards — its metrics, the model's structure, and (by name, against the
+    engine's own mask) that pruned weights stayed zero."""
+
+    mask_mismatch = "pass the model this run was started with, or another name= or out="
 
     def __init__(self, model, train_fn, run: RunDir, settings: dict, init_state: dict, include, reinit,
-                 progress: bool, tracker, header: dict):
+                 progress: bool, tracker):
         self.model, self.train_fn, self.rundir, self.s = model, train_fn, run, settings
         self.include, self.reinit, self.progress, self.tracker = include, reinit, progress, tracker
-        self.mode, self.rewind_step = _rewind_mode(settings["rewind"])
+        self.imp = ImpSettings(levels=settings["levels"], prune_fraction=settings["prune_fraction"],
+                               scope=settings["scope"], layer_fractions=settings["layer_fractions"],
+                               rewind=settings["rewind"], controls=tuple(settings["controls"]), seed=settings["seed"])
+        self._prunable = Mask.ones_like(model, include=include)
         self.init_state = self._init_state(init_state)
-        self.results = run.load_results() or {**header, "status": "running", "levels": []}
+        self.engine: Engine | None = None
 
-    def _say(self, line: str) -> None:
+    def say(self, line: str) -> None:
         if self.progress:
             print(f"find_tickets: {line}", file=sys.stderr, flush=True)
+
+    def prunable(self) -> Mask:
+        return self._prunable
 
     def _init_state(self, state: dict) -> dict:
         """init.pt is written once; a stored one must be this init (the directory's hash says it is)."""
@@ -327,164 +283,71 @@ class _Tickets:
                                    "directory")
         return state
 
-    # -- masks and rewind states -------------------------------------------------------------------------------
-    def _stored_mask(self, level: int) -> Mask | None:
-        """Level ``level``'s mask from disk; one that does not fit this model is an error, not a redo."""
-        mask = self.rundir.load_mask(level)
-        if mask is None:
-            return None
-        expected = list(Mask.ones_like(self.model, include=self.include))
-        try:
-            if sorted(mask) != sorted(expected):
-                raise MaskMismatchError(f"it covers {len(mask)} weights named like '{next(iter(mask), '')}', "
-                                        f"the model's prunable weights are {len(expected)} named like '{expected[0]}'")
-            mask.check_fits(self.model)
-        except MaskMismatchError as e:
-            raise MaskMismatchError(f"{self.rundir.level_dir(level) / 'mask.npz'} does not fit this model ({e}); "
-                                    "pass the model this run was started with, or another name= or out=") from None
-        return mask
+    def redraw(self, seed: int) -> dict:
+        """The reinit control: init.pt, then what ``reset_parameters()`` (or ``reinit``) draws, drawn afresh; a
+        parameter neither redraws keeps its init value, never the value the ticket trained it to."""
+        self.model.load_state_dict(self.init_state)
+        reinit_model(self.model, seed, self.reinit)
+        return snapshot(self.model)
 
-    def _mask(self, level: int) -> Mask:
-        """Level 0 is dense; level L prunes level L-1's trained weights (saved, so recomputing is deterministic)."""
-        if level == 0:
-            return Mask.ones_like(self.model, include=self.include)
-        try:
-            stored = self._stored_mask(level)
-            if stored is not None:
-                return stored
-        except CorruptFileError as e:
-            self._say(f"level {level}: {e}; recomputing the mask")
-        prev_mask = self._mask(level - 1)
-        self.model.load_state_dict(self._final(level - 1))
-        mask = prune_magnitude(self.model, prev_mask, self.s["prune_fraction"], scope=self.s["scope"],
-                               layer_fractions=self.s["layer_fractions"])
-        crash_point(f"prune:level{level}")
-        self.rundir.save_mask(level, mask)
-        return mask
-
-    def _final(self, level: int) -> dict:
-        state = self.rundir.load_state(f"level_{level:02d}/final.pt", like=self.init_state)
-        if state is None:
-            raise CorruptFileError(f"{self.rundir.level_dir(level) / 'final.pt'} is missing; delete level_{level:02d}")
-        return state
-
-    def _rewind_state(self, level: int) -> dict:
-        if level == 0 or self.mode == "init":
-            return self.init_state
-        if self.mode == "lr":  # learning-rate rewinding: each level starts from the last level's weights
-            return self._final(level - 1)
-        state = self.rundir.load_state("rewind.pt", like=self.init_state)
-        if state is None:
-            raise CorruptFileError(f"{self.rundir.path / 'rewind.pt'} is missing; delete level_00 to retrain it")
-        return state
-
-    # -- one train_fn call -------------------------------------------------------------------------------------
-    def _train(self, level: int, arm: str, start: dict, mask: Mask) -> tuple[dict, TicketRun]:
-        """Rewind (verified bit for bit), call train_fn, check what it returned and that pruned weights stayed 0."""
-        where = f"level {level} {arm}"
-        rewind(self.model, start, mask)
+    def train(self, level: int, arm: Arm) -> Trained:
+        """Rewind (verified bit for bit), call train_fn, check what it returned and what it left in the model."""
+        where = f"level {level} {arm.name}"
+        rewind(self.model, arm.start, arm.mask)
         params = dict(self.model.named_parameters())
-        mask = Mask({k: t.to(params[k].device) for k, t in mask.items()})
-        run = TicketRun(level, arm, self.s["seed"], self.rewind_step, self.rundir.path, self.tracker)
+        handed = Mask({k: t.to(params[k].device, copy=True) for k, t in arm.mask.items()})  # writes stay in the copy
+        run = TicketRun(level, arm.name, self.s["seed"], self.imp.rewind_step, self.rundir.path, self.tracker)
         started = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=_cuda_devices(self.model)):
                 torch.manual_seed(self.s["seed"])  # a loop drawing from the global RNG repeats itself on resume
-                out = self.train_fn(self.model, mask, run)
+                out = self.train_fn(self.model, handed, run)
         except BaseException as e:
-            done = len(self.results["levels"])
+            done = len(self.engine.results["levels"]) if self.engine is not None else 0
             e.add_note(f"find_tickets: train_fn raised during {where}; the {done} finished level(s) are saved in "
                        f"{self.rundir.path}: call find_tickets again with the same arguments to resume")
             raise
+        self._check_structure(where)
         diverged = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
         metrics = check_metrics(out, where, diverged)
         if metrics["status"] == "ok":
-            for k, m in mask.items():
-                n = int(torch.count_nonzero(params[k].detach()[~m]))
-                if n:
-                    raise TrainFnError(f"{where}: train_fn left {n} pruned weights of '{k}' non-zero; call "
-                                       "lt.mask_gradients(model, mask) before each optimizer step, or "
-                                       "mask.apply(model) after it")
+            self._check_pruned(where, arm.mask)
+        if arm.snapshot_step is not None:
+            if run.rewind_state is None:
+                raise TrainFnError(f"rewind='step:{self.imp.rewind_step}' needs train_fn to call "
+                                   f"run.save_rewind_state(model) at step {self.imp.rewind_step} of level 0; it did not")
+            if run.saved_at is not None:
+                metrics["rewind_state_step"] = run.saved_at
         metrics["wall_time"] = time.perf_counter() - started
         acc = metrics["test_accuracy"]
-        self._say(f"{where}: density {mask.density:.4f}, test accuracy {'-' if acc is None else f'{acc:.4f}'}"
-                  f"{'' if metrics['status'] == 'ok' else ' (diverged)'}")
-        self.tracker.summary(level, arm, mask, metrics)
-        return metrics, run
+        self.say(f"{where}: density {arm.mask.density:.4f}, test accuracy {'-' if acc is None else f'{acc:.4f}'}"
+                 f"{'' if metrics['status'] == 'ok' else ' (diverged)'}")
+        return Trained(self.model, metrics, arm.mask, run.rewind_state)
 
-    # -- the experiment ----------------------------------------------------------------------------------------
-    def _finished(self, level: int) -> dict | None:
-        """The level's results entry if it and its files are intact; a damaged level is trained again."""
-        entry = next((e for e in self.results["levels"] if e["level"] == level), None)
-        if entry is None:
-            return None
-        try:
-            mask = self._stored_mask(level)
-            if mask is None:
-                raise CorruptFileError("mask missing")
-            if mask.num_kept != entry.get("num_kept", mask.num_kept):
-                raise CorruptFileError(f"mask keeps {mask.num_kept} weights, results.json says {entry.get('num_kept')}")
-            self._final(level)
-            if level == 0 and self.mode == "step" and self.rundir.load_state("rewind.pt", like=self.init_state) is None:
-                raise CorruptFileError("rewind.pt missing")
-        except CorruptFileError as e:
-            self._say(f"level {level}: stored files are damaged ({e}); training this level again")
-            keep_later = self.mode != "lr"  # only lr rewinding starts the next level from this level's weights
-            self.results["levels"] = [e for e in self.results["levels"]
-                                      if e["level"] < level or (keep_later and e["level"] > level)]
-            return None
-        return entry
-
-    def _save(self) -> None:
-        self.results["levels"].sort(key=lambda e: e["level"])
-        self.rundir.save_results(self.results)
-
-    def run(self) -> dict:
-        for level in range(self.s["levels"] + 1):
-            entry = self._finished(level) or self._run_level(level)
-            if entry["status"] == "ok":
-                self._run_controls(level, entry)
-            if entry["status"] != "ok":  # magnitudes of diverged weights mean nothing: stop pruning
-                break
-        diverged = any(e["status"] != "ok" for e in self.results["levels"])
-        self.results["status"] = "diverged" if diverged else "complete"
-        self._save()
-        return self.results
-
-    def _run_level(self, level: int) -> dict:
-        started = time.perf_counter()
-        mask = self._mask(level)
-        metrics, run = self._train(level, "ticket", self._rewind_state(level), mask)
-        if level == 0 and self.mode == "step":
-            if run.rewind_state is None:
-                raise TrainFnError(f"rewind='step:{self.rewind_step}' needs train_fn to call "
-                                   f"run.save_rewind_state(model) at step {self.rewind_step} of level 0; it did not")
-            self.rundir.save_state("rewind.pt", run.rewind_state)
-        self.rundir.save_state(f"level_{level:02d}/final.pt", self.model.state_dict())
-        if level == 0:
-            self.rundir.save_mask(0, mask)
-        entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
-                 "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
-                 **metrics, "controls": {}, "level_wall_time": time.perf_counter() - started}
-        self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
-        self._save()
-        return entry
-
-    def _run_controls(self, level: int, entry: dict) -> None:
-        from lottery.drivers.imp import derived_seed  # the same per-control seeds as run_imp
-
-        if level == 0:
-            return
-        for control in self.s["controls"]:
-            if control in entry["controls"]:
+    def _check_structure(self, where: str) -> None:
+        """The model still has init.pt's parameters and buffers: same names, shapes and dtypes."""
+        now = self.model.state_dict()
+        for k in [*self.init_state, *now]:
+            if k not in now or k not in self.init_state:
+                what = "removed" if k not in now else "added"
+            elif now[k].shape != self.init_state[k].shape or now[k].dtype != self.init_state[k].dtype:
+                what = f"now {now[k].dtype} {tuple(now[k].shape)}, was {self.init_state[k].dtype} " \
+                       f"{tuple(self.init_state[k].shape)}"
+            else:
                 continue
-            mask = self._mask(level)
-            seed = derived_seed(self.s["seed"], control, level)
-            if control == "reinit":  # the same mask, the model's own init drawn afresh
-                reinit_model(self.model, seed, self.reinit)
-                start, control_mask = snapshot(self.model), mask
-            else:  # random_mask: the same per-layer counts, the same rewind state
-                start, control_mask = self._rewind_state(level), random_mask_like(mask, seed)
-            metrics, _ = self._train(level, control, start, control_mask)
-            entry["controls"][control] = metrics
-            self._save()
+            raise TrainFnError(f"{where}: train_fn changed the model ('{k}' {what}); find_tickets needs the same "
+                               "parameters and buffers, of the same shapes and dtypes, after every call")
+
+    def _check_pruned(self, where: str, mask: Mask) -> None:
+        """Pruned weights are zero in the model as it is now: parameters looked up again by name (train_fn may have
+        replaced one, or a submodule), against the engine's own mask (train_fn only had a copy)."""
+        params = dict(self.model.named_parameters())
+        for k, m in mask.items():
+            if k not in params:
+                raise TrainFnError(f"{where}: train_fn changed the model ('{k}' is no longer a parameter)")
+            p = params[k].detach()
+            n = int(torch.count_nonzero(p[~m.to(p.device)]))
+            if n:
+                raise TrainFnError(f"{where}: train_fn left {n} pruned weights of '{k}' non-zero; call "
+                                   "lt.mask_gradients(model, mask) before each optimizer step, or "
+                                   "mask.apply(model) after it")

@@ -1,7 +1,7 @@
 """Fused passes over the pending training runs of one or many IMP experiments; a grid's trunks in lockstep.
 
 ``Experiment.levels()`` pauses at every level that has runs to train (a ``Pending``: the ticket, then its
-controls). ``train_ahead`` trains the fusable ones of any number of Pendings in fused passes of at most ``pack``
+controls). ``train_ahead`` (lottery/drivers/imp.py) trains the fusable ones of any number of Pendings in fused passes of at most ``pack``
 networks (lottery/fused.py), grouping runs that share their data and every setting training reads; resumed, each
 experiment records them (and trains alone what was not fused) exactly as it would have alone. So one experiment
 with ``--pack`` trains a level's ticket and controls together, and ``run_lockstep`` advances many experiments —
@@ -15,64 +15,13 @@ exhausted simply stops yielding; the others go on. Results equal the unpacked ru
 """
 from __future__ import annotations
 
-import copy
-from contextlib import ExitStack, nullcontext
-from typing import Callable, Hashable, Sequence
+from contextlib import ExitStack
+from typing import Callable, Hashable
 
 from lottery.config import Config
-from lottery.testing import crash_progress
-from lottery.reporting.progress import progress_bar
-from lottery.rewind import rewind
+from lottery.drivers.imp import open_experiment, train_ahead
 from lottery.storage.rundir import RunLockedError
-from lottery.session import check_pruned_zero, data_key, load_data
-
-# what may differ between runs of one fused pass: each network gets its own init and data order (seed); the rest
-# either does not reach training (unhashed settings) or is already in the run's start state and mask
-_PER_RUN = ("init", "init_options", "init_scale", "seed", "name", "out", "progress", "log", "pack", "levels",
-            "controls", "prune_fraction", "layer_fractions", "scope", "strategy", "min_kept_per_layer", "rewind")
-
-
-def _train_key(cfg: Config) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in _PER_RUN))
-
-
-def train_ahead(pendings: Sequence, pack: int, progress: bool = False) -> None:
-    """Train the fusable runs of ``pendings`` in fused passes of at most ``pack`` networks, as evenly split as
-    possible; each result goes to its Pending's ``trained``. A run left alone in its group is not fused (the
-    level loop trains it as usual: one fused network is slower than a plain run)."""
-    groups: dict[tuple, list] = {}
-    for p in pendings:
-        exp = p.experiment
-        for name in p.names:
-            if exp.fusable(p.level, name):
-                groups.setdefault((id(exp.data), _train_key(exp.cfg)), []).append((p, name))
-    from lottery.fused import even_passes
-
-    for jobs in groups.values():
-        for chunk in even_passes(jobs, pack):
-            if len(chunk) > 1:
-                _fused_pass(chunk, progress)
-
-
-def _fused_pass(chunk: list, progress: bool) -> None:
-    from lottery.fused import train_fused
-
-    exps = [p.experiment for p, _ in chunk]
-    arms = [p.experiment.arm(p.level, name) for p, name in chunk]
-    models = [copy.deepcopy(e.model) for e in exps]
-    for model, arm in zip(models, arms):
-        rewind(model, arm.start, arm.mask)
-    level = min(p.level for p, _ in chunk)
-    trunks = len({id(e) for e in exps})
-    desc = (f"level {level} {'+'.join(name for _, name in chunk)}" if trunks == 1
-            else f"fused: {len(chunk)} runs of {trunks} trunks, level {level}")
-    with progress_bar(exps[0].total_steps, desc) if progress else nullcontext() as bar:
-        out = train_fused(models, exps[0].data, exps[0].cfg, [a.mask for a in arms], seeds=[e.cfg.seed for e in exps],
-                          progress=crash_progress(bar, f"train:level{level}"))
-    for (p, name), model, arm, result in zip(chunk, models, arms, out):
-        if result.status == "ok":
-            check_pruned_zero(model, arm.mask, f"level {p.level} {name}")
-        p.trained[name] = (model, result, arm.mask)
+from lottery.session import data_key, load_data
 
 
 def run_lockstep(configs: dict[Hashable, Config], pack: int, *, datasets: dict | None = None, progress: bool = False,
@@ -83,8 +32,6 @@ def run_lockstep(configs: dict[Hashable, Config], pack: int, *, datasets: dict |
     One data set is loaded per ``data_key`` and shared (``datasets``: data_key -> data set the caller loaded
     already). Returns key -> results.json's content, without the runs another process held when they were opened.
     ``on_round(n)`` is called after each round with the number of trunks that finished a level in it."""
-    from lottery.drivers.imp import open_experiment
-
     datasets = dict(datasets or {})
     with ExitStack() as stack:
         experiments = {}

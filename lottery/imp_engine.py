@@ -1,0 +1,351 @@
+"""The IMP engine: ONE level loop under ``lottery run`` (the built-in trainer) and ``find_tickets`` (your loop).
+
+Level 0 trains the dense network; level L prunes level L-1's trained weights (``level_mask``), rewinds the
+survivors and trains them again, then trains the controls at the same densities. Every finished training run is
+written to the run directory before the next starts, and every stage is skipped when its files are intact, so a
+killed experiment resumes where it stopped and reproduces the numbers of an uninterrupted one. What trains a run is
+a :class:`Trainer`: the session's built-in loop (lottery/drivers/imp.py) or the user's ``train_fn``
+(lottery/drivers/find_tickets.py); the engine owns the rest — resume and damaged files, masks, rewind states,
+controls, exhaustion and divergence, and ``results.json``.
+
+The loop is a generator (``Engine.levels``) that yields what each level still has to train before it records it, so
+a caller can train those runs ahead in fused passes, even across experiments (lottery/executors/lockstep.py); the
+level loop then records them exactly as it would have trained them itself.
+"""
+from __future__ import annotations
+
+import re
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from torch import nn
+
+from lottery.config import CONTROLS
+from lottery.errors import CorruptFileError, MaskMismatchError
+from lottery.masks import Mask
+from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
+from lottery.rewind import rewind_state
+from lottery.storage.rundir import RunDir
+from lottery.testing import crash_point
+from lottery.train import derived_seed
+
+_REWIND = re.compile(r"(init|lr|step:(\d+))")
+
+
+@dataclass(frozen=True)
+class ImpSettings:
+    """What the level loop reads: how many levels, how each prunes, where runs rewind to, which controls."""
+
+    levels: int
+    prune_fraction: float
+    scope: str = "global"
+    layer_fractions: Mapping[str, float] = field(default_factory=dict)
+    rewind: str = "init"  # init, lr or step:K
+    controls: tuple = CONTROLS
+    seed: int = 0
+    strategy: str = "magnitude"
+    min_kept: int = 0
+
+    @property
+    def rewind_step(self) -> int | None:
+        """K of ``rewind="step:K"``, else None."""
+        m = _REWIND.fullmatch(self.rewind)
+        return int(m.group(2)) if m and m.group(2) else None
+
+
+def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: int, data=None) -> Mask:
+    """Level ``level``'s mask: the strategy removes ``prune_fraction`` of what ``previous`` keeps, scored on the
+    weights ``model`` holds (level ``level - 1``'s trained ones). Deterministic, so a lost mask is recomputed."""
+    return PRUNERS.get(settings.strategy)(
+        model, previous, settings.prune_fraction, scope=settings.scope, layer_fractions=dict(settings.layer_fractions),
+        seed=derived_seed(settings.seed, "prune", level), data=data,
+        **({"min_kept": settings.min_kept} if settings.min_kept else {}),
+    )
+
+
+@dataclass
+class Arm:
+    """One training run of a level (``name``: ticket, reinit or random_mask): its start state and mask, the step it
+    starts at (late rewinding) and, for level 0's ticket under ``step:K``, the step whose weights it keeps."""
+
+    name: str
+    start: dict
+    mask: Mask
+    start_step: int = 0
+    snapshot_step: int | None = None
+
+
+@dataclass
+class Trained:
+    """A finished training run: the trained ``model``, its results entry part (``status``, ``test_accuracy``,
+    ``early_stop_step``, ...), the mask it trained under, and the step-K weights when the arm asked for them."""
+
+    model: nn.Module
+    summary: dict
+    mask: Mask
+    rewind_state: dict | None = None
+
+
+class Trainer:
+    """What the engine needs from whoever trains: override ``train`` and ``redraw``; the rest has defaults for one
+    process. ``model`` and ``init_state`` are the network and the weights level 0 starts from (``init.pt``)."""
+
+    model: nn.Module
+    init_state: dict
+    tracker: Any = None
+    collapse_hint: str = ""  # how to keep weights in every layer, said when a layer collapses
+    mask_mismatch: str | None = None  # a stored mask that does not fit the model: None recomputes it, else refused
+
+    def train(self, level: int, arm: Arm) -> Trained:
+        """Rewind to ``arm.start`` under ``arm.mask`` (verified), train, check pruned weights stayed zero."""
+        raise NotImplementedError
+
+    def redraw(self, seed: int) -> dict:
+        """The reinit control's start: ``init.pt``, then what the init scheme draws drawn afresh with ``seed``."""
+        raise NotImplementedError
+
+    def prunable(self) -> Mask:
+        """The all-kept mask over the model's prunable weights."""
+        return Mask.ones_like(self.model)
+
+    def fusable(self, level: int, name: str) -> bool:
+        """Whether ``train_ahead`` may train this run in a fused pass."""
+        return False
+
+    def prune_data(self):
+        return None
+
+    def share(self, make: Callable[[], Any]) -> Any:  # several processes: rank 0 decides, the others receive
+        return make()
+
+    def share_state(self, make: Callable[[], dict]) -> dict:
+        return make()
+
+    def share_mask(self, make: Callable[[], Mask]) -> Mask:
+        return make()
+
+    def say(self, line: str) -> None:
+        pass
+
+    def level_bar(self, total: int):
+        return nullcontext()
+
+
+@dataclass
+class Pending:
+    """A level's unfinished runs, yielded by :meth:`Engine.levels`. ``names`` are in recording order; whoever trains
+    one ahead (``engine.arm`` / ``engine.trainer.fusable``) puts ``trained[name] = Trained(...)``."""
+
+    engine: "Engine"
+    level: int
+    names: list[str]
+    trained: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Engine:
+    """One IMP experiment in ``rundir``: the results so far (``results``, ``header`` when there are none), the
+    level loop, its masks, rewind states and controls, trained by ``trainer``."""
+
+    def __init__(self, trainer: Trainer, rundir: RunDir, settings: ImpSettings, header: dict):
+        self.trainer, self.rundir, self.s = trainer, rundir, settings
+        self.model, self.init_state = trainer.model, trainer.init_state
+        self.rewind_step = settings.rewind_step
+        self.results = trainer.share(lambda: rundir.load_results() or {**header, "status": "running", "levels": []})
+
+    # -- masks and rewind states --------------------------------------------------------------------------
+    def stored_mask(self, level: int) -> Mask | None:
+        """Level ``level``'s mask from disk, or None; a damaged one is a CorruptFileError (recomputed), one that does
+        not fit the model is refused when the trainer says so (``mask_mismatch``), else treated as damaged."""
+        path = self.rundir.level_dir(level) / "mask.npz"
+        if not path.exists():
+            return None
+        prunable = self.trainer.prunable()
+        strict = self.trainer.mask_mismatch is not None
+        mask = Mask.load(path, like=None if strict else prunable)
+        try:
+            if sorted(mask) != sorted(prunable):
+                raise MaskMismatchError(f"it covers {len(mask)} weights named like '{next(iter(mask), '')}', the "
+                                        f"model's prunable weights are {len(prunable)} named like '{next(iter(prunable))}'")
+            mask.check_fits(self.model)
+        except MaskMismatchError as e:
+            if strict:
+                raise MaskMismatchError(f"{path} does not fit this model ({e}); {self.trainer.mask_mismatch}") from None
+            raise CorruptFileError(str(e)) from None
+        return mask.to(next(iter(prunable.values())).device)
+
+    def mask(self, level: int) -> Mask:
+        """Level 0 is dense; level L prunes level L-1's final weights (saved, so recomputing is deterministic)."""
+        if level == 0:
+            return self.trainer.prunable()
+        try:
+            stored = self.stored_mask(level)
+            if stored is not None:
+                return stored
+        except CorruptFileError as e:
+            self.trainer.say(f"level {level}: {e}; recomputing the mask")
+        previous = self.mask(level - 1)
+        self.model.load_state_dict(self._final(level - 1))
+        mask = level_mask(self.s, self.model, previous, level, self.trainer.prune_data())
+        crash_point(f"prune:level{level}")
+        self.rundir.save_mask(level, mask)
+        return mask
+
+    def _final(self, level: int) -> dict:
+        state = self.rundir.load_state(f"level_{level:02d}/final.pt", like=self.init_state)
+        if state is None:
+            raise CorruptFileError(f"{self.rundir.level_dir(level) / 'final.pt'} is missing; delete level_{level:02d}")
+        return state
+
+    def rewind_state(self, level: int) -> dict:
+        return rewind_state(self.rundir, self.init_state, self.s.rewind, level)
+
+    def start_step(self, level: int) -> int:
+        """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's
+        schedule and data order, as Frankle et al. 2020 do, not T more steps from a restarted schedule."""
+        return self.rewind_step if (level > 0 and self.rewind_step is not None) else 0
+
+    def arm(self, level: int, name: str) -> Arm:
+        """Where one of the level's runs starts and its mask (on every rank under torchrun). Every control starts
+        from ``init.pt`` (reinit: then redraws what the init scheme draws; random_mask: the ticket's rewind state)."""
+        t = self.trainer
+        mask = t.share_mask(lambda: self.mask(level))
+        if name == "ticket":
+            snap = self.rewind_step if level == 0 else None
+            return Arm(name, t.share_state(lambda: self.rewind_state(level)), mask, self.start_step(level), snap)
+        seed = derived_seed(self.s.seed, name, level)
+        if name == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
+            return Arm(name, t.share_state(lambda: t.redraw(seed)), mask)
+        # random_mask: same per-layer counts, same rewind state (and step)
+        return Arm(name, t.share_state(lambda: self.rewind_state(level)),
+                   t.share_mask(lambda: random_mask_like(mask, seed)), self.start_step(level))
+
+    # -- what is finished ---------------------------------------------------------------------------------
+    def finished(self, level: int) -> dict | None:
+        """The level's results entry if it and its files are intact; a damaged level is trained again."""
+        entry = next((e for e in self.results["levels"] if e["level"] == level), None)
+        if entry is None:
+            return None
+        try:
+            mask = self.stored_mask(level)
+            if mask is None and level > 0:
+                raise CorruptFileError("mask missing")
+            if mask is not None and mask.num_kept != entry.get("num_kept", mask.num_kept):  # valid, but not this one
+                path = self.rundir.level_dir(level) / "mask.npz"
+                path.replace(path.with_name("mask.npz.wrong"))  # kept for a look; mask() computes the right one
+                raise CorruptFileError(f"mask keeps {mask.num_kept} weights, results.json says "
+                                       f"{entry.get('num_kept')}; moved it to mask.npz.wrong")
+            self._final(level)
+            if level == 0 and self.rewind_step is not None and self.rundir.load_state(
+                    "rewind.pt", like=self.init_state) is None:
+                raise CorruptFileError("rewind.pt missing")
+        except CorruptFileError as e:
+            self.trainer.say(f"level {level}: stored files are damaged ({e}); recomputing this level")
+            # Later levels keep their results: their masks are on disk and retraining this level reproduces its
+            # files bit for bit. Only lr rewinding starts the next level from this level's final weights.
+            keep_later = self.s.rewind != "lr"
+            self.results["levels"] = [e for e in self.results["levels"]
+                                      if e["level"] < level or (keep_later and e["level"] > level)]
+            return None
+        return entry
+
+    def unfinished(self, level: int, entry: dict | None) -> list[str]:
+        """The level's runs still to train, in recording order: the ticket, then the controls (level 0 has none;
+        a diverged ticket gets none)."""
+        controls = list(self.s.controls) if level > 0 else []
+        if entry is None:
+            return ["ticket", *controls]
+        return [c for c in controls if c not in entry["controls"]] if entry["status"] == "ok" else []
+
+    def exhausted(self, level: int, entry: dict) -> str | None:
+        """Why pruning cannot go on after ``level`` (a layer with no weights left, or a next level that would
+        remove nothing), or None. A next level finished by an older version is kept."""
+        if any(e["level"] == level + 1 for e in self.results["levels"]):
+            return None
+        if entry.get("collapsed_layers"):
+            return f"layer {entry['collapsed_layers'][0]} has no weights left (layer collapse){self.trainer.collapse_hint}"
+        if self.mask(level + 1).num_kept == entry.get("num_kept", -1):
+            return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
+                    f"prune fraction {self.s.prune_fraction} to remove one)")
+        return None
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self, train_ahead: Callable[[list[Pending]], None] | None = None) -> dict:
+        """Every level in turn; ``train_ahead([pending])`` may train some of a level's runs first (fused)."""
+        for pending in self.levels():
+            if train_ahead is not None:
+                train_ahead([pending])
+        return self.results
+
+    def levels(self) -> Iterator[Pending]:
+        """The level loop. At each level with unfinished training runs it yields a :class:`Pending` and pauses: the
+        caller may train some of them meanwhile. Resumed, it trains the rest one at a time and records them all,
+        then prunes — the same files, in the same order, as when nothing was trained ahead. ``self.results`` holds
+        the outcome when the loop ends: status ``complete``, ``diverged`` (a ticket's weights or loss went
+        non-finite: their magnitudes mean nothing, pruning stops) or ``exhausted`` (nothing left to prune)."""
+        t, why = self.trainer, None
+        with t.level_bar(self.s.levels + 1) as levels_bar:
+            for level in range(self.s.levels + 1):
+                entry = t.share(lambda: self.finished(level))
+                names = self.unfinished(level, entry)
+                if names:
+                    pending = Pending(self, level, names)
+                    yield pending
+                    entry = self._finish_level(pending, entry)
+                if levels_bar is not None and hasattr(levels_bar, "update"):
+                    levels_bar.update(1)
+                    levels_bar.set_postfix(density=f"{entry['density']:.3f}", acc=f"{entry['test_accuracy'] or 0:.3f}")
+                if entry["status"] != "ok":
+                    break
+                why = t.share(lambda: self.exhausted(level, entry)) if level < self.s.levels else None
+                if why:
+                    t.say(f"IMP stops after level {level}: {why}")
+                    break
+        diverged = any(e["status"] != "ok" for e in self.results["levels"])
+        self.results["status"] = "diverged" if diverged else "exhausted" if why else "complete"
+        if why:
+            self.results["exhausted"] = why
+        self._save()
+
+    def _finish_level(self, pending: Pending, entry: dict | None) -> dict:
+        """Train the runs not trained ahead, one at a time, and record each (controls only while the ticket is
+        ok: a diverged ticket's controls are dropped even when trained ahead); returns the level's entry."""
+        level = pending.level
+        for name in pending.names:
+            if entry is not None and entry["status"] != "ok":
+                break
+            trained = pending.trained.pop(name, None) or self.trainer.train(level, self.arm(level, name))
+            if name == "ticket":
+                if trained.rewind_state is not None:  # level 0's step-K weights: what later levels rewind to
+                    self.rundir.save_state("rewind.pt", trained.rewind_state)
+                entry = self._record_ticket(level, trained, pending.started)
+            else:
+                entry["controls"][name] = trained.summary
+                self._save()
+                self._track(level, name, trained.mask, entry["controls"][name])
+        pending.trained.clear()
+        return entry
+
+    def _record_ticket(self, level: int, trained: Trained, started: float) -> dict:
+        """Save the trained ticket (final.pt, then its results entry); returns the entry."""
+        mask = trained.mask
+        self.rundir.save_state(f"level_{level:02d}/final.pt", trained.model.state_dict())
+        if level == 0:
+            self.rundir.save_mask(0, mask)
+        entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
+                 "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
+                 **trained.summary, "controls": {}, "level_wall_time": time.perf_counter() - started}
+        self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
+        self._save()
+        self._track(level, "ticket", mask, entry)
+        return entry
+
+    def _track(self, level: int, name: str, mask: Mask, summary: dict) -> None:
+        if self.trainer.tracker is not None:
+            self.trainer.tracker.summary(level, name, mask, summary)
+
+    def _save(self) -> None:
+        self.results["levels"].sort(key=lambda e: e["level"])
+        self.rundir.save_results(self.results)
