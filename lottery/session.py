@@ -39,8 +39,7 @@ def resolve_device(name: str) -> torch.device:
 
 def data_key(cfg: Config) -> tuple:
     """What decides the data a config trains on: configs with the same key can share one loaded data set."""
-    return (cfg.dataset, cfg.data_root, cfg.val_size, json.dumps(cfg.dataset_options, sort_keys=True),
-            str(resolve_device(cfg.device)))
+    return json.dumps(cfg.section("data"), sort_keys=True), str(resolve_device(cfg.device))
 
 
 def load_data(cfg: Config):

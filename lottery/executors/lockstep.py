@@ -26,16 +26,6 @@ from lottery.rewind import rewind
 from lottery.storage.rundir import RunLockedError
 from lottery.session import check_pruned_zero, data_key, load_data
 
-# what may differ between runs of one fused pass: each network gets its own init and data order (seed); the rest
-# either does not reach training (unhashed settings) or is already in the run's start state and mask
-_PER_RUN = ("init", "init_options", "init_scale", "seed", "name", "out", "progress", "log", "pack", "levels",
-            "controls", "prune_fraction", "layer_fractions", "scope", "strategy", "min_kept_per_layer", "rewind")
-
-
-def _train_key(cfg: Config) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in _PER_RUN))
-
-
 def train_ahead(pendings: Sequence, pack: int, progress: bool = False) -> None:
     """Train the fusable runs of ``pendings`` in fused passes of at most ``pack`` networks, as evenly split as
     possible; each result goes to its Pending's ``trained``. A run left alone in its group is not fused (the
@@ -45,7 +35,7 @@ def train_ahead(pendings: Sequence, pack: int, progress: bool = False) -> None:
         exp = p.experiment
         for name in p.names:
             if exp.fusable(p.level, name):
-                groups.setdefault((id(exp.data), _train_key(exp.cfg)), []).append((p, name))
+                groups.setdefault((id(exp.data), exp.cfg.fuse_key()), []).append((p, name))
     from lottery.fused import even_passes
 
     for jobs in groups.values():
