@@ -7,6 +7,7 @@ that changes nothing) keeps every existing run directory valid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -26,12 +27,24 @@ SCHEDULES = ("constant", "step", "cosine")
 _REWIND = re.compile(r"^(init|lr|step:(\d+))$")
 
 
-def _opt(default: Any, help: str, *, hashed: bool = True, flag: bool = True, **meta: Any) -> Any:
-    """A config field: ``help`` is the CLI help; ``hashed=False`` for settings that cannot change results;
-    ``flag=False`` for a file-only setting. ``meta`` may hold ``parse`` (read a flag's text), ``check``,
-    ``metavar`` and ``switch`` (a flag without a value), as lottery/options.py uses them."""
+# A setting belongs to one section, as open_lth groups its hyperparameters; what may differ between runs that
+# share a data set, a fused pass or a comparison follows from the sections (``Config.fuse_key``,
+# ``Config.comparison_settings``), never from a list of field names kept by hand.
+SECTIONS = ("data", "model", "init", "training", "pruning", "run")
+
+
+def _opt(default: Any, help: str, *, section: str | None = None, hashed: bool = True, flag: bool = True,
+         **meta: Any) -> Any:
+    """A setting: ``help`` is the CLI help; ``section`` one of SECTIONS (Config's fields); ``hashed=False`` for
+    settings that cannot change results; ``flag=False`` for a file-only setting. ``meta`` may hold ``parse``
+    (read a flag's text), ``check``, ``metavar`` and ``switch`` (a flag without a value), as lottery/options.py
+    uses them."""
     kw = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
-    return field(metadata={"help": help, "hashed": hashed, "flag": flag, **meta}, **kw)
+    return field(metadata={"help": help, "hashed": hashed, "flag": flag, "section": section, **meta}, **kw)
+
+
+# one declaration helper per section: a new setting is one line in its section's block of Config
+_data, _model, _init, _training, _pruning, _run = (functools.partial(_opt, section=name) for name in SECTIONS)
 
 
 @dataclass(frozen=True)
@@ -39,58 +52,69 @@ class Config:
     """One IMP experiment. Defaults: the embedded MNIST-1D MLP run (experiments/mnist1d_mlp.toml) that finishes in
     minutes on a CPU."""
 
-    name: str | None = _opt(None, "run name; the directory is runs/<name>-<hash> (default: <model>-<dataset>)",
+    # -- data: what it trains on -----------------------------------------------------------------------------
+    dataset: str = _data("mnist1d", "data set name (see `lottery list`)")
+    dataset_options: dict = _data({}, "extra data-set options as JSON or key=value,...")
+    data_root: str | None = _data(None, "directory holding torchvision-format data sets (hashed as its absolute path: "
+                                  "another folder is another run)")
+    val_size: int | None = _data(None, "validation examples carved from the training set (default per data set)")
+
+    # -- model: the network ----------------------------------------------------------------------------------
+    model: str = _model("mlp", "model name (see `lottery list`)")
+    model_options: dict = _model({}, "extra model options as JSON or key=value,... (e.g. hidden=[300,100])")
+    activation: str = _model("relu", "nonlinearity: relu, leaky_relu, tanh, sigmoid")
+
+    # -- init: how its weights are drawn (compare-inits varies this section) ---------------------------------
+    init: str = _init("xavier_normal", "weight-initialization scheme (see `lottery list`); also "
+                      "SCHEME:KEY=VALUE...*SCALE, e.g. normal:std=0.01 (the compare-inits grammar)")
+    init_scale: float = _init(1.0, "multiply the initial weights by this (too-small / too-large experiments)")
+    init_options: dict = _init({}, "extra init options as JSON or key=value,... (e.g. std=0.01,bias=1.0)")
+
+    # -- training: how each run trains -----------------------------------------------------------------------
+    optimizer: str = _training("adam", "adam, adamw or sgd (with momentum)")
+    lr: float = _training(2e-3, "learning rate")
+    momentum: float = _training(0.9, "SGD momentum")
+    weight_decay: float = _training(0.0, "weight decay")
+    batch_size: int = _training(100, "training batch size")
+    steps: int | None = _training(2000, "training steps per run (overridden by --epochs)")
+    epochs: float | None = _training(None, "training epochs per run; sets --steps from the training-set size")
+    schedule: str = _training("constant", "learning-rate schedule: constant, step (x gamma at milestones) or cosine")
+    milestones: tuple = _training((), "steps at which the step schedule multiplies the rate by --gamma",
+                                  parse=lambda text: parse_list(text, int))
+    gamma: float = _training(0.1, "step-schedule decay factor")
+    warmup_steps: int = _training(0, "linear learning-rate warmup steps")
+    eval_every: int = _training(100, "evaluate on the validation split every N steps (early-stop step)")
+    fused: bool = _training(True, "fused optimizer kernel (several times less memory traffic per step); the same "
+                            "update as torch's default kernel up to float rounding; false for bit-identical results")
+    record_signal: bool = _training(True, "record each layer's activation std and weight-gradient norm at step 0 and "
+                                    "every evaluation (layer_signal.png); costs one small forward/backward per "
+                                    "evaluation", hashed=False)
+    amp: bool = _training(False, "bf16 autocast for the training forward pass on CUDA (no effect on the CPU)")
+
+    # -- pruning: how IMP prunes and what it compares against ------------------------------------------------
+    levels: int = _pruning(15, "pruning levels after the dense level 0 (density 0.8^levels at 20 %)")
+    prune_fraction: float = _pruning(0.2, "fraction of the remaining weights pruned per level, in (0, 1)")
+    scope: str = _pruning("global", "rank weights across all layers (global) or within each layer (layer)")
+    layer_fractions: dict = _pruning({}, "per-layer prune fractions overriding --prune-fraction, e.g. fc3.weight=0.1")
+    min_kept_per_layer: int = _pruning(0, "every layer keeps at least this many of its highest-scored weights (guards "
+                                       "against layer collapse); 0 = off")
+    strategy: str = _pruning("magnitude", "pruning strategy (see `lottery list`)")
+    rewind: str = _pruning("init", "rewind survivors to: init, step:K (weights at step K of level 0; levels >= 1 then "
+                           "train its steps K..T), or lr")
+    controls: tuple = _pruning(CONTROLS, "controls per level: reinit,random_mask or none")
+
+    # -- run: seed, naming and where it runs (only the seed changes results) ---------------------------------
+    seed: int = _run(0, "random seed (init, data order, controls)")
+    name: str | None = _run(None, "run name; the directory is runs/<name>-<hash> (default: <model>-<dataset>)",
                             hashed=False)
-    model: str = _opt("mlp", "model name (see `lottery list`)")
-    model_options: dict = _opt({}, "extra model options as JSON or key=value,... (e.g. hidden=[300,100])")
-    activation: str = _opt("relu", "nonlinearity: relu, leaky_relu, tanh, sigmoid")
-    dataset: str = _opt("mnist1d", "data set name (see `lottery list`)")
-    dataset_options: dict = _opt({}, "extra data-set options as JSON or key=value,...")
-    data_root: str | None = _opt(None, "directory holding torchvision-format data sets (hashed as its absolute path: "
-                                 "another folder is another run)")
-    val_size: int | None = _opt(None, "validation examples carved from the training set (default per data set)")
-    init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`); also "
-                     "SCHEME:KEY=VALUE...*SCALE, e.g. normal:std=0.01 (the compare-inits grammar)")
-    init_scale: float = _opt(1.0, "multiply the initial weights by this (too-small / too-large experiments)")
-    init_options: dict = _opt({}, "extra init options as JSON or key=value,... (e.g. std=0.01,bias=1.0)")
-    levels: int = _opt(15, "pruning levels after the dense level 0 (density 0.8^levels at 20 %)")
-    prune_fraction: float = _opt(0.2, "fraction of the remaining weights pruned per level, in (0, 1)")
-    scope: str = _opt("global", "rank weights across all layers (global) or within each layer (layer)")
-    layer_fractions: dict = _opt({}, "per-layer prune fractions overriding --prune-fraction, e.g. fc3.weight=0.1")
-    min_kept_per_layer: int = _opt(0, "every layer keeps at least this many of its highest-scored weights (guards "
-                                   "against layer collapse); 0 = off")
-    strategy: str = _opt("magnitude", "pruning strategy (see `lottery list`)")
-    rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0; levels >= 1 then "
-                       "train its steps K..T), or lr")
-    controls: tuple = _opt(CONTROLS, "controls per level: reinit,random_mask or none")
-    optimizer: str = _opt("adam", "adam, adamw or sgd (with momentum)")
-    lr: float = _opt(2e-3, "learning rate")
-    momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(0.0, "weight decay")
-    batch_size: int = _opt(100, "training batch size")
-    steps: int | None = _opt(2000, "training steps per run (overridden by --epochs)")
-    epochs: float | None = _opt(None, "training epochs per run; sets --steps from the training-set size")
-    schedule: str = _opt("constant", "learning-rate schedule: constant, step (x gamma at milestones) or cosine")
-    milestones: tuple = _opt((), "steps at which the step schedule multiplies the rate by --gamma",
-                             parse=lambda text: parse_list(text, int))
-    gamma: float = _opt(0.1, "step-schedule decay factor")
-    warmup_steps: int = _opt(0, "linear learning-rate warmup steps")
-    eval_every: int = _opt(100, "evaluate on the validation split every N steps (early-stop step)")
-    fused: bool = _opt(True, "fused optimizer kernel (several times less memory traffic per step); the same update as "
-                       "torch's default kernel up to float rounding; false for bit-identical results")
-    record_signal: bool = _opt(True, "record each layer's activation std and weight-gradient norm at step 0 and every "
-                               "evaluation (layer_signal.png); costs one small forward/backward per evaluation",
-                               hashed=False)
-    amp: bool = _opt(False, "bf16 autocast for the training forward pass on CUDA (no effect on the CPU)")
-    pack: int | str = _opt("auto", "train up to this many independent runs (a level's ticket and controls; with "
+    pack: int | str = _run("auto", "train up to this many independent runs (a level's ticket and controls; with "
                            "compare-inits, those of every trunk) in one fused pass; 1 = one at a time; same results up "
                            "to float rounding (lottery/fused.py); auto = 1 on a CPU, up to 32 small networks on CUDA",
                            hashed=False)
-    seed: int = _opt(0, "random seed (init, data order, controls)")
-    device: str = _opt("auto", "auto, cpu or cuda", hashed=False)
-    out: str = _opt("runs", "directory that holds run directories", hashed=False)
-    progress: bool = _opt(True, "no progress bars (progress = false in a config file)", hashed=False, switch=True)
-    log: str | None = _opt(None, "also write tracker files into the run directory: tensorboard or mlflow", hashed=False)
+    device: str = _run("auto", "auto, cpu or cuda", hashed=False)
+    out: str = _run("runs", "directory that holds run directories", hashed=False)
+    progress: bool = _run(True, "no progress bars (progress = false in a config file)", hashed=False, switch=True)
+    log: str | None = _run(None, "also write tracker files into the run directory: tensorboard or mlflow", hashed=False)
 
     # -- derived ------------------------------------------------------------------------------------------
     def hashed_settings(self) -> dict:
@@ -109,6 +133,24 @@ class Config:
             # 0.2 made xavier_* Glorot's gain 1 (it followed the activation before): older runs are other experiments
             out["xavier_gain"] = 1
         return out
+
+    def section(self, name: str) -> dict:
+        """The settings of one section (SECTIONS), JSON-ready."""
+        if name not in SECTIONS:
+            raise ValueError(f"unknown config section '{name}'; known: {', '.join(SECTIONS)}")
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.metadata["section"] == name}
+
+    def fuse_key(self) -> str:
+        """Equal for configs whose runs may train in one fused pass (lottery/fused.py): they share the data, the
+        network and the training; the init, pruning and seed sections are already in each run's start state, mask
+        and data order (and the unhashed run settings do not reach training). The device places the data."""
+        return json.dumps({**{s: self.section(s) for s in ("data", "model", "training")}, "device": self.device},
+                          sort_keys=True)
+
+    def comparison_settings(self) -> dict:
+        """The hashed settings a compare-inits grid holds fixed: all but the init section and the seed."""
+        fixed = {f.name for f in fields(self) if f.metadata["section"] not in ("init", "run")}
+        return {k: v for k, v in self.hashed_settings().items() if k in fixed}
 
     def hash(self) -> str:
         blob = json.dumps(self.hashed_settings(), sort_keys=True).encode()

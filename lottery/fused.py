@@ -50,7 +50,7 @@ from torch import nn
 from lottery.config import Config
 from lottery.masks import Mask
 from lottery.layer_signal import SignalProbe
-from lottery.train import TrainResult, budget_steps, lr_factor, make_optimizer, train
+from lottery.train import Bookkeeping, TrainResult, make_optimizer, train
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Identity, nn.Softplus)
 
@@ -236,12 +236,15 @@ def train_fused(
     progress=None,
     method: str = "auto",
     log: Callable[[str], None] | None = None,
+    start_step: int = 0,
+    early_stop_from: int | None = None,
 ) -> list[TrainResult]:
     """Train ``models`` (one architecture, on one device) in place, one result each, as ``train`` would alone.
 
     ``masks[i]`` must already be applied to ``models[i]`` (pruned weights zero) and ``seeds[i]`` is its data order.
     ``progress`` gets one ``update(1)`` per fused step. ``method``: ``auto`` (batched matmul for MLPs, vmap
-    otherwise), ``bmm`` or ``vmap``.
+    otherwise), ``bmm`` or ``vmap``. ``start_step`` and ``early_stop_from`` are ``train``'s: the bookkeeping
+    (lottery.train.Bookkeeping) is the same object.
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     if not (len(models) == len(masks) == len(seeds)) or not models:
@@ -255,23 +258,25 @@ def train_fused(
     if reason is not None:
         log(f"fused training: {type(models[0]).__name__} cannot be fused ({reason}); "
             f"training the {len(models)} networks one after another")
-        return [train(m, data, cfg, mask, seed=s, progress=progress) for m, mask, s in zip(models, masks, seeds)]
-    return _train_stacked(models, data, cfg, masks, seeds, progress, method)
+        return [train(m, data, cfg, mask, seed=s, progress=progress, start_step=start_step,
+                      early_stop_from=early_stop_from) for m, mask, s in zip(models, masks, seeds)]
+    return _train_stacked(models, data, cfg, masks, seeds, progress, method, start_step, early_stop_from)
 
 
-def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[TrainResult]:
+def _train_stacked(models, data, cfg, masks, seeds, progress, method, start_step, early_stop_from
+                   ) -> list[TrainResult]:
     start = time.perf_counter()
     x_train, y_train = data.train
     x_val, y_val = data.val
     device = x_train.device
     k = len(models)
-    total = budget_steps(cfg, len(x_train))
-    batch = min(cfg.batch_size, len(x_train))
-    per_epoch = len(x_train) // batch
 
     stack = Stack(models, method)
     plist = list(stack.params.values())
     optimizer = make_optimizer(SimpleNamespace(parameters=lambda: iter(plist)), cfg)
+    shared = len(set(int(s) for s in seeds)) == 1  # one data order for all: one batch, one GEMM per layer
+    book = Bookkeeping(cfg, len(x_train), seeds[:1] if shared else seeds, optimizer, networks=k,
+                       start_step=start_step, early_stop_from=early_stop_from)
     masked_names = [n for n in stack.params if any(mk is not None and n in mk for mk in masks)]
     # One stacked float gate per masked parameter; a network without a mask (or without that name) keeps all.
     keep_all = {n: torch.ones_like(stack.params[n][0], dtype=torch.bool) for n in masked_names}
@@ -280,49 +285,35 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
     # the bmm path masks Linear weight gradients inside backward; anything else is masked after backward
     inside = stack.linear_weights() if stack.method == "bmm" else set()
     after = [n for n in masked_names if n not in inside]
-    shared = len(set(int(s) for s in seeds)) == 1  # one data order for all: one batch, one GEMM per layer
-    orders = [torch.Generator().manual_seed(int(s)) for s in (seeds[:1] if shared else seeds)]
 
-    curves: list[list] = [[] for _ in range(k)]
-    best = [(math.inf, 0, 0.0) for _ in range(k)]
-    # the weights at each network's best evaluation, for their test accuracy at the end (as ``train`` keeps them)
+    # the weights at each network's early-stop evaluation, for their test accuracy at the end (as ``train`` keeps)
     best_params = {n: p.detach().clone() for n, p in stack.params.items()}
     # per-layer signal of each network at every evaluation, on its own module (lottery/layer_signal.py), as ``train``
     probes = [SignalProbe(m, x_val, y_val) for m in models] if getattr(cfg, "record_signal", True) else None
-    status = ["ok"] * k
-    stopped = [None] * k  # step at which a network diverged
     frozen: dict[int, dict] = {}  # network -> its weights when it diverged
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    current_factor = None
     x_buf = y_buf = None
-    step = 0
-    for step in range(total + 1):
-        if step % cfg.eval_every == 0 or step == total:
+    for step in book.steps():
+        if book.evaluates(step):
             losses, accs = _evaluate(stack, x_val, y_val)
-            for i in range(k):
+            for i, record in enumerate(book.records):
                 if i in frozen:
                     continue
-                curves[i].append([step, losses[i], accs[i]])
                 if probes is not None:
                     _load(models[i], {n: p[i] for n, p in stack.params.items()})
                     probes[i](step)
-                if not math.isfinite(losses[i]):
-                    status[i], stopped[i] = "diverged", step
-                    frozen[i] = stack.slice(i)
-                    _freeze(stack, optimizer, i)
-                elif losses[i] < best[i][0]:
-                    best[i] = (losses[i], step, accs[i])
+                if record.observe(step, losses[i], accs[i]):
                     with torch.no_grad():
                         for n, p in stack.params.items():
                             best_params[n][i] = p[i]
+                elif record.status != "ok":
+                    frozen[i] = stack.slice(i)
+                    _freeze(stack, optimizer, i)
             if len(frozen) == k:
                 break
-        if step == total:
+        if step == book.total:
             break
 
-        if step % per_epoch == 0:  # reshuffle once per epoch, each network with its own generator
-            perms = torch.stack([torch.randperm(len(x_train), generator=g) for g in orders]).to(device)
-        idx = perms[:, (step % per_epoch) * batch: (step % per_epoch + 1) * batch]
+        idx = book.indices(step, device)  # (1 or K, batch): each network's own seeded order
         # gathered into the same buffers every step (no fresh allocation, which page-faults at this size)
         rows = idx[0] if shared else idx.reshape(-1)
         if x_buf is None:
@@ -334,12 +325,7 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
             xb, yb = x_buf, y_buf.expand(k, -1)
         else:
             xb, yb = x_buf.view(k, -1, *x_train.shape[1:]), y_buf.view(k, -1)
-
-        factor = lr_factor(cfg, step, total)
-        if factor != current_factor:
-            for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base * factor
-            current_factor = factor
+        book.set_lr(step)
 
         logits = stack(xb, shared, gates)
         per_net = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="none")
@@ -359,23 +345,15 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method) -> list[Tr
     for i, model in enumerate(models):
         state = frozen.get(i) or stack.slice(i)
         _load(model, state)
-        if status[i] == "ok" and not all(torch.isfinite(v).all() for v in state.values()):
-            status[i] = "diverged"
-    ok = [i for i in range(k) if status[i] == "ok"]
-    tests = _evaluate(stack, *data.test) if ok else ([], [])
+        book.records[i].check_final(state.values())
+    ok = any(r.status == "ok" for r in book.records)
+    tests = _evaluate(stack, *data.test) if ok else None
     # test accuracy of the early-stop weights, where they are not the final ones (one more fused test pass)
-    earlier = [i for i in ok if best[i][1] != step]
-    early_accs = _evaluate(_with_params(stack, best_params), *data.test)[1] if earlier else []
-    out = []
-    for i in range(k):
-        test_loss, test_acc = (tests[0][i], tests[1][i]) if status[i] == "ok" else (math.nan, math.nan)
-        out.append(TrainResult(
-            status=status[i], test_accuracy=test_acc, test_loss=test_loss, early_stop_step=best[i][1],
-            early_stop_val_loss=best[i][0], early_stop_val_accuracy=best[i][2],
-            steps=stopped[i] if stopped[i] is not None else step, wall_time=wall, curve=curves[i],
-            early_stop_test_accuracy=(early_accs[i] if i in earlier else test_acc),
-            signal=probes[i].to_dict() if probes is not None else None))
-    return out
+    earlier = any(r.needs_early_test(step) for r in book.records)
+    early_accs = _evaluate(_with_params(stack, best_params), *data.test)[1] if earlier else None
+    return [book.result(i, step, (tests[0][i], tests[1][i]) if tests else (math.nan, math.nan),
+                        early_accs[i] if early_accs else None, wall,
+                        signal=probes[i].to_dict() if probes is not None else None) for i in range(k)]
 
 
 @torch.no_grad()

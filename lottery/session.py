@@ -39,19 +39,7 @@ def resolve_device(name: str) -> torch.device:
 
 def data_key(cfg: Config) -> tuple:
     """What decides the data a config trains on: configs with the same key can share one loaded data set."""
-    return (cfg.dataset, cfg.data_root, cfg.val_size, json.dumps(cfg.dataset_options, sort_keys=True),
-            str(resolve_device(cfg.device)))
-
-
-# what may differ between runs of one fused pass: each network gets its own init and data order (seed); the rest
-# either does not reach training (unhashed settings) or is already in the run's start state and mask
-_PER_RUN = ("init", "init_options", "init_scale", "seed", "name", "out", "progress", "log", "pack", "levels",
-            "controls", "prune_fraction", "layer_fractions", "scope", "strategy", "min_kept_per_layer", "rewind")
-
-
-def train_key(cfg: Config) -> tuple:
-    """What decides how a config trains, its seed and start state aside: runs with the same key can share a pass."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in _PER_RUN))
+    return json.dumps(cfg.section("data"), sort_keys=True), str(resolve_device(cfg.device))
 
 
 def load_data(cfg: Config):

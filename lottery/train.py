@@ -153,84 +153,173 @@ def train(
                       early_stop_from=start_step if early_stop_from is None else early_stop_from)
 
 
+class Record:
+    """One network's evaluations: its curve, its early-stop point (the lowest validation loss from
+    ``early_stop_from`` on) and whether it diverged (a non-finite validation loss or final weight)."""
+
+    def __init__(self, early_stop_from: int):
+        self.curve: list = []
+        self.best = (math.inf, early_stop_from, 0.0)  # (val loss, step, val accuracy)
+        self.best_from = early_stop_from  # earlier evaluations belong to denser networks (gradual pruning)
+        self.kept = False  # whether the caller holds the weights of ``best`` (some evaluation counted)
+        self.status = "ok"
+        self.stopped: int | None = None  # the step it diverged at
+
+    def observe(self, step: int, val_loss: float, val_acc: float) -> bool:
+        """Record one evaluation; True when it is the new early-stop point (the caller keeps these weights)."""
+        self.curve.append([step, val_loss, val_acc])
+        if not math.isfinite(val_loss):
+            self.status, self.stopped = "diverged", step
+            return False
+        if val_loss < self.best[0] and step >= self.best_from:
+            self.best, self.kept = (val_loss, step, val_acc), True
+            return True
+        return False
+
+    def check_final(self, tensors) -> None:
+        """A run that never saw a non-finite loss but ends with a non-finite weight diverged too."""
+        if self.status == "ok" and not all(torch.isfinite(t).all() for t in tensors):
+            self.status = "diverged"
+
+    def needs_early_test(self, final_step: int) -> bool:
+        """Whether the early-stop weights differ from the final ones (one more test pass measures them)."""
+        return self.status == "ok" and self.kept and self.best[1] != final_step
+
+
+class Bookkeeping:
+    """Everything a training run decides around its updates, shared by ``train`` (one network) and the fused
+    trainer (K networks, lottery/fused.py): the steps (``start_step`` .. the budget), each data order's
+    batches, the learning rate, when to evaluate, each network's ``Record`` and its ``TrainResult``. The
+    kernels keep only what differs: how a batch is gathered, forward, backward, masking, the update, evaluation.
+
+    ``seeds`` are the data orders (one per network, or one shared by all); ``networks`` how many records.
+    """
+
+    def __init__(self, cfg: Config, n_train: int, seeds, optimizer: torch.optim.Optimizer, *, networks: int = 1,
+                 start_step: int = 0, early_stop_from: int | None = None):
+        self.cfg = cfg
+        self.n_train = n_train
+        self.total = budget_steps(cfg, n_train)
+        self.batch = min(cfg.batch_size, n_train)
+        self.per_epoch = n_train // self.batch
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= self.total:
+            raise ConfigError(f"start_step must be an integer in [0, {self.total}] (the training budget), "
+                              f"got {start_step!r}")
+        self.start_step = start_step
+        # data order: seeded, on the CPU, identical on every device
+        self.orders = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.perms = None
+        for _ in range(-(-start_step // self.per_epoch)):  # a late start: the permutations steps 0..K-1 drew
+            self.perms = [torch.randperm(n_train, generator=g) for g in self.orders]
+        self._perm = None
+        self.records = [Record(start_step if early_stop_from is None else early_stop_from) for _ in range(networks)]
+        # Base rates from `initial_lr` (as torch's schedulers keep them): a reused optimizer's `lr` is already scaled.
+        self.optimizer = optimizer
+        for g in optimizer.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        self._factor = None
+
+    def steps(self) -> range:
+        """Update steps ``start_step .. total``; before update ``step`` comes its evaluation, and ``total`` is the
+        evaluation of the final weights (no update)."""
+        return range(self.start_step, self.total + 1)
+
+    def evaluates(self, step: int) -> bool:
+        """Evaluate before update ``step``: every ``eval_every`` steps, at the start and at the end."""
+        return step % self.cfg.eval_every == 0 or step == self.total or step == self.start_step
+
+    def indices(self, step: int, device) -> torch.Tensor:
+        """Each data order's batch of update ``step`` as a ``(orders, batch)`` tensor on ``device``: one seeded
+        permutation per epoch (the last partial batch dropped), sliced, so no epoch copies the training set."""
+        if step % self.per_epoch == 0:  # reshuffle once per epoch
+            self.perms, self._perm = [torch.randperm(self.n_train, generator=g) for g in self.orders], None
+        if self._perm is None:
+            self._perm = (self.perms[0].unsqueeze(0) if len(self.perms) == 1 else torch.stack(self.perms)).to(device)
+        i = step % self.per_epoch
+        return self._perm[:, i * self.batch: (i + 1) * self.batch]
+
+    def set_lr(self, step: int) -> None:
+        """The schedule's rate for update ``step`` (written to the optimizer only when it changes)."""
+        factor = lr_factor(self.cfg, step, self.total)
+        if factor != self._factor:
+            for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = base * factor
+            self._factor = factor
+
+    def result(self, i: int, final_step: int, test: tuple[float, float], early_test_accuracy: float | None,
+               wall_time: float, signal: dict | None = None, rewind_state: dict | None = None) -> TrainResult:
+        """Network ``i``'s result: ``test`` is (loss, accuracy) of its final weights (ignored unless ok),
+        ``early_test_accuracy`` that of its early-stop weights when they differ (``needs_early_test``)."""
+        r = self.records[i]
+        test_loss, test_acc = test if r.status == "ok" else (math.nan, math.nan)
+        return TrainResult(
+            status=r.status,
+            test_accuracy=test_acc,
+            test_loss=test_loss,
+            early_stop_step=r.best[1],
+            early_stop_val_loss=r.best[0],
+            early_stop_val_accuracy=r.best[2],
+            steps=(r.stopped if r.stopped is not None else final_step) - self.start_step,
+            wall_time=wall_time,
+            early_stop_test_accuracy=early_test_accuracy if r.needs_early_test(final_step) else test_acc,
+            curve=r.curve,
+            signal=signal,
+            rewind_state=rewind_state,
+        )
+
+
 def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, dist, start_step, step_hook,
            early_stop_from) -> TrainResult:
     start = time.perf_counter()
     x_train, y_train = data.train
     x_val, y_val = data.val
     device = x_train.device
-    total = budget_steps(cfg, len(x_train))
-    batch = min(cfg.batch_size, len(x_train))
-    per_epoch = len(x_train) // batch
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= total:
-        raise ConfigError(f"start_step must be an integer in [0, {total}] (the training budget), got {start_step!r}")
-
     optimizer = optimizer or make_optimizer(model, cfg)
+    book = Bookkeeping(cfg, len(x_train), [seed], optimizer, start_step=start_step, early_stop_from=early_stop_from)
+    record = book.records[0]
     net = dist.wrap(model) if dist is not None else model  # DDP averages the gradients over the ranks in backward
     params = dict(model.named_parameters())
     masked, gates = _gates(params, mask, device)
-    order = torch.Generator().manual_seed(int(seed))  # data order: seeded, on the CPU, identical on every device
-    perm = None
-    for _ in range(-(-start_step // per_epoch)):  # a late start: the permutations steps 0..K-1 drew, in order
-        perm = torch.randperm(len(x_train), generator=order)
-    perm = perm.to(device) if perm is not None else None
     # A data set on disk (lottery.data.image_folder): DataLoader workers read these same batches ahead of the steps.
-    stream = x_train.stream(seed, batch, dist, start=start_step) if getattr(x_train, "streaming", False) else None
+    stream = x_train.stream(seed, book.batch, dist, start=start_step) if getattr(x_train, "streaming", False) else None
     # bf16 autocast where it pays (CUDA tensor cores); on the CPU nothing changes.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp and device.type == "cuda" \
         else contextlib.nullcontext
 
-    curve: list = []
     probe = SignalProbe(model, x_val, y_val) if getattr(cfg, "record_signal", True) else None
-    best = (math.inf, early_stop_from, 0.0)  # (val loss, step, val accuracy)
-    best_state = None  # the weights at the best step, for their test accuracy at the end (one test pass)
-    status, rewind_state = "ok", None
-    # Base rates from `initial_lr` (as torch's schedulers keep them): a reused optimizer's `lr` is already scaled.
-    for g in optimizer.param_groups:
-        g.setdefault("initial_lr", g["lr"])
-    base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
-    current_factor = None
+    best_state = None  # the weights at the early-stop step, for their test accuracy at the end (one test pass)
+    rewind_state = None
     model.train()
-    for step in range(start_step, total + 1):
+    for step in book.steps():
         if step_hook is not None and (new_mask := step_hook(step, optimizer)) is not None:
             mask = new_mask
             masked, gates = _gates(params, mask, device)
         if snapshot_step is not None and step == snapshot_step:
             rewind_state = snapshot(model)
-        # Evaluate before update `step`: step 0 is the init, step `total` the final weights.
-        if step % cfg.eval_every == 0 or step == total or step == start_step:
+        if book.evaluates(step):  # step 0 is the init, step `total` the final weights
             if dist is not None:  # BatchNorm statistics from rank 0: every rank evaluates the same network
                 dist.sync_buffers(model)
             val_loss, val_acc = evaluate(model, x_val, y_val)
-            curve.append([step, val_loss, val_acc])
             if probe is not None:
                 probe(step)
-            if not math.isfinite(val_loss):
-                status = "diverged"
-                break
-            if val_loss < best[0] and step >= early_stop_from:
-                best = (val_loss, step, val_acc)
+            if record.observe(step, val_loss, val_acc):
                 best_state = keep_state(model, best_state)
+            if record.status != "ok":
+                break
             if progress is not None:
                 progress.set_postfix(val_acc=f"{val_acc:.3f}", refresh=False)
-        if step == total:
+        if step == book.total:
             break
 
-        if step % per_epoch == 0:  # reshuffle once per epoch
-            perm = torch.randperm(len(x_train), generator=order).to(device)
         # Gather one batch per step rather than the whole shuffled set per epoch: the same batches, without a
         # second copy of the training set in memory (172 MB for Fashion-MNIST, 600 MB for CIFAR-10).
-        idx = perm[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
+        idx = book.indices(step, device)[0]
         if dist is not None:  # the same global batch on every rank; this rank takes its slice of it
             idx = dist.shard(idx)
         xb = x_train.index_select(0, idx) if stream is None else stream.next(idx)
         yb = y_train.index_select(0, idx)
-
-        factor = lr_factor(cfg, step, total)
-        if factor != current_factor:
-            for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base * factor
-            current_factor = factor
+        book.set_lr(step)
 
         with autocast():
             loss = F.cross_entropy(net(xb), yb)
@@ -243,26 +332,11 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
         if progress is not None:
             progress.update(1)
 
-    if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
-        status = "diverged"
-    test_loss, test_acc = evaluate(model, *data.test) if status == "ok" else (math.nan, math.nan)
-    early_test_acc = test_acc if best[1] == step or best_state is None or status != "ok" \
-        else accuracy_of(model, best_state, *data.test)
-    return TrainResult(
-        status=status,
-        test_accuracy=test_acc,
-        test_loss=test_loss,
-        early_stop_step=best[1],
-        early_stop_val_loss=best[0],
-        early_stop_val_accuracy=best[2],
-        steps=step - start_step,
-        wall_time=time.perf_counter() - start,
-        early_stop_test_accuracy=early_test_acc,
-        curve=curve,
-        signal=probe.to_dict() if probe is not None else None,
-        rewind_state=rewind_state,
-    )
-
+    record.check_final(model.parameters())
+    test = evaluate(model, *data.test) if record.status == "ok" else (math.nan, math.nan)
+    early = accuracy_of(model, best_state, *data.test) if record.needs_early_test(step) else None
+    return book.result(0, step, test, early, time.perf_counter() - start,
+                       signal=probe.to_dict() if probe is not None else None, rewind_state=rewind_state)
 
 
 def _gates(params: dict, mask: Mask | None, device) -> tuple[list, list]:

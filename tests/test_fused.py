@@ -260,3 +260,21 @@ def test_early_stop_weights_test_accuracy_and_signal():
                         dtype=torch.float64)
     assert all(r.early_stop_step < r.steps and r.early_stop_test_accuracy != r.test_accuracy for r in ref)
     assert [g.early_stop_test_accuracy for g in got] == [r.early_stop_test_accuracy for r in ref]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_late_start_and_early_stop_from_match_train(shared):
+    """One bookkeeping (lottery.train.Bookkeeping): the fused trainer continues a run from step K with K's data
+    order and schedule, and ignores early evaluations for the early-stop step, exactly as ``train`` does."""
+    cfg, data, models, masks = _setup(3, torch.float64)
+    cfg = cfg.replace(eval_every=4, schedule="cosine")
+    seeds = [7, 7, 7] if shared else [1, 2, 3]
+    alone = [copy.deepcopy(m) for m in models]
+    ref = [train(m, data, cfg, mk, seed=s, start_step=13, early_stop_from=21)
+           for m, mk, s in zip(alone, masks, seeds)]
+    got = fused.train_fused(models, data, cfg, masks, seeds=seeds, start_step=13, early_stop_from=21)
+    for r, g, a, m in zip(ref, got, alone, models):
+        assert g.steps == r.steps == 30 - 13
+        assert [c[0] for c in g.curve] == [c[0] for c in r.curve] == [13, 16, 20, 24, 28, 30]
+        assert g.early_stop_step == r.early_stop_step >= 21
+        assert _close(dict(m.named_parameters()), dict(a.named_parameters()), TOL[torch.float64])

@@ -81,9 +81,7 @@ def parse_seeds(value: int | str | Sequence[int], base_seed: int = 0) -> list[in
 
 def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequence[int]) -> Path:
     """``<out>/compare-<name>-<hash>``: the hash covers the shared settings, the variants and the seeds."""
-    shared = {k: v for k, v in base.hashed_settings().items()
-              if k not in ("init", "init_options", "init_scale", "seed", "xavier_gain")}
-    blob = json.dumps({"shared": shared, "inits": [v.label for v in variants], "seeds": list(seeds)},
+    blob = json.dumps({"shared": base.comparison_settings(), "inits": [v.label for v in variants], "seeds": list(seeds)},
                       sort_keys=True).encode()
     return Path(base.out) / f"compare-{base.experiment_name()}-{hashlib.sha256(blob).hexdigest()[:10]}"
 

@@ -18,7 +18,7 @@ from lottery.imp_engine import Arm, Engine, ImpSettings, Pending, Trained, Train
 from lottery.fused import even_passes
 from lottery.masks import Mask
 from lottery.storage.rundir import RunDir, RunLockedError
-from lottery.session import Session, train_key
+from lottery.session import Session
 from lottery.train import derived_seed  # noqa: F401  (prune_at_init imports it from here)
 from lottery.reporting.trackers import Tracker, open_tracker
 
@@ -153,7 +153,7 @@ def train_ahead(pendings: Sequence[Pending], pack: int, progress: bool = False) 
         exp = p.engine.trainer
         for name in p.names:
             if exp.fusable(p.level, name):
-                groups.setdefault((id(exp.data), train_key(exp.cfg)), []).append((p, name))
+                groups.setdefault((id(exp.data), exp.cfg.fuse_key()), []).append((p, name))
     for jobs in groups.values():
         for chunk in even_passes(jobs, pack):
             if len(chunk) > 1:
