@@ -119,7 +119,7 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
 
     run = RunDir(run_dir)
     cfg = run.config()
-    results = run.load_results() or {"levels": []}
+    results = run.read_results() or {"levels": []}
     done = sorted(e["level"] for e in results["levels"])
     if level not in done:
         raise ConfigError(f"{run.path} has no finished level {level}; finished levels: {done or 'none yet'}")

@@ -38,7 +38,7 @@ def _rows(run_dir: Path, label: str | None) -> list[dict]:
 
     run = RunDir(run_dir)
     config = run.settings()
-    results = run.load_results() or {"levels": []}
+    results = run.read_results() or {"levels": []}
     base = {"run": run.path.name, "seed": config.get("seed"), "init": label or config.get("init"),
             "model": config.get("model"), "dataset": config.get("dataset"),
             "hash": results.get("hash") or run.path.name.rpartition("-")[2]}
