@@ -76,6 +76,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.csv:  # the tidy table (one row per run x level x arm) for pandas, R, a spreadsheet
         from lottery.reporting.frames import load_results
+        from lottery.storage.rundir import refuse_run_file
+
+        refuse_run_file(args.csv, "--csv")
 
         load_results([args.run_dir, *args.more_runs]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")

@@ -115,9 +115,11 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
     """Export level ``level``'s trained ticket of a run directory (default: ``level_NN/ticket-<layout>.safetensors``)."""
     from lottery.data import load_dataset
     from lottery.models import build_model
-    from lottery.storage.rundir import RunDir
+    from lottery.storage.rundir import RunDir, refuse_run_file
 
     run = RunDir(run_dir)
+    if path is not None:
+        refuse_run_file(path, "--out")
     cfg = run.config()
     results = run.read_results() or {"levels": []}
     done = sorted(e["level"] for e in results["levels"])

@@ -143,6 +143,26 @@ def refuse_symlink(path: Path, root: Path) -> Path:
     return path
 
 
+# What a run (or compare-inits) directory keeps: its settings, measurements, weights, masks, trackers, locks.
+_OWNED_SUFFIXES = (".json", ".pt", ".npz", ".pkl", ".yaml", ".lock", ".tmp")
+_OWNED_FOLDERS = ("tensorboard", "mlruns", "submitit")
+
+
+def refuse_run_file(path: str | os.PathLike, flag: str) -> None:
+    """Refuse an output path (``flag`` names the option) that is one of a run's own files: writing there would
+    replace the run's measurements, weights or settings. Links and ``..`` are followed first; new files of other
+    kinds inside a run (a CSV, an exported ticket) are fine."""
+    real = Path(os.path.realpath(path))
+    run = next((d for d in real.parents if (d / "config.json").is_file() or (d / "summary.json").is_file()), None)
+    if run is None:
+        return
+    rel = real.relative_to(run)
+    if (any(part.startswith(".") or ".damaged" in part for part in rel.parts) or rel.parts[0] in _OWNED_FOLDERS
+            or real.suffix in _OWNED_SUFFIXES):
+        raise ConfigError(f"{flag} {path} belongs to the run {run} (it would replace {rel}); write it outside the "
+                          "run directory or under another name")
+
+
 def set_aside(path: Path) -> Path:
     """Rename a damaged file to ``NAME.damaged`` (``NAME.damaged.1``, ... when one exists): kept, never
     overwritten, out of the way of its recomputation. Returns the new path."""
