@@ -84,11 +84,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"wrote {args.csv}")
     if (Path(args.run_dir) / "summary.json").is_file():  # a compare-inits directory
         from lottery.drivers.compare_inits import format_summary
-        from lottery.storage.atomic import load_json
         from lottery.reporting.plots import compare_plots
+        from lottery.storage.summary import load_summary
 
         path = Path(args.run_dir) / "summary.json"
-        summary = load_json(path)
+        summary = load_summary(args.run_dir)
         try:
             table = format_summary(summary)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
