@@ -64,7 +64,7 @@ def _run_results(path: str) -> dict:
 
     run = RunDir(path)
     run.settings()  # refuses a directory that is not a run (any driver's: run_imp, find_tickets)
-    results = run.load_results()
+    results = run.read_results()
     if results is None:
         raise LotteryError(f"{run.path} has no results.json yet; start the run with `lottery run`")
     return results
@@ -76,16 +76,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.csv:  # the tidy table (one row per run x level x arm) for pandas, R, a spreadsheet
         from lottery.reporting.frames import load_results
+        from lottery.storage.rundir import refuse_run_file
+
+        refuse_run_file(args.csv, "--csv")
 
         load_results([args.run_dir, *args.more_runs]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     if (Path(args.run_dir) / "summary.json").is_file():  # a compare-inits directory
         from lottery.drivers.compare_inits import format_summary
-        from lottery.storage.atomic import load_json
         from lottery.reporting.plots import compare_plots
+        from lottery.storage.summary import load_summary
 
         path = Path(args.run_dir) / "summary.json"
-        summary = load_json(path)
+        summary = load_summary(args.run_dir)
         try:
             table = format_summary(summary)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):

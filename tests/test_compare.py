@@ -1,5 +1,7 @@
 """compare-inits end to end on the synthetic data set: summary fields, table, reuse of finished runs, divergence."""
 import json
+import os
+import shutil
 
 import pytest
 
@@ -205,3 +207,82 @@ def test_a_long_variant_label_gets_its_own_line_and_the_columns_stay_aligned():
     rows = table.splitlines()
     assert rows[4] == long
     assert rows[5].index("diverged") == rows[3].index("diverged") == rows[1].index("status")
+
+
+# -- summary.json: run paths relative to it; a moved copy reads its own runs; damage is one line ----------------
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """A finished comparison made from a working directory with a relative --out (as a user types it)."""
+    root = tmp_path_factory.mktemp("cmp")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        summary = compare_inits(tiny(root, **FAST).replace(out="runs"), "xavier_normal", seeds=1, plots=False,
+                                log=None)
+    finally:
+        os.chdir(cwd)
+    return root, root / summary["comparison_dir"]
+
+
+def _set_accuracy(run_dir, value):
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text())
+    results["levels"][0]["test_accuracy"] = value
+    path.write_text(json.dumps(results))
+
+
+def test_a_moved_comparison_reads_its_own_runs_from_any_directory(compared, tmp_path, monkeypatch):
+    import lottery as lt
+
+    root, compare_dir = compared
+    copy = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(root / "runs", copy)
+    (run,) = [p for p in copy.iterdir() if (p / "config.json").is_file()]
+    _set_accuracy(run, 0.123)  # the copy's own measurement, unlike the original's
+    monkeypatch.chdir(tmp_path)
+    df = lt.load_results(copy / compare_dir.name)
+    assert df[(df.level == 0) & (df.arm == "ticket")].test_accuracy.tolist() == [0.123]
+    stored = json.loads((compare_dir / "summary.json").read_text())
+    assert not any(os.path.isabs(r["run_dir"]) for s in stored["schemes"] for r in s["runs"])
+    assert main(["report", str(copy / compare_dir.name)]) == 0
+    from lottery.analysis.overlap import overlap_across_schemes
+
+    assert overlap_across_schemes(copy / compare_dir.name, level=1).labels == ["xavier_normal"]
+
+
+def test_an_old_summary_with_absolute_run_paths_still_reads(compared, tmp_path):
+    import lottery as lt
+
+    root, compare_dir = compared
+    old = tmp_path / "old"
+    shutil.copytree(compare_dir, old)
+    stored = json.loads((old / "summary.json").read_text())
+    stored.pop("run_dir_base")
+    for s in stored["schemes"]:
+        for r in s["runs"]:
+            r["run_dir"] = str((compare_dir / r["run_dir"]).resolve())
+    (old / "summary.json").write_text(json.dumps(stored))
+    assert len(lt.load_results(old)) == 4  # dense; level 1 ticket, reinit, random mask: the original run
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: s.update(schemes=[5]), lambda s: s.update(schemes="x"), lambda s: s["schemes"][0].pop("runs"),
+    lambda s: s["schemes"][0]["runs"][0].update(run_dir=3), lambda s: s["schemes"][0].update(label=None),
+    lambda s: s.update(chance_accuracy=7.0), lambda s: s.pop("seeds"),
+], ids=["scheme-not-dict", "schemes-str", "no-runs", "run-dir-int", "label-none", "chance>1", "no-seeds"])
+def test_a_damaged_summary_is_one_line_everywhere(compared, tmp_path, capsys, damage):
+    import lottery as lt
+    from lottery.errors import CorruptFileError
+
+    root, compare_dir = compared
+    bad = tmp_path / "bad"
+    shutil.copytree(compare_dir, bad)
+    stored = json.loads((bad / "summary.json").read_text())
+    damage(stored)
+    (bad / "summary.json").write_text(json.dumps(stored))
+    with pytest.raises(CorruptFileError, match="summary.json is not a compare-inits summary"):
+        lt.load_results(bad)
+    for argv in (["report", str(bad), "--csv", str(tmp_path / "t.csv")], ["report", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "summary.json" in err and "Traceback" not in err, err

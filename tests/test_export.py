@@ -1,4 +1,5 @@
 """Exported tickets: round trip per layout, size at 5 % density, hostile files refused, the CLI end to end."""
+import contextlib
 import json
 import os
 
@@ -170,3 +171,85 @@ def test_benchmark_writes_only_its_results_section(tmp_path):
     assert "kept" in text and "also kept" in text and "old" not in text
     assert "| 5.0% |" in text and "batch 4: sparse faster at" in text
     assert text.index("## Pruning") < text.index("## Export") < text.index("## GPU")
+
+
+# -- forged headers: checked against the stored tensors before anything is built -------------------------------
+@contextlib.contextmanager
+def _memory_cap(extra=2 << 30):
+    """Address space capped at what the process maps now plus ``extra``: a huge allocation fails here instead of
+    swapping the machine (so a test proves nothing large is even attempted)."""
+    import resource
+
+    size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _forge(tmp_path, layout="csr", tensors=None, **header_changes):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = lt.build_model("mlp", SHAPE, 10, hidden=[16])
+    mask = lt.prune_magnitude(model, lt.Mask.ones_like(model), 0.8)
+    mask.apply(model)
+    path = export_ticket(model, mask, tmp_path / "real.safetensors", layout, model_name="mlp",
+                         model_options={"hidden": [16]}, input_shape=SHAPE, num_classes=10)
+    stored, header = load_file(path), read_header(path)
+    stored.update(tensors(stored) if tensors else {})
+    header.update(header_changes)
+    forged = tmp_path / "forged.safetensors"
+    save_file(stored, forged, metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items()})
+    return forged
+
+
+def _deep(n):
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"model_options": {"hidden": [200000, 200000]}}, "does not fit"),
+    ({"input_shape": [1, 100000, 100000]}, "input_shape"),
+    ({"input_shape": [3, 2**40]}, "input_shape"),
+    ({"num_classes": 2**31}, "num_classes"),
+    ({"num_classes": 2**24}, "does not fit"),
+    ({"sparse": {"fc1.weight": [1, 2**33], "fc2.weight": [10, 16]}}, r"fc1.weight.*\[16, 784\]"),
+    ({"sparse": {"fc1.weight": [16, 784]}}, "fc2.weight"),
+], ids=["huge-hidden", "huge-input", "huger-input", "huge-classes", "many-classes", "huge-csr-shape", "missing-weight"])
+def test_a_forged_header_is_refused_before_anything_large_is_built(tmp_path, changes, needle):
+    forged = _forge(tmp_path, **changes)
+    with _memory_cap(), pytest.raises(CorruptFileError, match=needle) as e:
+        load_exported(forged)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_deeply_nested_header_is_one_line(tmp_path):
+    forged = _forge(tmp_path)
+    from safetensors.torch import load_file, save_file
+
+    header = {k: v if isinstance(v, str) else json.dumps(v) for k, v in read_header(forged).items()}
+    for key, text in (("model_options", '{"hidden": ' + _deep(100000) + "}"), ("extra", _deep(100000)),
+                      ("model_options", '{"hidden": ' + _deep(40) + "}")):
+        save_file(load_file(forged), tmp_path / "deep.safetensors", metadata={**header, key: text})
+        with pytest.raises(CorruptFileError, match="nested") as e:
+            load_exported(tmp_path / "deep.safetensors")
+        assert len(str(e.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_dtypes_the_format_never_writes_are_refused(tmp_path, layout):
+    def half(stored):
+        return {k: v.half() for k, v in stored.items() if v.is_floating_point()}
+
+    with pytest.raises(CorruptFileError, match="float16"):
+        load_exported(_forge(tmp_path, layout, tensors=half))
+    if layout == "csr":
+        def wide(stored):
+            return {"fc1.weight::crow": stored["fc1.weight::crow"].long()}
+
+        with pytest.raises(CorruptFileError, match="int64"):
+            load_exported(_forge(tmp_path, layout, tensors=wide))
+    assert load_exported(_forge(tmp_path, layout))(torch.zeros(2, *SHAPE)).shape == (2, 10)  # the unforged file

@@ -200,14 +200,6 @@ def test_damaged_config_json_is_one_line_naming_it(run, capsys, text, needle):
 @pytest.mark.parametrize("text, needle", [
     ('{"levels": [', "not valid JSON"),
     ('{"levels": 3}', "not a lottery results file"),
-    ('{"levels": [1, 2]}', "not a lottery results file"),
-    ('{"levels": [{"level": "0"}]}', "not a lottery results file"),
-    ('{"levels": [{"level": 0, "density": 1, "status": "ok", "controls": {}, "test_accuracy": "x"}]}',
-     "not a lottery results file"),
-    ('{"levels": [{"level": 0, "density": 1, "status": "ok", "controls": {"reinit": 5}}]}',
-     "not a lottery results file"),
-    ('{"levels": [{"level": 0, "density": 1, "status": "ok", "controls": {}, "curve": "x"}]}',
-     "not a lottery results file"),
     ("null", "not a lottery results file"),
 ])
 def test_damaged_results_json_is_refused_with_one_line(run, capsys, text, needle):
@@ -218,8 +210,30 @@ def test_damaged_results_json_is_refused_with_one_line(run, capsys, text, needle
     for argv in (["run", *ARGS, "--out", str(out)], ["report", str(run_dir)]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "results.json" in err and needle in err, err
+        assert len(err.splitlines()) == 1 and "results.json" in err and needle in err and "delete" not in err, err
     assert _files(run_dir) == before and (run_dir / "results.json").read_text() == text
+
+
+@pytest.mark.parametrize("entry", [
+    "1", '{"level": "0"}', '{"level": 0, "density": 1, "status": "ok", "controls": {}, "test_accuracy": "x"}',
+    '{"level": 0, "density": 1, "status": "ok", "controls": {"reinit": 5}}',
+    '{"level": 0, "density": 1, "status": "ok", "controls": {}, "curve": "x"}',
+])
+def test_a_damaged_results_entry_stops_a_resume_and_is_skipped_by_report(run, capsys, entry):
+    """One bad entry: resuming (which builds on every entry) stops with one line naming it and never advises
+    deleting the file; report reads the rest, with one warning line naming what it skipped."""
+    out, run_dir, _ = run
+    text = '{"status": "complete", "levels": [' + entry + "]}"
+    (run_dir / "results.json").write_text(text)
+    before = _files(run_dir)
+    assert main(["run", *ARGS, "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, "results.json", "is not valid")
+    assert main(["report", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    _one_line(err, "results.json", "skipped")
+    assert "delete" not in err
+    assert _files(run_dir, skip=(".png",)) == {k: v for k, v in before.items() if k.suffix != ".png"}
+    assert (run_dir / "results.json").read_text() == text
 
 
 def test_planted_pickle_as_checkpoint_init_never_runs(tmp_path, capsys):
@@ -411,8 +425,10 @@ def _level(**changes):
 def test_out_of_range_values_are_refused_by_the_validator(run, capsys, entry):
     out, run_dir, _ = run
     (run_dir / "results.json").write_text(json.dumps({"status": "complete", "levels": [entry]}))
-    assert main(["report", str(run_dir)]) == 2
-    _one_line(capsys.readouterr().err, "results.json", "not a lottery results file")
+    assert main(["run", *ARGS, "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, "results.json", "level 0", "is not valid")
+    assert main(["report", str(run_dir)]) == 0  # the rest is read; what was left out is named
+    _one_line(capsys.readouterr().err, "results.json", "skipped", "level 0")
 
 
 def test_a_diverged_levels_nan_curve_is_still_valid(run, capsys):
@@ -424,7 +440,7 @@ def test_a_diverged_levels_nan_curve_is_still_valid(run, capsys):
 
 @pytest.mark.parametrize("kind", BAD_TEXT)
 def test_undecodable_driver_files_are_one_line_naming_them(run, capsys, kind):
-    from lottery import gradual, prune_at_init
+    from lottery.drivers import gradual, prune_at_init
 
     out, run_dir, _ = run
     for module in (gradual, prune_at_init):
@@ -440,7 +456,7 @@ def test_undecodable_driver_files_are_one_line_naming_them(run, capsys, kind):
 
 
 def test_out_of_range_values_in_driver_files_are_refused(run, capsys):
-    from lottery import gradual, prune_at_init
+    from lottery.drivers import gradual, prune_at_init
 
     out, run_dir, _ = run
     (run_dir / gradual.RESULTS_FILE).write_text(json.dumps({"levels": [_level(test_accuracy=3.0)]}))

@@ -22,6 +22,7 @@ import numpy as np
 
 from lottery.errors import LotteryError
 from lottery.masks import Mask
+from lottery.storage.summary import load_summary
 
 
 @dataclass
@@ -130,10 +131,8 @@ def overlap_across_schemes(summary: dict | str | os.PathLike, level: int, seed: 
     ``summary`` is the dict ``compare_inits`` returned, its ``summary.json``, or the comparison directory.
     """
     if not isinstance(summary, dict):
-        from lottery.storage.atomic import load_json
-
         path = Path(summary)
-        summary = load_json(path / "summary.json" if path.is_dir() else path)
+        summary = load_summary(path if path.is_dir() else path.parent)
     seed = summary["seeds"][0] if seed is None else seed
     runs = {}
     for s in summary["schemes"]:

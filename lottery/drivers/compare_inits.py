@@ -40,7 +40,7 @@ from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.
 from lottery.config import Config
 from lottery.errors import ConfigError
 from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  (public here too)
-from lottery.storage.atomic import save_json
+from lottery.storage.summary import save_summary
 
 CONTROL_KEYS = ("reinit", "random_mask")
 
@@ -163,8 +163,7 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
                         stall_margin=stall_margin)
     summary["base_config"] = base_cfg.to_dict()
     summary["comparison_dir"] = str(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_json(out_dir / "summary.json", summary)
+    save_summary(out_dir, summary)
     if plots:
         from lottery.reporting.plots import compare_plots
 

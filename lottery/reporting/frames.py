@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Iterable
 
 from lottery.errors import LotteryError
+from lottery.storage.rundir import RunDir
+from lottery.storage.summary import load_summary
 
 COLUMNS = ("run", "level", "arm", "density", "test_accuracy", "early_stop_step", "status", "seed", "init", "model",
            "dataset", "hash")
@@ -19,13 +21,11 @@ _SKIP = {"level", "density", "num_kept", "layer_density", "collapsed_layers", "c
 
 def _run_dirs(path: Path) -> list[tuple[Path, str | None]]:
     """(run directory, init label) for a run, a compare-inits directory, or a directory holding runs."""
-    from lottery.storage.atomic import load_json
-
     if (path / "config.json").is_file():
         return [(path, None)]
     if (path / "summary.json").is_file():  # compare-inits: its runs, labelled by init variant
-        summary = load_json(path / "summary.json")
-        return [(Path(r["run_dir"]), s["label"]) for s in summary.get("schemes", []) for r in s.get("runs", [])]
+        summary = load_summary(path)
+        return [(Path(r["run_dir"]), s["label"]) for s in summary["schemes"] for r in s["runs"]]
     found = sorted(p.parent for p in path.glob("*/config.json"))
     if not found:
         raise LotteryError(f"{path} is neither a run directory nor a directory of runs (no config.json); "
@@ -34,11 +34,9 @@ def _run_dirs(path: Path) -> list[tuple[Path, str | None]]:
 
 
 def _rows(run_dir: Path, label: str | None) -> list[dict]:
-    from lottery.storage.rundir import RunDir
-
     run = RunDir(run_dir)
     config = run.settings()
-    results = run.load_results() or {"levels": []}
+    results = run.read_results() or {"levels": []}
     base = {"run": run.path.name, "seed": config.get("seed"), "init": label or config.get("init"),
             "model": config.get("model"), "dataset": config.get("dataset"),
             "hash": results.get("hash") or run.path.name.rpartition("-")[2]}

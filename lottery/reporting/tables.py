@@ -1,9 +1,12 @@
 """Results as people read them: the end-of-run table and the plots written next to ``results.json``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from lottery.errors import CorruptFileError, LotteryError
 from lottery.stats import mean_std
+from lottery.storage.rundir import RunDir
 
 
 def _pct(x: float | None) -> str:
@@ -65,20 +68,23 @@ def format_seeds_table(results_list: list[dict]) -> str:
 
 def check_seed_runs(dirs: list[str]) -> None:
     """Runs averaged together must be one experiment under several seeds: the same run twice, or runs that
-    differ in any other setting, are refused with the setting named."""
-    from lottery.errors import LotteryError
-    from lottery.storage.rundir import RunDir
-
+    differ in any other setting, are refused with the setting named. Any driver's runs (run_imp, find_tickets:
+    there the init weights are the seed's own draw, so their fingerprint may differ too)."""
     seen, first = {}, None
     for d in dirs:
         run = RunDir(d)
-        cfg = run.config()
+        stored = run.settings(full=True)
+        hashed = stored.get("hashed")
+        if not isinstance(hashed, dict):
+            raise CorruptFileError(f"{run.path / 'config.json'} is not a lottery run config; the directory is damaged")
+        key = (stored.get("driver"), json.dumps(hashed, sort_keys=True))
         real = run.path.resolve()
-        if real in seen or cfg.hash() in seen.values():
-            twin = next(k for k, v in seen.items() if v == cfg.hash() or k == real)
+        if real in seen or key in seen.values():
+            twin = next(k for k, v in seen.items() if v == key or k == real)
             raise LotteryError(f"{d} is the same run as {twin}; list each run once")
-        seen[real] = cfg.hash()
-        settings = {k: v for k, v in cfg.hashed_settings().items() if k != "seed"}
+        seen[real] = key
+        free = ("seed", "init") if stored.get("driver") == "find_tickets" else ("seed",)
+        settings = {"driver": stored.get("driver"), **{k: v for k, v in hashed.items() if k not in free}}
         if first is None:
             first = (d, settings)
             continue

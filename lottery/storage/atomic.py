@@ -76,18 +76,19 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, write)
 
 
-def load_json(path: str | os.PathLike) -> Any:
-    """A JSON file's content; not UTF-8, not JSON, nested too deep or not a regular file: one line naming it."""
+def load_json(path: str | os.PathLike, fix: str = "delete or restore it") -> Any:
+    """A JSON file's content; not UTF-8, not JSON, nested too deep or not a regular file: one line naming it,
+    ending in ``fix``."""
     with open_regular(path, "JSON file") as f:
         raw = f.read()
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise CorruptFileError(f"{path} is not UTF-8 text (byte {e.start}); delete or restore it") from None
+        raise CorruptFileError(f"{path} is not UTF-8 text (byte {e.start}); {fix}") from None
     except json.JSONDecodeError as e:
-        raise CorruptFileError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); delete or restore it") from None
+        raise CorruptFileError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); {fix}") from None
     except RecursionError:
-        raise CorruptFileError(f"{path} is nested too deeply to be a lottery file; delete or restore it") from None
+        raise CorruptFileError(f"{path} is nested too deeply to be a lottery file; {fix}") from None
 
 
 def finite(v: object, lo: float = -math.inf, hi: float = math.inf) -> bool:

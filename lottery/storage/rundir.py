@@ -34,34 +34,81 @@ def _number_or_none(v: object) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def _valid_curve(curve: object, diverged: bool) -> bool:
-    """[[step, val_loss, val_acc], ...]: steps >= 0; a non-finite loss (and NaN accuracy) only where it diverged."""
-    return isinstance(curve, list) and all(
-        isinstance(c, list) and len(c) == 3 and finite(c[0], 0) and _number_or_none(c[1]) and _number_or_none(c[2])
-        and c[1] is not None and c[2] is not None
-        and (finite(c[1]) and finite(c[2], 0, 1) or diverged and (math.isnan(c[2]) or finite(c[2], 0, 1)))
-        for c in curve)
+def curve_problem(curve: object, diverged: bool) -> str | None:
+    """What is wrong with ``[[step, val_loss, val_acc], ...]`` (None: nothing): steps >= 0, accuracies in [0, 1];
+    a non-finite loss (and a NaN accuracy) only where the run diverged."""
+    if not isinstance(curve, list):
+        return "curve is not a list of [step, val_loss, val_accuracy]"
+    for c in curve:
+        if not (isinstance(c, list) and len(c) == 3 and all(_number_or_none(x) and x is not None for x in c)):
+            return f"curve point {str(c)[:40]} is not [step, val_loss, val_accuracy]"
+        if not finite(c[0], 0):
+            return f"curve step {c[0]} is not a step >= 0"
+        if not (finite(c[1]) and finite(c[2], 0, 1) or diverged and (math.isnan(c[2]) or finite(c[2], 0, 1))):
+            return f"curve point {c} is not a finite loss and an accuracy in [0, 1]"
+    return None
+
+
+def run_problem(r: object) -> str | None:
+    """What is wrong with one training run's summary (None: nothing), its curve left out: accuracy in [0, 1] (or
+    None; any value where the run diverged), steps >= 0 and finite (or None)."""
+    if not isinstance(r, dict) or not isinstance(r.get("status"), str):
+        return "not a training run's results (no status)"
+    acc = r.get("test_accuracy")
+    if not (acc is None or finite(acc, 0, 1) or r["status"] != "ok" and _number_or_none(acc)):
+        return f"test_accuracy {acc!r} is not a fraction in [0, 1]"
+    for key in ("early_stop_step", "steps"):
+        if not (r.get(key) is None or finite(r[key], 0)):
+            return f"{key} {r[key]!r} is not a step >= 0"
+    return None
 
 
 def valid_run(r: object) -> bool:
     """One training run's summary: accuracy in [0, 1] (or None), steps >= 0, all finite."""
-    return (isinstance(r, dict) and isinstance(r.get("status"), str)
-            and (r.get("test_accuracy") is None or finite(r["test_accuracy"], 0, 1))
-            and (r.get("early_stop_step") is None or finite(r["early_stop_step"], 0))
-            and (r.get("steps") is None or finite(r["steps"], 0))
-            and _valid_curve(r.get("curve", []), r["status"] != "ok"))
+    return run_problem(r) is None and curve_problem(r.get("curve", []), r["status"] != "ok") is None
+
+
+def level_problem(e: object) -> str | None:
+    """What is wrong with a level entry's own fields (None: nothing), its curve and controls left out: the fields
+    the driver and the report read, of the right types and ranges."""
+    if not isinstance(e, dict) or type(e.get("level")) is not int or e["level"] < 0:
+        return "not a level entry (no level number)"
+    if not finite(e.get("density"), 0, 1):
+        return f"density {e.get('density')!r} is not a fraction in [0, 1]"
+    if not isinstance(e.get("controls", {}), dict):
+        return "controls is not a table of control runs"
+    if not isinstance(e.get("layer_density") or {}, dict) or not all(
+            finite(v, 0, 1) for v in (e.get("layer_density") or {}).values()):
+        return "layer_density holds a value outside [0, 1]"
+    return run_problem(e)
+
+
+def entry_problems(e: object) -> list[tuple[str, str]]:
+    """Every problem of a level entry as (what: ``level`` / ``curve`` / a control's name, why)."""
+    problem = level_problem(e)
+    if problem is not None:
+        return [("level", problem)]
+    found = []
+    problem = curve_problem(e.get("curve", []), e["status"] != "ok")
+    if problem is not None:
+        found.append(("curve", problem))
+    for name, r in e.get("controls", {}).items():
+        problem = run_problem(r) or curve_problem(r.get("curve", []), r["status"] != "ok")
+        if problem is not None:
+            found.append((str(name), problem))
+    return found
 
 
 def valid_level(e: object) -> bool:
     """A level entry of results.json with the fields the driver and the report read, of the right types and
     ranges: a NaN, an infinity, an accuracy or density outside [0, 1] or a negative step is refused here, not
     crashed on in a plot."""
-    return (
-        isinstance(e, dict) and type(e.get("level")) is int and e["level"] >= 0 and finite(e.get("density"), 0, 1)
-        and isinstance(e.get("controls", {}), dict) and valid_run(e)
-        and all(valid_run(r) for r in e.get("controls", {}).values())
-        and all(finite(v, 0, 1) for v in (e.get("layer_density") or {}).values())
-    )
+    return not entry_problems(e)
+
+
+def _entry_name(e: object, what: str) -> str:
+    level = f"level {e['level']}" if isinstance(e, dict) and type(e.get("level")) is int else "an entry"
+    return level if what == "level" else f"{level}'s {what}"
 
 
 def valid_values(obj: object, key: str = "") -> bool:
@@ -94,6 +141,26 @@ def refuse_symlink(path: Path, root: Path) -> Path:
                                    "folders — remove the link")
         part = part.parent
     return path
+
+
+# What a run (or compare-inits) directory keeps: its settings, measurements, weights, masks, trackers, locks.
+_OWNED_SUFFIXES = (".json", ".pt", ".npz", ".pkl", ".yaml", ".lock", ".tmp")
+_OWNED_FOLDERS = ("tensorboard", "mlruns", "submitit")
+
+
+def refuse_run_file(path: str | os.PathLike, flag: str) -> None:
+    """Refuse an output path (``flag`` names the option) that is one of a run's own files: writing there would
+    replace the run's measurements, weights or settings. Links and ``..`` are followed first; new files of other
+    kinds inside a run (a CSV, an exported ticket) are fine."""
+    real = Path(os.path.realpath(path))
+    run = next((d for d in real.parents if (d / "config.json").is_file() or (d / "summary.json").is_file()), None)
+    if run is None:
+        return
+    rel = real.relative_to(run)
+    if (any(part.startswith(".") or ".damaged" in part for part in rel.parts) or rel.parts[0] in _OWNED_FOLDERS
+            or real.suffix in _OWNED_SUFFIXES):
+        raise ConfigError(f"{flag} {path} belongs to the run {run} (it would replace {rel}); write it outside the "
+                          "run directory or under another name")
 
 
 def set_aside(path: Path) -> Path:
@@ -253,16 +320,51 @@ class RunDir:
             self._lock_fd = None
 
     # -- results ------------------------------------------------------------------------------------------
-    def load_results(self) -> dict | None:
+    def _read_results(self) -> tuple[Path, dict] | None:
+        """results.json as a dict with a ``levels`` list (entries unchecked), or None when there is none."""
         path = self.path / "results.json"
         if not path.exists():
             return None
-        results = load_json(path)
-        levels = results.get("levels") if isinstance(results, dict) else None
-        if not isinstance(levels, list) or not all(valid_level(e) for e in levels):
-            raise CorruptFileError(f"{path} is not a lottery results file; restore it, or delete it to retrain "
-                                   "every level (the masks and init.pt on disk are reused)")
+        keep = "restore it from a copy: it holds the run's only record of its measurements"
+        results = load_json(path, fix=keep)
+        if not isinstance(results, dict) or not isinstance(results.get("levels"), list):
+            raise CorruptFileError(f"{path} is not a lottery results file (no list of levels); {keep}")
+        return path, results
+
+    def load_results(self) -> dict | None:
+        """results.json for resuming: every entry must be valid (a driver builds on them), else one line naming
+        the first bad one."""
+        read = self._read_results()
+        if read is None:
+            return None
+        path, results = read
+        for e in results["levels"]:
+            for what, why in entry_problems(e):
+                raise CorruptFileError(f"{path}: {_entry_name(e, what)} is not valid ({why}); correct or remove "
+                                       "that entry by hand (the other levels' measurements are in this file)")
         return results
+
+    def read_results(self, note=None) -> dict | None:
+        """results.json for reading (reports, DataFrames): a bad entry is left out — a level, or only its curve or
+        one control — with one line to ``note`` (stderr by default) naming them; the rest is read."""
+        read = self._read_results()
+        if read is None:
+            return None
+        path, results = read
+        levels, skipped = [], []
+        for e in results["levels"]:
+            problems = entry_problems(e)
+            skipped += [f"{_entry_name(e, what)} ({why})" for what, why in problems]
+            if problems and problems[0][0] == "level":
+                continue
+            bad = {what for what, _ in problems}
+            if bad:
+                e = {k: v for k, v in e.items() if not (k == "curve" and "curve" in bad)}
+                e["controls"] = {k: v for k, v in e.get("controls", {}).items() if str(k) not in bad}
+            levels.append(e)
+        if skipped:
+            (note or _stderr)(f"lottery: warning: {path}: skipped {'; '.join(skipped)}; the rest is read")
+        return {**results, "levels": levels}
 
     def save_results(self, results: dict) -> None:
         save_json(refuse_symlink(self.path / "results.json", self.path), results)

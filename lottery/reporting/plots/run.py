@@ -63,9 +63,9 @@ def _vs_density(results, key: str, ylabel: str, ax=None):
         xs, means, stds = _by_level(results_list, key, control)
         if xs:
             band(ax, xs, means, stds, label=label)
-    dense = [e for r in results_list for e in r["levels"] if e["level"] == 0 and e["status"] == "ok"]
-    if dense:
-        m = mean_std([e[key] for e in dense])
+    dense = [e.get(key) for r in results_list for e in r["levels"] if e["level"] == 0 and e["status"] == "ok"]
+    if any(v is not None for v in dense):  # a find_tickets loop may return no early_stop_step
+        m = mean_std(dense)
         mean, std = m["mean"], m["std"] or 0.0
         k = 100 if key == "test_accuracy" else 1
         ax.axhline(k * mean, color="gray", ls="--", label="dense")
