@@ -16,6 +16,7 @@ import re
 
 from lottery.analysis.overlap import overlap_across_runs, overlap_across_schemes
 from lottery.storage.atomic import load_json
+from lottery.storage.summary import load_summary
 
 
 def _short(label: str) -> str:
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("comparison_dir")
     parser.add_argument("--level", type=int, default=8, help="level whose masks are compared (default 8)")
     args = parser.parse_args()
-    summary = load_json(f"{args.comparison_dir}/summary.json")
+    summary = load_summary(args.comparison_dir)
     print(rescue_table(summary))
     print()
     print(overlap_table(args.comparison_dir, args.level))

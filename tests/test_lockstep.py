@@ -16,6 +16,7 @@ import lottery.fused as fused
 from lottery.drivers.compare_inits import compare_inits, parse_init_variant
 from lottery.config import from_dict
 from lottery.storage.rundir import RunDir
+from lottery.storage.summary import load_summary
 
 N_TEST = 512  # the synthetic data set's test split: one sample is 1/512 of accuracy
 SETTINGS = dict(dataset="synthetic", model_options={"hidden": [8]}, steps=20, eval_every=10, batch_size=32,
@@ -116,7 +117,7 @@ def test_killed_lockstep_resumes(unpacked, tmp_path):
     r = _cli(tmp_path)
     assert r.returncode == 0, r.stderr
     assert "lockstep: 3 of 4 runs finished already, 1 to run" in r.stderr
-    (summary,) = [json.loads(p.read_text()) for p in tmp_path.glob("compare-*/summary.json")]
+    (summary,) = [load_summary(p.parent) for p in tmp_path.glob("compare-*/summary.json")]
     _assert_same(unpacked, summary)
 
 
@@ -158,7 +159,7 @@ def test_jobs_and_pack_run_lockstep_in_each_worker(unpacked, tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("grid: 0 of 4 runs finished already, 4 to run (local, 2 workers, each in lockstep with up to 3 networks "
             "per fused pass)") in r.stderr
-    (summary,) = [json.loads(p.read_text()) for p in tmp_path.glob("compare-*/summary.json")]
+    (summary,) = [load_summary(p.parent) for p in tmp_path.glob("compare-*/summary.json")]
     _assert_same(unpacked, summary)
     # a worker killed mid-grid: the same command resumes and reuses what finished
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
@@ -175,5 +176,5 @@ def test_a_killed_packed_grid_resumes(unpacked, tmp_path):
     env.pop("LOTTERY_CRASH_AT")
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    (summary,) = [json.loads(p.read_text()) for p in tmp_path.glob("compare-*/summary.json")]
+    (summary,) = [load_summary(p.parent) for p in tmp_path.glob("compare-*/summary.json")]
     _assert_same(unpacked, summary)
