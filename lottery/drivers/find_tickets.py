@@ -302,6 +302,8 @@ class _UserTrainer(Trainer):
             with torch.random.fork_rng(devices=_cuda_devices(self.model)):
                 torch.manual_seed(self.s["seed"])  # a loop drawing from the global RNG repeats itself on resume
                 out = self.train_fn(self.model, handed, run)
+        except TrainFnError:  # the loop broke the contract (run.save_rewind_state): its own one line
+            raise
         except BaseException as e:
             done = len(self.engine.results["levels"]) if self.engine is not None else 0
             e.add_note(f"find_tickets: train_fn raised during {where}; the {done} finished level(s) are saved in "
