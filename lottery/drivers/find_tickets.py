@@ -316,8 +316,9 @@ class _UserTrainer(Trainer):
             self._check_pruned(where, arm.mask)
         if arm.snapshot_step is not None:
             if run.rewind_state is None:
-                raise TrainFnError(f"rewind='step:{self.imp.rewind_step}' needs train_fn to call "
-                                   f"run.save_rewind_state(model) at step {self.imp.rewind_step} of level 0; it did not")
+                k = self.imp.rewind_step
+                raise TrainFnError(f"rewind='step:{k}' needs train_fn to call run.save_rewind_state(model) at step "
+                                   f"{k} of level 0; it did not")
             if run.saved_at is not None:
                 metrics["rewind_state_step"] = run.saved_at
         metrics["wall_time"] = time.perf_counter() - started
