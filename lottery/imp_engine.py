@@ -168,7 +168,8 @@ class Engine:
         try:
             if sorted(mask) != sorted(prunable):
                 raise MaskMismatchError(f"it covers {len(mask)} weights named like '{next(iter(mask), '')}', the "
-                                        f"model's prunable weights are {len(prunable)} named like '{next(iter(prunable))}'")
+                                        f"model's prunable weights are {len(prunable)} named like "
+                                        f"'{next(iter(prunable))}'")
             mask.check_fits(self.model)
         except MaskMismatchError as e:
             if strict:
@@ -265,7 +266,8 @@ class Engine:
         if any(e["level"] == level + 1 for e in self.results["levels"]):
             return None
         if entry.get("collapsed_layers"):
-            return f"layer {entry['collapsed_layers'][0]} has no weights left (layer collapse){self.trainer.collapse_hint}"
+            layer = entry["collapsed_layers"][0]
+            return f"layer {layer} has no weights left (layer collapse){self.trainer.collapse_hint}"
         if self.mask(level + 1).num_kept == entry.get("num_kept", -1):
             return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
                     f"prune fraction {self.s.prune_fraction} to remove one)")

@@ -149,6 +149,14 @@ def test_the_hash_covers_settings_architecture_and_init(tmp_path):
     ({"test_accuracy": 0.5, "density": 1.0}, "'density', a name find_tickets or lt.load_results sets itself"),
     ({"test_accuracy": 0.5, "net": object()}, "metric 'net' as object"),
     ({"test_accuracy": 0.5, "curve": [1, 2]}, "'curve' that is not a list of"),
+    ({"test_accuracy": 0.5, "early_stop_step": -1}, "returned early_stop_step -1; return a step number >= 0"),
+    ({"test_accuracy": 0.5, "steps": -1}, "returned steps -1; return a step number >= 0"),
+    ({"test_accuracy": 0.5, "curve": [[0, 1.0, 45.0]]}, "'curve' val_accuracy 45.0; .* looks like a percentage"),
+    ({"test_accuracy": 0.5, "curve": [[-5, 1.0, 0.5]]}, "'curve' step -5; steps are numbers >= 0"),
+    ({"test_accuracy": 0.5, "signal": 0.7}, "'signal', a name find_tickets or lt.load_results sets itself"),
+    ({"test_accuracy": 0.5, "arm": "x"}, "'arm', a name find_tickets or lt.load_results sets itself"),
+    ({"test_accuracy": 0.5, "seed": 3}, "'seed', a name find_tickets or lt.load_results sets itself"),
+    ({"test_accuracy": 0.5, "model": "mlp"}, "'model', a name find_tickets or lt.load_results sets itself"),
 ])
 def test_bad_metrics_are_one_line_and_keep_finished_levels(tmp_path, returned, message):
     loop = Loop(steps=5)

@@ -302,6 +302,8 @@ class _UserTrainer(Trainer):
             with torch.random.fork_rng(devices=_cuda_devices(self.model)):
                 torch.manual_seed(self.s["seed"])  # a loop drawing from the global RNG repeats itself on resume
                 out = self.train_fn(self.model, handed, run)
+        except TrainFnError:  # the loop broke the contract (run.save_rewind_state): its own one line
+            raise
         except BaseException as e:
             done = len(self.engine.results["levels"]) if self.engine is not None else 0
             e.add_note(f"find_tickets: train_fn raised during {where}; the {done} finished level(s) are saved in "
@@ -314,8 +316,9 @@ class _UserTrainer(Trainer):
             self._check_pruned(where, arm.mask)
         if arm.snapshot_step is not None:
             if run.rewind_state is None:
-                raise TrainFnError(f"rewind='step:{self.imp.rewind_step}' needs train_fn to call "
-                                   f"run.save_rewind_state(model) at step {self.imp.rewind_step} of level 0; it did not")
+                k = self.imp.rewind_step
+                raise TrainFnError(f"rewind='step:{k}' needs train_fn to call run.save_rewind_state(model) at step "
+                                   f"{k} of level 0; it did not")
             if run.saved_at is not None:
                 metrics["rewind_state_step"] = run.saved_at
         metrics["wall_time"] = time.perf_counter() - started

@@ -1,8 +1,10 @@
-"""The IMP driver: train dense, prune, rewind the survivors, retrain — level after level — with controls.
+"""The IMP driver behind ``lottery run``: the engine's level loop (lottery/imp_engine.py) on a Session.
 
-It knows nothing about specific models or data sets. Every finished training run is written to the run directory
-before the next starts, so a killed experiment resumes exactly where it stopped and reproduces the numbers of an
+It knows nothing about specific models or data sets: the Session builds them from the config and trains with the
+built-in loop; the engine prunes, rewinds, runs the controls and writes the run directory after every finished
+training run, so a killed experiment resumes exactly where it stopped and reproduces the numbers of an
 uninterrupted one (every run's randomness comes from seeds derived from the config, never from global state).
+``train_ahead`` trains a level's pending runs (of one or many experiments) in fused passes first.
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""Fused passes over the pending training runs of one or many IMP experiments; a grid's trunks in lockstep.
+"""A grid's IMP trunks in lockstep, their training runs in fused passes.
 
-``Experiment.levels()`` pauses at every level that has runs to train (a ``Pending``: the ticket, then its
-controls). ``train_ahead`` (lottery/drivers/imp.py) trains the fusable ones of any number of Pendings in fused passes of at most ``pack``
-networks (lottery/fused.py), grouping runs that share their data and every setting training reads; resumed, each
-experiment records them (and trains alone what was not fused) exactly as it would have alone. So one experiment
-with ``--pack`` trains a level's ticket and controls together, and ``run_lockstep`` advances many experiments —
-the (init variant, seed) trunks of ``compare-inits`` — level by level, fusing across them: with 2 controls, a
-level of 8 trunks is 24 networks, where one trunk alone fills at most 3.
+``Experiment.levels()`` (the engine's level loop) pauses at every level that has runs to train (a ``Pending``: the
+ticket, then its controls). ``train_ahead`` (lottery/drivers/imp.py) trains the fusable ones of any number of
+Pendings in fused passes of at most ``pack`` networks (lottery/fused.py), grouping runs that share their data and
+every setting training reads; resumed, each experiment records them (and trains alone what was not fused) exactly
+as it would have alone. ``run_lockstep`` advances many experiments — the (init variant, seed) trunks of
+``compare-inits`` — level by level, fusing across them: with 2 controls, a level of 8 trunks is 24 networks, where
+one trunk alone fills at most 3.
 
 Each trunk stays an ordinary run directory, locked while open and written after every fused pass, so a kill
 loses that pass only and the next start resumes every trunk where it stopped. A trunk that diverges or is
