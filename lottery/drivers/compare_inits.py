@@ -33,13 +33,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
-from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.compare_inits.mean_std)
 from lottery.config import Config
 from lottery.errors import ConfigError
+from lottery.executors.grid import EXECUTORS
 from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  (public here too)
+from lottery.options import (Options, in_unit, int_option, one_of, option, read_int, read_list, read_number,
+                             read_table, read_text)
+from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.compare_inits.mean_std)
 from lottery.storage.atomic import save_json
 
 CONTROL_KEYS = ("reinit", "random_mask")
@@ -77,6 +81,47 @@ def parse_seeds(value: int | str | Sequence[int], base_seed: int = 0) -> list[in
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must list distinct seeds >= 0, got {value!r}")
     return seeds
+
+
+def _count_or_seeds(v: Any) -> int | tuple:
+    """compare-inits' ``--seeds``: a count (3) or the seeds themselves (0,4,7)."""
+    return read_int(v) if isinstance(v, int) or (isinstance(v, str) and "," not in v) else read_list(int)(v)
+
+
+def _seeds(v: int | tuple) -> None:
+    parse_seeds(v)
+
+
+def _variants(v: tuple) -> None:
+    if v:
+        parse_inits(v)
+
+
+@dataclass(frozen=True)
+class CompareOptions(Options):
+    """compare-inits: the variants and seeds, when a ticket matches dense, and where the runs train."""
+
+    command: ClassVar[str] = "compare-inits"
+    top_level: ClassVar[bool] = True
+    inits: tuple = option((), "comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); required",
+                        parse=read_list(str), check=_variants, metavar="A,B,...")
+    seeds: int | tuple = option(1, "number of seeds (from --seed up) or a list of seeds", parse=_count_or_seeds,
+                              check=_seeds, metavar="N|S1,S2,...")
+    match_tolerance: float = option(0.01, "with one seed: a ticket matches dense within this accuracy (0.01 = 1 "
+                                  "point)", parse=read_number, check=in_unit, metavar="FRACTION")
+    stall_margin: float = option(0.05, "a scheme is 'stalled' when its dense accuracy is below chance + this",
+                               parse=read_number, check=in_unit, metavar="FRACTION")
+    jobs: int = int_option(1, "run the unfinished (scheme, seed) runs in N local worker processes, each with cores/N "
+                     "threads (1: one after another)", least=1, metavar="N")
+    executor: str = option("local", "local worker processes or submitit (a job array, e.g. SLURM; settings in the "
+                         "[submitit] table; pip install 'lottery[grid]')", parse=read_text,
+                         check=one_of(*EXECUTORS))
+    submitit: dict | None = option(None, "submitit settings (a TOML table only)", parse=read_table, flag=False)
+
+    def check(self) -> None:
+        if not self.inits:
+            raise ConfigError("name the init schemes to compare: --inits normal,xavier_normal,... "
+                              "or inits = [...] in the --config file")
 
 
 def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequence[int]) -> Path:

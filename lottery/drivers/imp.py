@@ -250,7 +250,8 @@ class Experiment(Session):
     def _train_arm(self, level: int, name: str) -> tuple:
         arm = self.arm(level, name)
         result = self.train_from(arm.start, arm.mask, f"level {level} {name}", snapshot_step=arm.snapshot_step,
-                                 start_step=arm.start_step)
+                                 start_step=arm.start_step,
+                                 point=f"train:level{level}" + ("" if name == "ticket" else f":{name}"))
         if arm.snapshot_step is not None and result.rewind_state is not None:
             self.rundir.save_state("rewind.pt", result.rewind_state)
         return self.model, result, arm.mask
