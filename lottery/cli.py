@@ -9,17 +9,20 @@ import signal
 import sys
 import threading
 import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from lottery import export
 from lottery.config import FIELDS, Config, from_dict
 from lottery.data import DATASETS
 from lottery.drivers.compare_inits import format_summary
 from lottery.drivers.registry import DRIVERS, Driver, formatter
-from lottery.errors import LotteryError
+from lottery.errors import ConfigError, LotteryError
 from lottery.inits import INIT_SCHEMES
 from lottery.models import MODELS
-from lottery.options import ExportOptions, add_flags, experiment_settings, load_toml, options_from_args
+from lottery.options import (Options, add_flags, experiment_settings, int_option, known, load_toml, option,
+                             options_from_args, read_text, switch_option)
 from lottery.pruning import PRUNERS
 from lottery.reporting.frames import load_results
 from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table, write_plots
@@ -27,6 +30,28 @@ from lottery.storage.atomic import load_json
 from lottery.storage.rundir import RunDir
 
 EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class ExportOptions(Options):
+    """export: which level, in which layout, to which file, with or without the size/speed report."""
+
+    command: ClassVar[str] = "export"
+    studies_run: ClassVar[bool] = True
+    level: int | None = int_option(None, "which finished level to export (required)", metavar="N")
+    format: str = option("csr", "weight layout: dense, csr or bitmask", parse=read_text,
+                       check=known(export.LAYOUTS))
+    out: str | None = option(None, "output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)", parse=read_text,
+                           metavar="FILE")
+    report: bool = switch_option(True, "skip the size/FLOPs/latency report")
+    threads: int = int_option(1, "CPU threads for the latency measurement", least=1, metavar="N")
+    progress: bool = switch_option(True, "accepted like everywhere else; export draws no progress bars")
+
+    def check(self) -> None:
+        if self.level is None:
+            raise ConfigError("name the level to export: --level N (or level = N in the [export] table)")
+
+
 _OWN_TABLES = [d.options for d in DRIVERS.values() if d.options is not None] + [ExportOptions]
 
 

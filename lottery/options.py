@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Collection
 
 from lottery.errors import ConfigError, LotteryError
-from lottery.export import LAYOUTS
 
 
 def option(default: Any, help: str, *, section: str | None = None, hashed: bool = True, flag: bool = True,
@@ -200,26 +199,6 @@ class Options:
     def table(cls) -> str:
         """The subcommand's table in a TOML file: ``prune-at-init`` -> ``[prune_at_init]``."""
         return cls.command.replace("-", "_")
-
-
-@dataclass(frozen=True)
-class ExportOptions(Options):
-    """export: which level, in which layout, to which file, with or without the size/speed report."""
-
-    command: ClassVar[str] = "export"
-    studies_run: ClassVar[bool] = True
-    level: int | None = int_option(None, "which finished level to export (required)", metavar="N")
-    format: str = option("csr", "weight layout: dense, csr or bitmask", parse=read_text,
-                       check=known(LAYOUTS))
-    out: str | None = option(None, "output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)", parse=read_text,
-                           metavar="FILE")
-    report: bool = switch_option(True, "skip the size/FLOPs/latency report")
-    threads: int = int_option(1, "CPU threads for the latency measurement", least=1, metavar="N")
-    progress: bool = switch_option(True, "accepted like everywhere else; export draws no progress bars")
-
-    def check(self) -> None:
-        if self.level is None:
-            raise ConfigError("name the level to export: --level N (or level = N in the [export] table)")
 
 
 # -- generic: flags from fields, options from a file and flags --------------------------------------------------

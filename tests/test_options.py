@@ -13,7 +13,8 @@ from lottery.errors import ConfigError
 from lottery.drivers.gradual import GradualOptions
 from lottery.drivers.registry import DRIVERS as REGISTRY
 from lottery.drivers.stability import StabilityOptions
-from lottery.options import ExportOptions, flag_name, options_from_args
+from lottery.cli import ExportOptions
+from lottery.options import flag_name, options_from_args
 
 # every subcommand's own options: the drivers' (from the registry) and export's
 OPTIONS = {**{name: d.options for name, d in REGISTRY.items() if d.options is not None}, "export": ExportOptions}

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 import lottery as lt
-from lottery.demo.data2d import make_2d
+from lottery.demo.data2d import DATASETS_2D, make_2d
 from lottery.errors import ConfigError
+from lottery.inits import INIT_SCHEMES
 from lottery.models.common import check_activation
 
 
@@ -49,9 +50,6 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self):
-        from lottery.demo.data2d import DATASETS_2D
-        from lottery.inits import INIT_SCHEMES
-
         DATASETS_2D.get(self.dataset)
         INIT_SCHEMES.get(self.init)
         check_activation(self.activation)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Iterable
 
 from lottery.errors import LotteryError
+from lottery.storage.atomic import load_json
+from lottery.storage.rundir import RunDir
 
 COLUMNS = ("run", "level", "arm", "density", "test_accuracy", "early_stop_step", "status", "seed", "init", "model",
            "dataset", "hash")
@@ -19,8 +21,6 @@ _SKIP = {"level", "density", "num_kept", "layer_density", "collapsed_layers", "c
 
 def _run_dirs(path: Path) -> list[tuple[Path, str | None]]:
     """(run directory, init label) for a run, a compare-inits directory, or a directory holding runs."""
-    from lottery.storage.atomic import load_json
-
     if (path / "config.json").is_file():
         return [(path, None)]
     if (path / "summary.json").is_file():  # compare-inits: its runs, labelled by init variant
@@ -34,8 +34,6 @@ def _run_dirs(path: Path) -> list[tuple[Path, str | None]]:
 
 
 def _rows(run_dir: Path, label: str | None) -> list[dict]:
-    from lottery.storage.rundir import RunDir
-
     run = RunDir(run_dir)
     config = run.settings()
     results = run.load_results() or {"levels": []}

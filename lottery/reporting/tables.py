@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lottery.errors import LotteryError
 from lottery.stats import mean_std
+from lottery.storage.rundir import RunDir
 
 
 def _pct(x: float | None) -> str:
@@ -66,9 +68,6 @@ def format_seeds_table(results_list: list[dict]) -> str:
 def check_seed_runs(dirs: list[str]) -> None:
     """Runs averaged together must be one experiment under several seeds: the same run twice, or runs that
     differ in any other setting, are refused with the setting named."""
-    from lottery.errors import LotteryError
-    from lottery.storage.rundir import RunDir
-
     seen, first = {}, None
     for d in dirs:
         run = RunDir(d)
