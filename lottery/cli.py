@@ -40,9 +40,9 @@ class ExportOptions(Options):
     studies_run: ClassVar[bool] = True
     level: int | None = int_option(None, "which finished level to export (required)", metavar="N")
     format: str = option("csr", "weight layout: dense, csr or bitmask", parse=read_text,
-                       check=known(export.LAYOUTS))
+                         check=known(export.LAYOUTS))
     out: str | None = option(None, "output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)", parse=read_text,
-                           metavar="FILE")
+                             metavar="FILE")
     report: bool = switch_option(True, "skip the size/FLOPs/latency report")
     threads: int = int_option(1, "CPU threads for the latency measurement", least=1, metavar="N")
     progress: bool = switch_option(True, "accepted like everywhere else; export draws no progress bars")

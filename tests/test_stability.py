@@ -147,7 +147,8 @@ def test_the_two_copies_fused_equal_them_one_after_another(tmp_path, monkeypatch
     alone = instability(session, start, mask, k=10, seeds=(1, 2), points=11)
     passes = []
     real = stability.train_fused
-    monkeypatch.setattr(stability, "train_fused", lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    monkeypatch.setattr(stability, "train_fused",
+                        lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
     together = instability(session, start, mask, k=10, seeds=(1, 2), points=11, pack=2)
     assert passes == [2]
     one = 1 / 64 + 1e-12

@@ -112,18 +112,18 @@ class CompareOptions(Options):
     command: ClassVar[str] = "compare-inits"
     top_level: ClassVar[bool] = True
     inits: tuple = option((), "comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); required",
-                        parse=read_list(str), check=_variants, metavar="A,B,...")
+                          parse=read_list(str), check=_variants, metavar="A,B,...")
     seeds: int | tuple = option(1, "number of seeds (from --seed up) or a list of seeds", parse=_count_or_seeds,
-                              check=_seeds, metavar="N|S1,S2,...")
+                                check=_seeds, metavar="N|S1,S2,...")
     match_tolerance: float = option(0.01, "with one seed: a ticket matches dense within this accuracy (0.01 = 1 "
-                                  "point)", parse=read_number, check=in_unit, metavar="FRACTION")
+                                    "point)", parse=read_number, check=in_unit, metavar="FRACTION")
     stall_margin: float = option(0.05, "a scheme is 'stalled' when its dense accuracy is below chance + this",
-                               parse=read_number, check=in_unit, metavar="FRACTION")
+                                 parse=read_number, check=in_unit, metavar="FRACTION")
     jobs: int = int_option(1, "run the unfinished (scheme, seed) runs in N local worker processes, each with cores/N "
-                     "threads (1: one after another)", least=1, metavar="N")
+                           "threads (1: one after another)", least=1, metavar="N")
     executor: str = option("local", "local worker processes or submitit (a job array, e.g. SLURM; settings in the "
-                         "[submitit] table; pip install 'lottery[grid]')", parse=read_text,
-                         check=one_of(*EXECUTORS))
+                           "[submitit] table; pip install 'lottery[grid]')", parse=read_text,
+                           check=one_of(*EXECUTORS))
     submitit: dict | None = option(None, "submitit settings (a TOML table only)", parse=read_table, flag=False)
 
     def check(self) -> None:
@@ -134,7 +134,8 @@ class CompareOptions(Options):
 
 def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequence[int]) -> Path:
     """``<out>/compare-<name>-<hash>``: the hash covers the shared settings, the variants and the seeds."""
-    blob = json.dumps({"shared": base.comparison_settings(), "inits": [v.label for v in variants], "seeds": list(seeds)},
+    blob = json.dumps({"shared": base.comparison_settings(), "inits": [v.label for v in variants],
+                       "seeds": list(seeds)},
                       sort_keys=True).encode()
     return Path(base.out) / f"compare-{base.experiment_name()}-{hashlib.sha256(blob).hexdigest()[:10]}"
 

@@ -45,12 +45,12 @@ class PruneAtInitOptions(Options):
 
     command: ClassVar[str] = "prune-at-init"
     strategies: tuple = option(("snip", "grasp", "synflow", "magnitude_init", "random"),
-                             "pruning strategies (see `lottery list`)", parse=read_list(str), metavar="S1,S2,...",
-                             check=known(PRUNERS, "pruning strategies from"))
+                               "pruning strategies (see `lottery list`)", parse=read_list(str), metavar="S1,S2,...",
+                               check=known(PRUNERS, "pruning strategies from"))
     densities: tuple = densities_option((0.1, 0.02))
     ablations: tuple = option(("shuffled", "reinit"), "ablations of each pruned network: shuffled,reinit or none",
-                            parse=read_list(str), check=known(ABLATIONS, "ablations from"),
-                            metavar="A1,A2")
+                              parse=read_list(str), check=known(ABLATIONS, "ablations from"),
+                              metavar="A1,A2")
 
 
 def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0.1, 0.02),
@@ -142,7 +142,8 @@ class PruneAtInit:
                         continue
                     seed = derived_seed(self.cfg.seed, "prune_at_init", ablation, strategy, density)
                     if ablation == "shuffled":  # same per-layer counts, positions drawn at random; same init
-                        start, ablated = (lambda: self.session.init_state), random_mask_like(mask, seed).to(self.session.device)
+                        start = lambda: self.session.init_state  # noqa: E731
+                        ablated = random_mask_like(mask, seed).to(self.session.device)
                     else:  # reinit: same mask, a fresh draw of the same init scheme (the rest from init.pt)
                         start, ablated = (lambda seed=seed: self.session.fresh_init(seed)), mask
                     runs.append((start, ablated, f"{strategy} {density:g} {ablation}",

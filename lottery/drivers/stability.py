@@ -56,10 +56,10 @@ class StabilityOptions(Options):
     level: int = int_option(0, "level whose mask and rewind state to use", metavar="N")
     k: int = int_option(0, "train this many steps before the two copies split", metavar="K")
     seeds: tuple = option((1, 2), "the two copies' data-order seeds", parse=read_list(int), check=_two_seeds,
-                        metavar="S1,S2")
+                          metavar="S1,S2")
     points: int = int_option(21, "points on the line, both ends included", least=2, metavar="N")
     pack: int = int_option(1, "2 trains the two copies in one fused pass (the same results up to float rounding); "
-                     "1 = one after another, bit for bit", least=1, metavar="K")
+                           "1 = one after another, bit for bit", least=1, metavar="K")
     progress: bool = progress_option()
 
 

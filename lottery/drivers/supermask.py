@@ -81,10 +81,11 @@ class SupermaskOptions(Options):
     studies_run: ClassVar[bool] = True
     densities: tuple = densities_option((0.5, 0.2, 0.1, 0.05))
     criteria: tuple = option((), "comma-separated criteria, or all (the default)", parse=_criteria,
-                           check=known(CRITERIA, "criteria from"),
-                           metavar="C1,C2,...")
-    scope: str = option("layer", "rank weights within each layer (layer) or across all layers (global)", parse=read_text,
-                      check=known(SCOPES))
+                             check=known(CRITERIA, "criteria from"),
+                             metavar="C1,C2,...")
+    scope: str = option("layer", "rank weights within each layer (layer) or across all layers (global)",
+                        parse=read_text,
+                        check=known(SCOPES))
     seed: int = seed_option("the random criterion")
     progress: bool = progress_option()
 
