@@ -16,6 +16,7 @@ from typing import ClassVar
 from lottery import export
 from lottery.config import FIELDS, Config, from_dict
 from lottery.data import DATASETS
+from lottery.demo import serve
 from lottery.drivers.compare_inits import format_summary
 from lottery.drivers.registry import DRIVERS, Driver, formatter
 from lottery.errors import ConfigError, LotteryError
@@ -168,10 +169,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lottery.demo.serve import serve  # the demo's optional dependencies (lottery[demo])
-
     try:
-        return serve(args.port)
+        return serve.serve(args.port)  # its optional dependencies (lottery[demo]) load here
     except KeyboardInterrupt:  # Ctrl-C is how a user stops the server: not an error
         return 0
 
