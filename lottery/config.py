@@ -12,14 +12,22 @@ import hashlib
 import inspect
 import json
 import re
-import tomllib
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from lottery.data import DATASETS
 from lottery.errors import ConfigError
+from lottery.init_variant import parse_init_variant
+from lottery.inits import INIT_SCHEMES
+from lottery.models import MODELS
+from lottery.options import load_toml, option, parse_list, parse_options  # noqa: F401  (load_toml: Config files)
+from lottery.pruning import PRUNERS, SCOPES, check_fraction
+from lottery.reporting.trackers import TRACKERS
 
 CONTROLS = ("reinit", "random_mask")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -33,18 +41,8 @@ _REWIND = re.compile(r"^(init|lr|step:(\d+))$")
 SECTIONS = ("data", "model", "init", "training", "pruning", "run")
 
 
-def _opt(default: Any, help: str, *, section: str | None = None, hashed: bool = True, flag: bool = True,
-         **meta: Any) -> Any:
-    """A setting: ``help`` is the CLI help; ``section`` one of SECTIONS (Config's fields); ``hashed=False`` for
-    settings that cannot change results; ``flag=False`` for a file-only setting. ``meta`` may hold ``parse``
-    (read a flag's text), ``check``, ``metavar`` and ``switch`` (a flag without a value), as lottery/options.py
-    uses them."""
-    kw = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
-    return field(metadata={"help": help, "hashed": hashed, "flag": flag, "section": section, **meta}, **kw)
-
-
 # one declaration helper per section: a new setting is one line in its section's block of Config
-_data, _model, _init, _training, _pruning, _run = (functools.partial(_opt, section=name) for name in SECTIONS)
+_data, _model, _init, _training, _pruning, _run = (functools.partial(option, section=name) for name in SECTIONS)
 
 
 @dataclass(frozen=True)
@@ -214,8 +212,6 @@ def from_dict(d: dict, source: str = "config") -> Config:
 def _expand_init(d: dict) -> dict:
     """``init = "normal:std=0.01*2"`` (the compare-inits grammar) -> ``init``, ``init_options``, ``init_scale``, so
     both spellings give the same config and hash. A value given both ways must agree."""
-    from lottery.init_variant import parse_init_variant
-
     v = parse_init_variant(d["init"])
     options = d.get("init_options") or {}
     if not isinstance(options, dict):
@@ -251,55 +247,6 @@ def _check_types(d: dict, source: str) -> None:
             raise ConfigError(f"{source} key '{key}' must be {' or '.join(w for _, w in kinds)}, got {value!r}")
 
 
-def load_toml(path: str | Path) -> dict:
-    """Read a TOML experiment file into a flat dict of Config keys (validated by ``from_dict``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing .toml (see experiments/)")
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid TOML ({e}); fix the line it names") from None
-    except RecursionError:
-        raise ConfigError(f"config file {path} is nested too deeply; write the options flat") from None
-
-
-def parse_list(value: Any, kind: type = str) -> tuple:
-    """'a,b' / ['a','b'] -> ('a','b'); 'none' or '' -> ()."""
-    if isinstance(value, str):
-        items = [] if value.strip().lower() in ("", "none") else [s.strip() for s in value.split(",")]
-    else:
-        items = list(value)
-    try:
-        return tuple(kind(x) for x in items)
-    except (TypeError, ValueError):
-        raise ConfigError(f"cannot read {value!r} as a list of {kind.__name__}") from None
-
-
-def parse_options(text: str) -> dict:
-    """'{"a": 1}' (JSON) or 'a=1,b=x' -> dict; values parsed as JSON where possible."""
-    text = text.strip()
-    if not text:
-        return {}
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"options {text[:60]!r} are not valid JSON ({e.msg})") from None
-        except RecursionError:
-            raise ConfigError(f"options {text[:20]!r}... are nested too deeply; give flat key=value options") from None
-    out = {}
-    for part in re.split(r",(?![^\[]*\])", text):  # commas inside [...] belong to the value
-        key, sep, raw = part.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"option {part!r} must look like key=value")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -307,18 +254,11 @@ def _check(cond: bool, msg: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Reject every bad setting up front, before anything is trained or written."""
-    from lottery.data import DATASETS
-    from lottery.inits import INIT_SCHEMES
-    from lottery.models import MODELS
-    from lottery.pruning import PRUNERS, SCOPES, check_fraction
-
     MODELS.get(cfg.model)
     DATASETS.get(cfg.dataset)
     INIT_SCHEMES.get(cfg.init)
     PRUNERS.get(cfg.strategy)
     if cfg.log is not None:
-        from lottery.reporting.trackers import TRACKERS
-
         TRACKERS.get(cfg.log)
     check_fraction(cfg.prune_fraction, "prune_fraction")
     for k, f in cfg.layer_fractions.items():
@@ -359,8 +299,6 @@ def validate(cfg: Config) -> None:
     _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
            f"device must be auto, cpu or cuda, got '{cfg.device}'")
     if cfg.device.startswith("cuda"):
-        import torch
-
         _check(torch.cuda.is_available(), "--device cuda was given but CUDA is not available; use --device cpu or auto")
     _check(cfg.name is None or re.fullmatch(r"[A-Za-z0-9_.+-]+", cfg.name) is not None,
            f"name '{cfg.name}' may hold only letters, digits and _.+-")

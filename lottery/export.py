@@ -38,9 +38,12 @@ import torch
 from torch import nn
 
 from lottery import __version__
+from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, LotteryError
 from lottery.storage.atomic import atomic_write
 from lottery.masks import Mask
+from lottery.models import build_model
+from lottery.storage.rundir import RunDir, refuse_run_file
 
 FORMAT = "lottery-ticket/1"
 LAYOUTS = ("dense", "csr", "bitmask")
@@ -113,10 +116,6 @@ def export_ticket(model: nn.Module, mask: Mask, path: str | os.PathLike, layout:
 def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike | None = None,
                layout: str = "csr") -> Path:
     """Export level ``level``'s trained ticket of a run directory (default: ``level_NN/ticket-<layout>.safetensors``)."""
-    from lottery.data import load_dataset
-    from lottery.models import build_model
-    from lottery.storage.rundir import RunDir, refuse_run_file
-
     run = RunDir(run_dir)
     if path is not None:
         refuse_run_file(path, "--out")
@@ -313,8 +312,6 @@ def load_state(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def load_exported(path: str | os.PathLike, sparse: bool = False) -> nn.Module:
     """Rebuild the exported model (in eval mode); ``sparse=True`` runs its Linear layers as CSR matmuls."""
-    from lottery.models import build_model
-
     header, state = load_state(path)
     model = build_model(header["model"], tuple(header["input_shape"]), header["num_classes"],
                         activation=header["activation"], **header["model_options"])

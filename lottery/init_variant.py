@@ -11,8 +11,14 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from lottery.config import Config, parse_options
+from typing import TYPE_CHECKING
+
 from lottery.errors import ConfigError
+from lottery.inits import INIT_SCHEMES
+from lottery.options import parse_options
+
+if TYPE_CHECKING:  # Config expands an init variant (lottery.config imports this module)
+    from lottery.config import Config
 
 _VARIANT = re.compile(r"^\s*(?P<scheme>[A-Za-z0-9_]+)(?P<opts>(:[^:*]+)*)(\*(?P<scale>[^:*]+))?\s*$")
 
@@ -35,8 +41,6 @@ class InitVariant:
 
 def parse_init_variant(text: str) -> InitVariant:
     """``'normal:std=0.001'`` / ``'xavier_normal*0.01'`` / ``'kaiming_normal:mode=fan_out*2'`` -> InitVariant."""
-    from lottery.inits import INIT_SCHEMES
-
     m = _VARIANT.match(text)
     if not m:
         raise ConfigError(f"init variant {text!r} must look like SCHEME[:KEY=VALUE...][*SCALE], "

@@ -1,27 +1,89 @@
-"""Each subcommand's own options (beyond the experiment Config): one frozen dataclass per subcommand.
+"""One option system for the experiment ``Config`` and every subcommand's own options.
 
-A field declares its default, its help text, how to read a flag's text or a TOML value (``parse``) and which
-values it accepts (``check``), so the flag, the key in the subcommand's TOML table (``[gradual]``, ``[export]``,
-...), the default and the validation are written once. ``add_flags`` turns a dataclass (these, and Config) into
-argparse flags; ``options_from_args`` builds the options from the ``--config`` file's table overridden by the
-flags that were given. A bad value is one ConfigError line naming the flag (or the key and file it came from).
+A setting is a dataclass field made by ``option``: its default, its help text, how to read a flag's text or a TOML
+value (``parse``) and which values it accepts (``check``), so the flag, the TOML key, the default and the
+validation are written once. ``add_flags`` turns a dataclass (Config, or a driver's ``Options`` subclass, which
+lives in that driver's module) into argparse flags; ``options_from_args`` builds a driver's options from the
+``--config`` file's table (``[gradual]``, ``[export]``, ...) overridden by the flags that were given. A bad value
+is one ConfigError line naming the flag (or the key and file it came from).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import tomllib
 import types
 import typing
-from dataclasses import MISSING, Field, dataclass, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Collection
 
-from lottery.config import _opt, load_toml, parse_list, parse_options
 from lottery.errors import ConfigError, LotteryError
-from lottery.executors.grid import EXECUTORS
+
+
+def option(default: Any, help: str, *, section: str | None = None, hashed: bool = True, flag: bool = True,
+           **meta: Any) -> Any:
+    """A setting: ``help`` is the CLI help; ``section`` Config's section (lottery/config.py); ``hashed=False``
+    for settings that cannot change results; ``flag=False`` for a file-only setting. ``meta`` may hold ``parse``
+    (read a flag's text or a TOML value), ``check`` (None when fine, else the end of "--flag must be ..."),
+    ``metavar`` and ``switch`` (a flag without a value)."""
+    kw = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
+    return field(metadata={"help": help, "hashed": hashed, "flag": flag, "section": section, **meta}, **kw)
+
+
+# -- reading TOML files, lists and key=value options ------------------------------------------------------------
+def load_toml(path: str | Path) -> dict:
+    """Read a TOML experiment file into a flat dict of Config keys (validated by ``from_dict``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing .toml (see experiments/)")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML ({e}); fix the line it names") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply; write the options flat") from None
+
+
+def parse_list(value: Any, kind: type = str) -> tuple:
+    """'a,b' / ['a','b'] -> ('a','b'); 'none' or '' -> ()."""
+    if isinstance(value, str):
+        items = [] if value.strip().lower() in ("", "none") else [s.strip() for s in value.split(",")]
+    else:
+        items = list(value)
+    try:
+        return tuple(kind(x) for x in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"cannot read {value!r} as a list of {kind.__name__}") from None
+
+
+def parse_options(text: str) -> dict:
+    """'{"a": 1}' (JSON) or 'a=1,b=x' -> dict; values parsed as JSON where possible."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"options {text[:60]!r} are not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise ConfigError(f"options {text[:20]!r}... are nested too deeply; give flat key=value options") from None
+    out = {}
+    for part in re.split(r",(?![^\[]*\])", text):  # commas inside [...] belong to the value
+        key, sep, raw = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"option {part!r} must look like key=value")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 # -- reading a flag's text or a TOML value (each accepts both, so a value read twice stays the same) ----------
-def _integer(v: Any) -> int:
+def read_int(v: Any) -> int:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
     if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
@@ -29,7 +91,7 @@ def _integer(v: Any) -> int:
     raise ConfigError(f"expected an integer, got {v!r}")
 
 
-def _number(v: Any) -> float:
+def read_number(v: Any) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
     try:
@@ -40,13 +102,13 @@ def _number(v: Any) -> float:
     raise ConfigError(f"expected a number, got {v!r}")
 
 
-def _text(v: Any) -> str:
+def read_text(v: Any) -> str:
     if not isinstance(v, str):
         raise ConfigError(f"expected a string, got {v!r}")
     return v
 
 
-def _boolean(v: Any) -> bool:
+def read_bool(v: Any) -> bool:
     if isinstance(v, bool):
         return v
     if isinstance(v, str) and v.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -54,13 +116,13 @@ def _boolean(v: Any) -> bool:
     raise ConfigError(f"expected true or false, got {v!r}")
 
 
-def _table(v: Any) -> dict:
+def read_table(v: Any) -> dict:
     if not isinstance(v, dict):
         raise ConfigError(f"expected a table, got {v!r}")
     return v
 
 
-def _list(kind: type) -> Callable[[Any], tuple]:
+def read_list(kind: type) -> Callable[[Any], tuple]:
     """'a,b' or ['a', 'b'] -> a tuple of ``kind``."""
     def read(v: Any) -> tuple:
         if not isinstance(v, (str, list, tuple)):
@@ -69,81 +131,52 @@ def _list(kind: type) -> Callable[[Any], tuple]:
     return read
 
 
-def _count_or_seeds(v: Any) -> int | tuple:
-    """compare-inits' ``--seeds``: a count (3) or the seeds themselves (0,4,7)."""
-    return _integer(v) if isinstance(v, int) or (isinstance(v, str) and "," not in v) else _list(int)(v)
-
-
-def _criteria(v: Any) -> tuple:
-    return () if v == "all" else _list(str)(v)
-
-
 # -- what a value must be: None when fine, else the end of "--flag must be ..."; registries raise their own ---
-def _at_least(n: int) -> Callable:
+def at_least(n: int) -> Callable:
     return lambda v: None if v >= n else f"an integer >= {n}"
 
 
-def _fractions(v: tuple) -> str | None:
+def fractions(v: tuple) -> str | None:
     return None if v and all(0 < d < 1 for d in v) else "fractions of weights kept, each in (0, 1)"
 
 
-def _in_unit(v: float) -> str | None:
+def in_unit(v: float) -> str | None:
     return None if 0 <= v < 1 else "a fraction of accuracy in [0, 1)"
 
 
-def _one_of(*names: str) -> Callable:
+def one_of(*names: str) -> Callable:
     return lambda v: None if v in names else f"one of {', '.join(names)}"
 
 
-def _known(module: str, names: str, phrase: str = "one of") -> Callable:
-    """The value (or every value of a list) is one of ``module.names``, imported when checked so that building
-    the parser loads no models: the library's own list of names, never a copy."""
+def known(names: Collection[str], phrase: str = "one of") -> Callable:
+    """The value (or every value of a list) is one of ``names`` (a registry or tuple: the library's own list of
+    names, never a copy; a registry filled later is read when the value is checked)."""
     def check(v: Any) -> str | None:
-        import importlib
-
-        known = getattr(importlib.import_module(module), names)
-        return None if all(x in known for x in (v if isinstance(v, tuple) else (v,))) else \
-            f"{phrase} {', '.join(known)}"
+        return None if all(x in names for x in (v if isinstance(v, tuple) else (v,))) else \
+            f"{phrase} {', '.join(names)}"
     return check
 
 
-def _two_seeds(v: tuple) -> str | None:
-    return None if len(v) == 2 and v[0] != v[1] and min(v) >= 0 else "two different data-order seeds >= 0 (e.g. 1,2)"
-
-
-def _seeds(v: int | tuple) -> None:
-    from lottery.drivers.compare_inits import parse_seeds
-
-    parse_seeds(v)
-
-
-def _variants(v: tuple) -> None:
-    from lottery.drivers.compare_inits import parse_inits
-
-    if v:
-        parse_inits(v)
-
-
 # -- field kinds shared by several subcommands: one definition, one help style ---------------------------------
-def _int(default: int | None, help: str, least: int = 0, **meta: Any) -> Any:
-    return _opt(default, help, parse=_integer, check=_at_least(least), **meta)
+def int_option(default: int | None, help: str, least: int = 0, **meta: Any) -> Any:
+    return option(default, help, parse=read_int, check=at_least(least), **meta)
 
 
-def _densities(default: tuple, help: str = "fractions of weights kept") -> Any:
-    return _opt(default, help, parse=_list(float), check=_fractions, metavar="D1,D2,...")
+def densities_option(default: tuple, help: str = "fractions of weights kept") -> Any:
+    return option(default, help, parse=read_list(float), check=fractions, metavar="D1,D2,...")
 
 
-def _seed(of: str) -> Any:
-    return _int(0, f"random seed of {of}")
+def seed_option(of: str) -> Any:
+    return int_option(0, f"random seed of {of}")
 
 
-def _switch(default: bool, help: str) -> Any:
+def switch_option(default: bool, help: str) -> Any:
     """A flag without a value: ``--no-NAME`` turns on-by-default off, ``--NAME`` turns off-by-default on."""
-    return _opt(default, help, parse=_boolean, switch=True)
+    return option(default, help, parse=read_bool, switch=True)
 
 
-def _progress() -> Any:
-    return _switch(True, "no progress bars")
+def progress_option() -> Any:
+    return switch_option(True, "no progress bars")
 
 
 class Options:
@@ -166,120 +199,6 @@ class Options:
     def table(cls) -> str:
         """The subcommand's table in a TOML file: ``prune-at-init`` -> ``[prune_at_init]``."""
         return cls.command.replace("-", "_")
-
-
-@dataclass(frozen=True)
-class CompareOptions(Options):
-    """compare-inits: the variants and seeds, when a ticket matches dense, and where the runs train."""
-
-    command: ClassVar[str] = "compare-inits"
-    top_level: ClassVar[bool] = True
-    inits: tuple = _opt((), "comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); required",
-                        parse=_list(str), check=_variants, metavar="A,B,...")
-    seeds: int | tuple = _opt(1, "number of seeds (from --seed up) or a list of seeds", parse=_count_or_seeds,
-                              check=_seeds, metavar="N|S1,S2,...")
-    match_tolerance: float = _opt(0.01, "with one seed: a ticket matches dense within this accuracy (0.01 = 1 "
-                                  "point)", parse=_number, check=_in_unit, metavar="FRACTION")
-    stall_margin: float = _opt(0.05, "a scheme is 'stalled' when its dense accuracy is below chance + this",
-                               parse=_number, check=_in_unit, metavar="FRACTION")
-    jobs: int = _int(1, "run the unfinished (scheme, seed) runs in N local worker processes, each with cores/N "
-                     "threads (1: one after another)", least=1, metavar="N")
-    executor: str = _opt("local", "local worker processes or submitit (a job array, e.g. SLURM; settings in the "
-                         "[submitit] table; pip install 'lottery[grid]')", parse=_text,
-                         check=_one_of(*EXECUTORS))
-    submitit: dict | None = _opt(None, "submitit settings (a TOML table only)", parse=_table, flag=False)
-
-    def check(self) -> None:
-        if not self.inits:
-            raise ConfigError("name the init schemes to compare: --inits normal,xavier_normal,... "
-                              "or inits = [...] in the --config file")
-
-
-@dataclass(frozen=True)
-class PruneAtInitOptions(Options):
-    """prune-at-init: which pruning-at-init strategies, at which densities, with which ablations."""
-
-    command: ClassVar[str] = "prune-at-init"
-    strategies: tuple = _opt(("snip", "grasp", "synflow", "magnitude_init", "random"),
-                             "pruning strategies (see `lottery list`)", parse=_list(str), metavar="S1,S2,...",
-                             check=_known("lottery.pruning", "PRUNERS", "pruning strategies from"))
-    densities: tuple = _densities((0.1, 0.02))
-    ablations: tuple = _opt(("shuffled", "reinit"), "ablations of each pruned network: shuffled,reinit or none",
-                            parse=_list(str), check=_known("lottery.drivers.prune_at_init", "ABLATIONS", "ablations from"),
-                            metavar="A1,A2")
-
-
-@dataclass(frozen=True)
-class GradualOptions(Options):
-    """gradual: the cubic pruning schedule (Zhu & Gupta) and whether to run IMP beside it."""
-
-    command: ClassVar[str] = "gradual"
-    final_densities: tuple = _densities((0.2, 0.05), "final fractions of weights kept")
-    prune_every: int = _int(100, "steps between pruning steps", least=1, metavar="STEPS")
-    begin_step: int | None = _int(None, "first pruning step (default 10% of the budget)", metavar="STEP")
-    end_step: int | None = _int(None, "last pruning step (default ~60% of the budget)", metavar="STEP")
-    with_imp: bool = _switch(False, "also run (or resume) IMP with the same config and compare")
-
-    def check(self) -> None:
-        from lottery.drivers.gradual import check_options
-
-        check_options(self.final_densities, self.prune_every, self.begin_step, self.end_step)
-
-
-@dataclass(frozen=True)
-class SupermaskOptions(Options):
-    """supermask: masks of the untrained network by each criterion (Zhou et al.)."""
-
-    command: ClassVar[str] = "supermask"
-    studies_run: ClassVar[bool] = True
-    densities: tuple = _densities((0.5, 0.2, 0.1, 0.05))
-    criteria: tuple = _opt((), "comma-separated criteria, or all (the default)", parse=_criteria,
-                           check=_known("lottery.drivers.supermask", "CRITERIA", "criteria from"),
-                           metavar="C1,C2,...")
-    scope: str = _opt("layer", "rank weights within each layer (layer) or across all layers (global)", parse=_text,
-                      check=_known("lottery.pruning", "SCOPES"))
-    seed: int = _seed("the random criterion")
-    progress: bool = _progress()
-
-
-@dataclass(frozen=True)
-class StabilityOptions(Options):
-    """stability: where the two copies split and how finely the path between them is measured."""
-
-    command: ClassVar[str] = "stability"
-    studies_run: ClassVar[bool] = True
-    level: int = _int(0, "level whose mask and rewind state to use", metavar="N")
-    k: int = _int(0, "train this many steps before the two copies split", metavar="K")
-    seeds: tuple = _opt((1, 2), "the two copies' data-order seeds", parse=_list(int), check=_two_seeds,
-                        metavar="S1,S2")
-    points: int = _int(21, "points on the line, both ends included", least=2, metavar="N")
-    pack: int = _int(1, "2 trains the two copies in one fused pass (the same results up to float rounding); "
-                     "1 = one after another, bit for bit", least=1, metavar="K")
-    progress: bool = _progress()
-
-
-@dataclass(frozen=True)
-class ExportOptions(Options):
-    """export: which level, in which layout, to which file, with or without the size/speed report."""
-
-    command: ClassVar[str] = "export"
-    studies_run: ClassVar[bool] = True
-    level: int | None = _int(None, "which finished level to export (required)", metavar="N")
-    format: str = _opt("csr", "weight layout: dense, csr or bitmask", parse=_text,
-                       check=_known("lottery.export", "LAYOUTS"))
-    out: str | None = _opt(None, "output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)", parse=_text,
-                           metavar="FILE")
-    report: bool = _switch(True, "skip the size/FLOPs/latency report")
-    threads: int = _int(1, "CPU threads for the latency measurement", least=1, metavar="N")
-    progress: bool = _switch(True, "accepted like everywhere else; export draws no progress bars")
-
-    def check(self) -> None:
-        if self.level is None:
-            raise ConfigError("name the level to export: --level N (or level = N in the [export] table)")
-
-
-OPTIONS = {cls.command: cls for cls in (CompareOptions, PruneAtInitOptions, GradualOptions, SupermaskOptions,
-                                        StabilityOptions, ExportOptions)}
 
 
 # -- generic: flags from fields, options from a file and flags --------------------------------------------------
@@ -332,11 +251,11 @@ def file_options(cls: type, path: str | Path) -> dict:
     return {k: _read(known[k], v, where[k]) for k, v in values.items()}
 
 
-def experiment_settings(data: dict) -> dict:
-    """A TOML file's settings without the subcommands' own (their tables, and compare-inits' top-level keys):
-    what is left is the experiment Config, so one file can serve every subcommand."""
-    own = {cls.table() for cls in OPTIONS.values()}
-    own |= {f.name for cls in OPTIONS.values() if cls.top_level for f in fields(cls)}
+def experiment_settings(data: dict, classes: Collection[type]) -> dict:
+    """A TOML file's settings without the subcommands' own (the tables of ``classes``, and the top-level keys of
+    those that read them): what is left is the experiment Config, so one file can serve every subcommand."""
+    own = {cls.table() for cls in classes}
+    own |= {f.name for cls in classes if cls.top_level for f in fields(cls)}
     return {k: v for k, v in data.items() if k not in own}
 
 
@@ -385,4 +304,4 @@ def _annotation_reader(cls: type, name: str) -> Callable:
     args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
     if set(args) == {int, str}:  # a number or a word (--pack 8, --pack auto)
         return lambda text: int(text) if text.lstrip("-").isdigit() else text
-    return {dict: parse_options, tuple: parse_list, bool: _boolean}.get(args[0], args[0])
+    return {dict: parse_options, tuple: parse_list, bool: read_bool}.get(args[0], args[0])

@@ -131,38 +131,45 @@ class Session:
         return progress_bar(total, desc, leave) if self.progress else nullcontext()
 
     # -- one training run ---------------------------------------------------------------------------------
-    def train_from(self, start_state: dict, mask: Mask, desc: str, *, snapshot_step: int | None = None,
-               start_step: int = 0):
-        """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros."""
+    def train_from(self, start_state: dict, mask: Mask, desc: str, *, point: str | None = None,
+                   seed: int | None = None, steps: int | None = None, **options):
+        """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros.
+
+        ``desc`` labels the progress bar; ``point`` names the crash point of its steps (lottery/testing.py; none
+        without it); ``seed`` is the data order (default the config's); ``steps`` a shorter budget (the stability
+        study's first k steps). ``options`` go to ``lottery.train.train`` (snapshot_step, start_step, step_hook,
+        early_stop_from); a step hook may replace the mask as training goes: the check reads the final one."""
         rewind(self.model, start_state, mask)
-        point = "train:" + desc.replace(" ticket", "").replace("level ", "level").replace(" ", ":")  # train:level1
-        with self.bar(self.total_steps - start_step, desc) as bar:
-            result = train(self.model, self.data, self.cfg, mask, seed=self.cfg.seed,
-                           snapshot_step=snapshot_step, progress=crash_progress(bar, point),
-                           dist=self.dist if self.dist.active else None, start_step=start_step)
+        cfg = self.cfg if steps is None else self.cfg.replace(steps=steps, epochs=None)
+        total = self.total_steps if steps is None else steps
+        with self.bar(total - options.get("start_step", 0), desc) as bar:
+            result = train(self.model, self.data, cfg, mask, seed=self.cfg.seed if seed is None else seed,
+                           progress=crash_progress(bar, point), dist=self.dist if self.dist.active else None,
+                           **options)
         if result.status == "ok":
-            check_pruned_zero(self.model, mask, desc)
+            check_pruned_zero(self.model, result.mask if result.mask is not None else mask, desc)
         return result
 
     def train_many(self, runs: list, on_done) -> None:
-        """Train independent runs ``(start, mask, desc)`` from step 0, all on this config's data order; ``start()``
-        gives the run's start state when it is about to train (a fresh init is drawn then, not held for the rest);
+        """Train independent runs ``(start, mask, desc, point)`` from step 0, all on this config's data order
+        (``point``: the run's crash point, see ``train_from``); ``start()`` gives the run's start state when it is
+        about to train (a fresh init is drawn then, not held for the rest);
         ``on_done(i, result)`` records run ``i`` (in order, as soon as its pass ends, so a kill loses one pass).
 
         With ``pack`` > 1 (one process) they train in fused passes of at most ``pack`` networks, split evenly, one
         shared batch per step (lottery/fused.py: the same results up to float rounding); otherwise one after
         another through ``train_from``."""
         if self.pack <= 1 or self.dist.active or len(runs) < 2:
-            for i, (start, mask, desc) in enumerate(runs):
-                on_done(i, self.train_from(start(), mask, desc))
+            for i, (start, mask, desc, point) in enumerate(runs):
+                on_done(i, self.train_from(start(), mask, desc, point=point))
             return
         lo = 0
         for chunk in fused.even_passes(runs, self.pack):
             if len(chunk) == 1:  # one network alone trains faster unfused
-                start, mask, desc = chunk[0]
-                on_done(lo, self.train_from(start(), mask, desc))
+                start, mask, desc, point = chunk[0]
+                on_done(lo, self.train_from(start(), mask, desc, point=point))
             else:
-                trained = self.train_pass([(start(), mask, desc) for start, mask, desc in chunk],
+                trained = self.train_pass([(start(), mask, desc) for start, mask, desc, _ in chunk],
                                           [self.cfg.seed] * len(chunk), f"fused: {len(chunk)} runs", "train:fused")
                 for i, (_, result) in enumerate(trained, start=lo):
                     on_done(i, result)

@@ -43,10 +43,11 @@ class TrainResult:
     curve: list = field(default_factory=list)  # [step, val_loss, val_accuracy] at each evaluation
     signal: dict | None = None  # per-layer activation std and gradient norm at each evaluation (lottery.layer_signal)
     rewind_state: dict | None = None  # weights after ``snapshot_step`` updates, when asked
+    mask: Mask | None = None  # the mask in force at the end (a step hook may have replaced the one given)
 
     def summary(self) -> dict:
         """The JSON-ready part (``results.json``)."""
-        d = {k: v for k, v in self.__dict__.items() if k != "rewind_state"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("rewind_state", "mask")}
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
@@ -335,8 +336,10 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
     record.check_final(model.parameters())
     test = evaluate(model, *data.test) if record.status == "ok" else (math.nan, math.nan)
     early = accuracy_of(model, best_state, *data.test) if record.needs_early_test(step) else None
-    return book.result(0, step, test, early, time.perf_counter() - start,
-                       signal=probe.to_dict() if probe is not None else None, rewind_state=rewind_state)
+    result = book.result(0, step, test, early, time.perf_counter() - start,
+                         signal=probe.to_dict() if probe is not None else None, rewind_state=rewind_state)
+    result.mask = mask
+    return result
 
 
 def _gates(params: dict, mask: Mask | None, device) -> tuple[list, list]:

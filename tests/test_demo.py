@@ -276,3 +276,21 @@ def test_demo_is_listed_in_the_cli_help(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "demo" in out and "playground" in out
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_the_live_loop_is_the_projects_trainer_run_in_pieces(batch_size):
+    """No optimizer loop of its own: training in pieces of `every` steps (a yield to the UI between them) ends
+    with exactly the weights of one call of lottery.train.train with the same data, config and seed."""
+    import copy
+    import dataclasses
+
+    from lottery.train import train
+
+    pg = Playground(Settings(depth=2, width=8, steps=45, batch_size=batch_size))
+    start = copy.deepcopy(pg.model)
+    assert [p.step for p in pg.train(every=10)] == [10, 20, 30, 40, 45] and len(pg.losses) == 45
+    result = train(start, pg._data, dataclasses.replace(pg._config, eval_every=1000), seed=pg.settings.seed)
+    assert result.status == "ok"
+    for (name, a), b in zip(start.named_parameters(), pg.model.parameters()):
+        assert torch.equal(a, b), name

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lottery.cli import build_parser, config_from_args, main
+from lottery.drivers.registry import DRIVERS as REGISTRY
 from lottery.storage.rundir import RunDir
 from tests.fault_helpers import run_cli_with_crash
 
@@ -50,6 +51,21 @@ DRIVERS = {
                          "--no-progress"), "supermask.json", "write:supermask.json", ("supermask.json",),
                         ".supermask.json.lock", True, True),
 }
+
+
+def test_every_registered_driver_has_a_row_here_and_a_subcommand(capsys):
+    """A new driver is its module plus its registry entry: it then has a subcommand, `lottery list` names it, and
+    this table must give it a row (the tests below are parametrized over it)."""
+    # compare-inits writes a comparison directory of `run` trunks: its kill/resume and second-process guarantees are
+    # tests/test_compare.py's and tests/test_grid.py's (a row here would need its own directory layout)
+    assert set(DRIVERS) == set(REGISTRY) - {"compare-inits"}
+    for name, entry in REGISTRY.items():
+        assert entry.options is None or entry.options.command == name
+        assert build_parser().parse_args([name, *(["RUN"] if entry.study else [])]).command == name
+    assert main(["list"]) == 0
+    assert f"drivers (subcommands): {', '.join(sorted(REGISTRY))}" in capsys.readouterr().out
+
+
 CASES = [(name, target) for name, d in DRIVERS.items() for target in d.damage]
 _FORKSERVER = multiprocessing.get_context("forkserver")
 _FORKSERVER.set_forkserver_preload(["lottery.cli", "lottery.drivers.imp", "tests.fault_helpers"])

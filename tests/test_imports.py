@@ -1,4 +1,6 @@
-"""Every module under lottery/ imports first in a fresh interpreter: no import cycle hides behind import order."""
+"""The import graph: every module imports first in a fresh interpreter, no cycle even through imports inside
+functions, few deferred imports of the package's own modules, no module over 450 lines."""
+import ast
 import os
 import subprocess
 import sys
@@ -97,3 +99,97 @@ def test_no_compatibility_modules_and_no_stdlib_names():
     top = {p.stem for p in (ROOT / "lottery").glob("*.py")}
     assert not top & {"_moved", "prune", "pruners_init", "prune_schedule"}
     assert not top & set(sys.stdlib_module_names), top & set(sys.stdlib_module_names)
+
+
+# -- the import graph, read from the source: imports inside functions count ------------------------------------
+ALLOWED_CYCLES = [{"lottery.drivers.imp", "lottery.executors.lockstep"}]  # the level loop's rewrite removes it
+MAX_DEFERRED = 25  # imports of lottery's own modules inside functions: for optional or slow dependencies only
+
+
+def _module_files() -> dict[str, Path]:
+    return {name: ROOT.joinpath(*name.split(".")).with_suffix(".py") if not (ROOT.joinpath(*name.split("."))
+            / "__init__.py").is_file() else ROOT.joinpath(*name.split("."), "__init__.py") for name in _modules()}
+
+
+def _imports(path: Path, known) -> list[tuple[str, bool]]:
+    """(lottery module, inside a function?) for every import in ``path`` (``if TYPE_CHECKING:`` blocks skipped:
+    they never run). ``from lottery.x import y`` names module ``lottery.x.y`` when there is one."""
+    found = []
+
+    def visit(node, deferred):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            inner = deferred or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                found.extend((a.name, inner) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                found.extend((f"{child.module}.{a.name}" if f"{child.module}.{a.name}" in known else child.module,
+                              inner) for a in child.names)
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), False)
+    return [(m, d) for m, d in found if m in known]
+
+
+def _graph():
+    files = _module_files()
+    return {name: _imports(path, files) for name, path in files.items()}
+
+
+def _cycles(graph) -> list[set[str]]:
+    """Strongly connected components with more than one module (or a module importing itself): Tarjan's."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def connect(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in {m for m, _ in graph[v]}:
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in {m for m, _ in graph[v]}:
+                out.append(component)
+
+    for v in graph:
+        if v not in index:
+            connect(v)
+    return out
+
+
+def test_no_import_cycle_counting_imports_inside_functions():
+    cycles = _cycles(_graph())
+    assert [c for c in cycles if c not in ALLOWED_CYCLES] == [], cycles
+
+
+def test_the_cycle_finder_sees_a_cycle_through_a_function_level_import():
+    graph = {"a": [("b", False)], "b": [("c", True)], "c": [("a", True)], "d": [("a", False)]}
+    assert _cycles(graph) == [{"a", "b", "c"}]
+    assert _imports(ROOT / "lottery" / "init_variant.py", _module_files())  # it reads real files too
+
+
+def test_few_deferred_imports_of_lotterys_own_modules():
+    deferred = sorted(f"{name} -> {m}" for name, edges in _graph().items() for m, inner in edges if inner)
+    assert len(deferred) <= MAX_DEFERRED, "\n".join(deferred)
+
+
+def test_options_import_no_driver_and_the_engine_no_test_aid_but_its_crash_points():
+    graph = _graph()
+    assert not [m for m, _ in graph["lottery.options"] if m.startswith(("lottery.drivers", "lottery.executors"))]
+    assert not [m for m, _ in graph["lottery.config"] if m.startswith(("lottery.drivers", "lottery.executors"))]
+
+
+def test_no_module_over_450_lines():
+    long = {str(p.relative_to(ROOT)) for p in (ROOT / "lottery").rglob("*.py") if len(p.read_text().splitlines()) > 450}
+    assert long <= {"lottery/drivers/find_tickets.py"}  # the one-engine rewrite of IMP splits it

@@ -10,7 +10,14 @@ import pytest
 
 from lottery.cli import build_parser, config_from_args, main
 from lottery.errors import ConfigError
-from lottery.options import OPTIONS, GradualOptions, StabilityOptions, flag_name, options_from_args
+from lottery.drivers.gradual import GradualOptions
+from lottery.drivers.registry import DRIVERS as REGISTRY
+from lottery.drivers.stability import StabilityOptions
+from lottery.cli import ExportOptions
+from lottery.options import flag_name, options_from_args
+
+# every subcommand's own options: the drivers' (from the registry) and export's
+OPTIONS = {**{name: d.options for name, d in REGISTRY.items() if d.options is not None}, "export": ExportOptions}
 from tests.test_cli import _one_line_error
 
 DRIVERS = {"compare-inits": ("lottery.drivers.compare_inits", "compare_inits"), "prune-at-init": ("lottery.drivers.prune_at_init",

@@ -9,7 +9,10 @@ import lottery as lt
 from lottery.drivers.stability import instability, interpolate_errors, recompute_batchnorm, stability_run
 from lottery.cli import main
 from lottery.data import load_dataset
+from lottery.errors import RewindCheckError
 from lottery.models import build_model
+from lottery.session import Session
+from lottery.storage.rundir import RunDir
 from lottery.train import evaluate
 from tests.engine_helpers import tiny
 
@@ -43,30 +46,62 @@ def test_batchnorm_statistics_are_recomputed_from_the_training_data():
     assert not model.training and model[0].momentum == 0.1
 
 
-def _half_masked(tmp_path):
-    """A 40-step config, a small data set, an MLP with its start state and a 50 % random mask."""
-    data = load_dataset("synthetic", n_train=256, n_test=64)
+def _session(tmp_path, hidden, n_test, **settings):
+    """A Session on a small synthetic data set and an MLP, with a start state drawn by torch's default init."""
+    cfg = tiny(tmp_path, model_options={"hidden": hidden}, dataset_options={"n_train": 256, "n_test": n_test},
+               **settings)
+    with RunDir.for_config(cfg) as run:
+        session = Session(cfg, run)
     torch.manual_seed(0)
-    model = build_model("mlp", data.input_shape, data.num_classes, hidden=[16])
-    return tiny(tmp_path, steps=40), data, model, lt.snapshot(model), lt.prune_random(lt.Mask.ones_like(model), 0.5)
+    model = build_model("mlp", session.data.input_shape, session.data.num_classes, hidden=hidden)
+    return session, lt.snapshot(model)
+
+
+def _half_masked(tmp_path):
+    """A 40-step session, an MLP start state and a 50 % random mask."""
+    session, start = _session(tmp_path, [16], 64, steps=40)
+    return session, start, lt.prune_random(lt.Mask.ones_like(session.model), 0.5)
 
 
 def test_instability_is_max_error_minus_endpoint_mean(tmp_path):
-    cfg, data, model, start, mask = _half_masked(tmp_path)
-    r = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=20)
+    session, start, mask = _half_masked(tmp_path)
+    r = instability(session, start, mask, k=10, seeds=(1, 2), points=20)
     assert r["instability"] == pytest.approx(max(r["errors"]) - (r["errors"][0] + r["errors"][-1]) / 2)
     assert len(r["errors"]) == 20 and r["note"] is None
     assert r["copies"][0]["test_accuracy"] == pytest.approx(1 - r["errors"][0])  # the endpoints are the copies
     with pytest.raises(ValueError, match="k must"):
-        instability(model, data, cfg, start, mask, k=40)
+        instability(session, start, mask, k=40)
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_a_copy_that_revives_a_pruned_weight_is_refused(tmp_path, monkeypatch, pack):
+    """Every run of the study is checked after training as Session.train_from checks it: a trainer that brings a
+    pruned weight back (here: patched to) fails in one line instead of measuring a denser network."""
+    import lottery.drivers.stability as stability
+    import lottery.session as session_module
+
+    session, start, mask = _half_masked(tmp_path)
+    name = next(iter(mask))
+
+    def reviving(real):
+        def train(model, *a, **k):
+            out = real(model, *a, **k)
+            for m in (model if isinstance(model, list) else [model]):
+                with torch.no_grad():
+                    dict(m.named_parameters())[name][~mask[name]] = 1.0
+            return out
+        return train
+
+    monkeypatch.setattr(session_module, "train", reviving(session_module.train))
+    monkeypatch.setattr(stability, "train_fused", reviving(stability.train_fused))
+    with pytest.raises(RewindCheckError, match="pruned weight"):
+        instability(session, start, mask, k=0, points=3, pack=pack)
 
 
 def _from_init(tmp_path, **settings):
-    data = load_dataset("synthetic", n_train=256, n_test=256)  # 224 training examples after the validation split
-    torch.manual_seed(0)
-    model = build_model("mlp", data.input_shape, data.num_classes, hidden=[32, 32])
-    cfg = tiny(tmp_path, steps=150, **settings)
-    return instability(model, data, cfg, lt.snapshot(model), None, k=0, seeds=(1, 2), points=11), data
+    # 224 training examples after the validation split
+    session, start = _session(tmp_path, [32, 32], 256, steps=150, **settings)
+    return instability(session, start, None, k=0, seeds=(1, 2), points=11), session.data
 
 
 def test_copies_that_see_the_same_batches_are_connected(tmp_path):
@@ -106,14 +141,15 @@ def test_stability_run_writes_results_and_plot_and_cli(tmp_path, capsys):
 def test_the_two_copies_fused_equal_them_one_after_another(tmp_path, monkeypatch):
     """pack=2: the two copies train in one fused pass (each its own data order) and give the same copies, errors
     along the path and instability as one after another, up to one test example."""
-    import lottery.fused as fused
+    import lottery.drivers.stability as stability
 
-    cfg, data, model, start, mask = _half_masked(tmp_path)
-    alone = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=11)
+    session, start, mask = _half_masked(tmp_path)
+    alone = instability(session, start, mask, k=10, seeds=(1, 2), points=11)
     passes = []
-    real = fused.train_fused
-    monkeypatch.setattr(fused, "train_fused", lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
-    together = instability(model, data, cfg, start, mask, k=10, seeds=(1, 2), points=11, pack=2)
+    real = stability.train_fused
+    monkeypatch.setattr(stability, "train_fused",
+                        lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
+    together = instability(session, start, mask, k=10, seeds=(1, 2), points=11, pack=2)
     assert passes == [2]
     one = 1 / 64 + 1e-12
     assert [c["seed"] for c in together["copies"]] == [1, 2]

@@ -23,6 +23,7 @@ import torch
 
 from lottery.errors import CorruptFileError, LotteryError
 from lottery.masks import Mask
+from lottery.storage.rundir import RunDir
 
 
 def kept_pruned_histograms(weights: Mapping[str, torch.Tensor], mask: Mask, bins: int = 40,
@@ -53,8 +54,6 @@ def weight_histograms(run_dir: str | os.PathLike, level: int, bins: int = 40, en
     Returns ``{"level", "density", "layer", "init": {...}, "final": {...}}`` with each part as
     ``kept_pruned_histograms`` gives it.
     """
-    from lottery.storage.rundir import RunDir
-
     run = RunDir(run_dir)
     mask = run.load_mask(level)
     if mask is None:

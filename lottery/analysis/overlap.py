@@ -22,6 +22,7 @@ import numpy as np
 
 from lottery.errors import LotteryError
 from lottery.masks import Mask
+from lottery.storage.rundir import RunDir
 from lottery.storage.summary import load_summary
 
 
@@ -86,8 +87,6 @@ def _overlap(masks: dict[str, Mask], layer: str | None) -> Overlap:
 
 def level_masks(run_dir: str | os.PathLike, levels: Sequence[int] | None = None) -> dict[str, Mask]:
     """``{"L3": mask, ...}`` for the saved levels of a run (all of them, or ``levels``)."""
-    from lottery.storage.rundir import RunDir
-
     run = RunDir(run_dir)
     if levels is None:
         levels = sorted(int(p.name[6:]) for p in Path(run_dir).glob("level_[0-9][0-9]") if (p / "mask.npz").exists())
@@ -110,8 +109,6 @@ def overlap_across_levels(run_dir, levels: Sequence[int] | None = None, layer: s
 def overlap_across_runs(run_dirs: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike], level: int,
                         layer: str | None = None) -> Overlap:
     """IoU between the level-``level`` masks of several runs (seeds, or init schemes); runs lacking it are left out."""
-    from lottery.storage.rundir import RunDir
-
     named = dict(run_dirs) if isinstance(run_dirs, Mapping) else {Path(p).name: p for p in run_dirs}
     masks = {}
     for label, path in named.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lottery.errors import LotteryError
+from lottery.storage.rundir import RunDir
 
 MEASURES = ("sparsity", "density")
 
@@ -63,8 +64,6 @@ def sparsity_profile(source: dict | str | os.PathLike, measure: str = "sparsity"
 
 
 def _load(path) -> dict:
-    from lottery.storage.rundir import RunDir
-
     path = Path(path)
     results = RunDir(path.parent if path.is_file() else path).load_results()
     if results is None:

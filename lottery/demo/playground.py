@@ -1,8 +1,9 @@
 """The demo's logic, without widgets: train a small MLP on a 2-D data set step by step, then compare tickets.
 
-A ``Playground`` holds one network built with the project's zoo and init schemes. ``train()`` yields progress
-every few SGD steps (so a front end can redraw the cost curve live); a loss or weight that stops being finite ends
-training with ``status == "diverged"`` instead of an exception. ``boundary()`` evaluates the net on a grid,
+A ``Playground`` holds one network built with the project's zoo and init schemes. ``train()`` trains it with the
+project's own trainer (``lottery.train.train``: momentum SGD, seeded batches) and yields progress every few steps
+(so a front end can redraw the cost curve live); a loss or weight that stops being finite ends training with
+``status == "diverged"`` instead of an exception. ``boundary()`` evaluates the net on a grid,
 ``layer_signal()`` measures per Linear layer the std of its output and the norm of its weight gradient (forward
 hooks, one full-batch pass), and ``ticket(density)`` prunes the trained net by global magnitude, rewinds the kept
 weights to their initial values and retrains them, next to a random mask with the same number of weights per
@@ -15,6 +16,7 @@ layer (the control).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -24,9 +26,13 @@ import torch
 from torch import nn
 
 import lottery as lt
-from lottery.demo.data2d import make_2d
+from lottery.config import from_dict
+from lottery.data.base import Dataset
+from lottery.demo.data2d import DATASETS_2D, make_2d
 from lottery.errors import ConfigError
+from lottery.inits import INIT_SCHEMES
 from lottery.models.common import check_activation
+from lottery.train import evaluate, make_optimizer, train
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,6 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self):
-        from lottery.demo.data2d import DATASETS_2D
-        from lottery.inits import INIT_SCHEMES
-
         DATASETS_2D.get(self.dataset)
         INIT_SCHEMES.get(self.init)
         check_activation(self.activation)
@@ -103,6 +106,11 @@ class Playground:
         self.settings = s = settings or Settings()
         self.x, self.y = make_2d(s.dataset, s.n_samples, s.noise, seed=s.seed)
         self.x_test, self.y_test = make_2d(s.dataset, s.n_samples, s.noise, seed=s.seed + 10_000)
+        # the trainer's view of the demo: the training set doubles as the validation split (nothing stops early)
+        self._data = Dataset(s.dataset, (self.x, self.y), (self.x, self.y), (self.x_test, self.y_test), 2, (2,))
+        self._config = from_dict(dict(optimizer="sgd", lr=s.lr, momentum=s.momentum, batch_size=s.batch_size or
+                                      s.n_samples, steps=s.steps, seed=s.seed, fused=False, record_signal=False,
+                                      progress=False, device="cpu"))
         self.model = self._fresh_model()
         self.init_state = lt.snapshot(self.model)
         self.losses: list[float] = []
@@ -125,36 +133,26 @@ class Playground:
             yield progress
 
     def _train(self, model: nn.Module, mask: lt.Mask | None, losses: list[float], every: int) -> Iterator[Progress]:
+        """The project's one trainer (``lottery.train.train``), ``every`` steps at a time: each call continues the
+        last (``start_step``: the same data order, the same optimizer and its momentum), so the whole run is the
+        one a single call would make, with a yield to the front end between calls. The step hook records the
+        loss on the training set before each update (the curve the front end draws: one point per step)."""
         s = self.settings
-        optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum)
-        order = torch.Generator().manual_seed(s.seed)  # the same minibatches for the dense net, ticket and control
-        n = len(self.x)
-        batch = n if s.batch_size is None else min(s.batch_size, n)
-        perm, cursor = torch.randperm(n, generator=order), 0
-        for step in range(1, s.steps + 1):
-            if batch == n:
-                xb, yb = self.x, self.y
-            else:  # epochs of shuffled minibatches
-                if cursor + batch > n:
-                    perm, cursor = torch.randperm(n, generator=order), 0
-                idx = perm[cursor:cursor + batch]
-                cursor += batch
-                xb, yb = self.x[idx], self.y[idx]
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            losses.append(loss.item())
-            if not math.isfinite(losses[-1]):
-                yield Progress(step, losses[-1], "diverged")
+        cfg = self._config
+        optimizer = make_optimizer(model, cfg)
+
+        def record(step: int, _optimizer) -> None:
+            if step == len(losses) < s.steps:  # a call's last step is the next call's first
+                losses.append(evaluate(model, self.x, self.y)[0])
+
+        for start in range(0, s.steps, every):
+            end = min(start + every, s.steps)
+            result = train(model, self._data, dataclasses.replace(cfg, steps=end), mask, seed=s.seed,
+                           optimizer=optimizer, start_step=start, step_hook=record)
+            if result.status == "diverged":  # found at the evaluation where the loss stopped being finite
+                yield Progress(result.curve[-1][0] if result.curve else end, losses[-1], "diverged")
                 return
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if mask is not None:
-                mask.apply(model)  # pruned weights stay exactly zero
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                yield Progress(step, losses[-1], "diverged")
-                return
-            if step % every == 0 or step == s.steps:
-                yield Progress(step, losses[-1], "trained" if step == s.steps else "training")
+            yield Progress(end, losses[-1], "trained" if end == s.steps else "training")
 
     # -- what the plots show ------------------------------------------------------------------------------------
     @torch.no_grad()

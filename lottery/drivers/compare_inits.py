@@ -33,13 +33,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
-from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.compare_inits.mean_std)
+from lottery import distributed
 from lottery.config import Config
+from lottery.drivers.imp import run_imp, run_imp_when_free
 from lottery.errors import ConfigError
+from lottery.executors.grid import EXECUTORS, check, run_grid
+from lottery.executors.lockstep import run_lockstep
+from lottery.fused import resolve_pack
 from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  (public here too)
+from lottery.inits import init_weights
+from lottery.models import build_model
+from lottery.options import (Options, in_unit, int_option, one_of, option, read_int, read_list, read_number,
+                             read_table, read_text)
+from lottery.session import data_key, load_data
+from lottery.stats import mean_std  # noqa: F401  (re-exported: lottery.drivers.compare_inits.mean_std)
+from lottery.storage.rundir import RunDir, RunLockedError
 from lottery.storage.summary import save_summary
 
 CONTROL_KEYS = ("reinit", "random_mask")
@@ -79,17 +91,57 @@ def parse_seeds(value: int | str | Sequence[int], base_seed: int = 0) -> list[in
     return seeds
 
 
+def _count_or_seeds(v: Any) -> int | tuple:
+    """compare-inits' ``--seeds``: a count (3) or the seeds themselves (0,4,7)."""
+    return read_int(v) if isinstance(v, int) or (isinstance(v, str) and "," not in v) else read_list(int)(v)
+
+
+def _seeds(v: int | tuple) -> None:
+    parse_seeds(v)
+
+
+def _variants(v: tuple) -> None:
+    if v:
+        parse_inits(v)
+
+
+@dataclass(frozen=True)
+class CompareOptions(Options):
+    """compare-inits: the variants and seeds, when a ticket matches dense, and where the runs train."""
+
+    command: ClassVar[str] = "compare-inits"
+    top_level: ClassVar[bool] = True
+    inits: tuple = option((), "comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); required",
+                          parse=read_list(str), check=_variants, metavar="A,B,...")
+    seeds: int | tuple = option(1, "number of seeds (from --seed up) or a list of seeds", parse=_count_or_seeds,
+                                check=_seeds, metavar="N|S1,S2,...")
+    match_tolerance: float = option(0.01, "with one seed: a ticket matches dense within this accuracy (0.01 = 1 "
+                                    "point)", parse=read_number, check=in_unit, metavar="FRACTION")
+    stall_margin: float = option(0.05, "a scheme is 'stalled' when its dense accuracy is below chance + this",
+                                 parse=read_number, check=in_unit, metavar="FRACTION")
+    jobs: int = int_option(1, "run the unfinished (scheme, seed) runs in N local worker processes, each with cores/N "
+                           "threads (1: one after another)", least=1, metavar="N")
+    executor: str = option("local", "local worker processes or submitit (a job array, e.g. SLURM; settings in the "
+                           "[submitit] table; pip install 'lottery[grid]')", parse=read_text,
+                           check=one_of(*EXECUTORS))
+    submitit: dict | None = option(None, "submitit settings (a TOML table only)", parse=read_table, flag=False)
+
+    def check(self) -> None:
+        if not self.inits:
+            raise ConfigError("name the init schemes to compare: --inits normal,xavier_normal,... "
+                              "or inits = [...] in the --config file")
+
+
 def comparison_dir(base: Config, variants: Sequence[InitVariant], seeds: Sequence[int]) -> Path:
     """``<out>/compare-<name>-<hash>``: the hash covers the shared settings, the variants and the seeds."""
-    blob = json.dumps({"shared": base.comparison_settings(), "inits": [v.label for v in variants], "seeds": list(seeds)},
+    blob = json.dumps({"shared": base.comparison_settings(), "inits": [v.label for v in variants],
+                       "seeds": list(seeds)},
                       sort_keys=True).encode()
     return Path(base.out) / f"compare-{base.experiment_name()}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 def _run_finished(cfg: Config) -> dict | None:
     """The results of ``cfg``'s run when it already finished (complete or diverged), without touching its files."""
-    from lottery.storage.rundir import RunDir
-
     path = Path(cfg.out) / cfg.run_name()
     if not (path / "results.json").is_file():
         return None
@@ -101,8 +153,6 @@ def _run_finished(cfg: Config) -> dict | None:
 def _check_variants(base: Config, variants: Sequence[InitVariant], model, data) -> None:
     """Draw every variant once on the model before the first run: a bad option fails now, in one line, not
     after hours of the variants listed before it."""
-    from lottery.inits import init_weights
-
     for v in variants:
         cfg = v.apply(base)
         try:
@@ -135,11 +185,6 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
     >>> [(v["label"], v["status"]) for v in s["schemes"]]
     [('normal', 'ok'), ('zeros', 'stalled')]
     """
-    from lottery import distributed
-    from lottery.fused import resolve_pack
-    from lottery.models import build_model
-    from lottery.session import load_data
-
     variants = parse_inits(inits)
     seed_list = parse_seeds(seeds, base_cfg.seed)
     if not (0 <= match_tolerance < 1):
@@ -175,9 +220,6 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
 
 def _run_serial(configs: dict, log) -> dict:
     """One trunk after another, each reused when it finished already."""
-    from lottery.drivers.imp import run_imp
-    from lottery.storage.rundir import RunLockedError
-
     done = {}
     for i, ((label, seed), cfg) in enumerate(configs.items(), start=1):
         finished = _run_finished(cfg) is not None
@@ -194,8 +236,6 @@ def _run_serial(configs: dict, log) -> dict:
 
 def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: bool, log, pack: int = 1) -> dict:
     """The unfinished trunks through lottery.executors.grid (worker processes or submitit); every trunk's results."""
-    from lottery.executors.grid import check, run_grid
-
     check(jobs, executor, submitit)
     pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
     if log:
@@ -209,9 +249,6 @@ def _run_grid(configs: dict, jobs, executor, submitit, folder: Path, progress: b
 
 def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, log) -> dict:
     """The unfinished trunks level by level together, their runs fused up to ``pack`` per pass (lottery/executors/lockstep.py)."""
-    from lottery.executors.lockstep import run_lockstep
-    from lottery.session import data_key
-
     pending = {key: cfg for key, cfg in configs.items() if _run_finished(cfg) is None}
     if log:
         log(f"lockstep: {len(configs) - len(pending)} of {len(configs)} runs finished already, {len(pending)} to run "
@@ -223,8 +260,6 @@ def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, 
 def _collect(configs: dict, done: dict, log) -> dict:
     """Every trunk's results and run directory: run now (``done``), finished before, or — held by another process
     all along (a second grid on this runs directory) — waited for, then reused or resumed."""
-    from lottery.drivers.imp import run_imp_when_free
-
     return {key: {"results": done.get(key) or _run_finished(cfg) or run_imp_when_free(cfg, log),
                   "run_dir": str(Path(cfg.out) / cfg.run_name())} for key, cfg in configs.items()}
 

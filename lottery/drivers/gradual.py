@@ -6,7 +6,8 @@ weights are removed so that the sparsity follows the cubic schedule
     s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n Δt))**3,   t in {t0, t0 + Δt, ..., t0 + n Δt}
 
 (fast at first, while there is much redundancy, then slower), and the rest of the budget trains at the final
-density. It runs through the one training loop, ``lottery.train.train``, whose step hook prunes on the schedule.
+density. It runs through the one training loop (``Session.train_from``: rewind and pruned weights checked), whose
+step hook prunes on the schedule.
 Weights pruned mid-run also lose their optimizer state (momentum, Adam moments), or they would keep moving.
 
 Results go to ``gradual.json`` in the IMP run directory of the same config (same ``init.pt``), with entries
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -23,13 +25,13 @@ from torch import nn
 from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
-from lottery.testing import crash_progress
-from lottery.drivers.imp import Experiment
-from lottery.storage.atomic import load_json, save_json
+from lottery.data import load_dataset
 from lottery.masks import Mask
+from lottery.models import build_model
+from lottery.options import Options, densities_option, int_option, switch_option
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
-from lottery.rewind import rewind
-from lottery.session import check_pruned_zero
+from lottery.session import Session, check_pruned_zero
+from lottery.storage.atomic import load_json, save_json
 from lottery.storage.rundir import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, train
 
@@ -91,36 +93,48 @@ def _prune_step(model: nn.Module, optimizer: torch.optim.Optimizer, start: Mask,
     return new
 
 
+class GradualPruning:
+    """The step hook that prunes on ``schedule`` (``lottery.train.train``'s ``step_hook``): at each of the
+    schedule's steps it removes the smallest weights down to that step's exact count of ``start``'s weights,
+    zeroes them and their optimizer state, and hands the trainer the new mask; ``history`` is [[step, density]]."""
+
+    def __init__(self, model: nn.Module, schedule: CubicSchedule, start: Mask, scope: str):
+        self.model, self.schedule, self.start, self.scope = model, schedule, start, scope
+        self.mask = start
+        self.prune_at = set(schedule.steps())
+        self.history: list = []
+
+    def __call__(self, step: int, optimizer: torch.optim.Optimizer) -> Mask | None:
+        if step not in self.prune_at or self.schedule.sparsity(step) <= 0:
+            return None
+        self.mask = _prune_step(self.model, optimizer, self.start, self.mask, self.schedule.sparsity(step),
+                                self.scope)
+        self.history.append([step, self.mask.density])
+        return self.mask
+
+
+def _check_fits(schedule: CubicSchedule, total: int) -> None:
+    if schedule.end_step > total:
+        raise ConfigError(f"the schedule ends at step {schedule.end_step}, beyond the {total} training steps")
+
+
 def train_gradual(model: nn.Module, data, cfg: Config, schedule: CubicSchedule, mask: Mask | None = None, *,
                   seed: int = 0, progress=None) -> tuple[TrainResult, Mask, list]:
     """Train ``model`` in place while pruning it on ``schedule``; returns (result, final mask, [[step, density]]).
 
-    The one training loop (``lottery.train.train``) with a step hook that prunes on the schedule's steps. The
-    early-stop step is the minimum validation loss among evaluations at the final density (from ``end_step`` on):
-    earlier minima belong to denser networks.
+    The one training loop (``lottery.train.train``) with the ``GradualPruning`` step hook. The early-stop step
+    is the minimum validation loss among evaluations at the final density (from ``end_step`` on): earlier minima
+    belong to denser networks. ``run_gradual`` trains the same way through a Session (rewind and zeros checked).
     """
-    total = budget_steps(cfg, len(data.train[0]))
-    if schedule.end_step > total:
-        raise ConfigError(f"the schedule ends at step {schedule.end_step}, beyond the {total} training steps")
+    _check_fits(schedule, budget_steps(cfg, len(data.train[0])))
     start = mask if mask is not None else Mask.ones_like(model)
     start.apply(model)
-    prune_at = set(schedule.steps())
-    state = {"mask": start}
-    history: list = []
-
-    def prune(step: int, optimizer: torch.optim.Optimizer) -> Mask | None:
-        if step not in prune_at or schedule.sparsity(step) <= 0:
-            return None
-        state["mask"] = _prune_step(model, optimizer, start, state["mask"], schedule.sparsity(step), cfg.scope)
-        history.append([step, state["mask"].density])
-        return state["mask"]
-
-    result = train(model, data, cfg, start, seed=seed, progress=progress, step_hook=prune,
+    hook = GradualPruning(model, schedule, start, cfg.scope)
+    result = train(model, data, cfg, start, seed=seed, progress=progress, step_hook=hook,
                    early_stop_from=schedule.end_step)
-    mask = state["mask"]
     if result.status == "ok":
-        check_pruned_zero(model, mask, "gradual pruning")
-    return result, mask, history
+        check_pruned_zero(model, hook.mask, "gradual pruning")
+    return result, hook.mask, hook.history
 
 
 def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int = 100, begin_step: int | None = None,
@@ -136,32 +150,36 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
     densities = check_options(final_densities, every, begin_step, end_step)
     run = RunDir.for_config(cfg)
     with run:
-        exp = Experiment(cfg, run)
-        check_plan(exp.model, exp.total_steps, densities, every, begin_step, end_step)  # before any training
+        session = Session(cfg, run)
+        check_plan(session.model, session.total_steps, densities, every, begin_step, end_step)  # before training
         path = run.path / RESULTS_FILE
         results = run.driver_results(RESULTS_FILE, valid_results, lambda: {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
             "status": "running", "levels": []})
         if not any(e["level"] == 0 for e in results["levels"]):
-            level0 = next((e for e in exp.results["levels"] if e["level"] == 0), None)
+            level0 = next((e for e in (run.load_results() or {}).get("levels", []) if e["level"] == 0), None)
             if level0 is None:
-                result = exp.train_from(exp.init_state, Mask.ones_like(exp.model), "dense")
+                result = session.train_from(session.init_state, Mask.ones_like(session.model), "dense",
+                                            point="train:dense")
                 level0 = {"level": 0, "density": 1.0, **result.summary()}
             results["levels"].append({**level0, "controls": {}})
             save_json(path, results)
-        total = exp.total_steps
+        total = session.total_steps
         for density in densities:
             schedule = CubicSchedule.for_budget(density, total, every, begin_step, end_step)
             if any(e.get("schedule") == asdict(schedule) for e in results["levels"]):
                 continue  # finished earlier (same final density and timing)
-            rewind(exp.model, exp.init_state)
-            with exp.bar(total, f"gradual {density:g}") as bar:
-                result, mask, history = train_gradual(exp.model, exp.data, cfg, schedule, seed=cfg.seed,
-                                                      progress=crash_progress(bar, f"train:gradual:{density:g}"))
+            _check_fits(schedule, total)
+            start = Mask.ones_like(session.model)
+            hook = GradualPruning(session.model, schedule, start, cfg.scope)
+            result = session.train_from(session.init_state, start, f"gradual {density:g}",
+                                        point=f"train:gradual:{density:g}", step_hook=hook,
+                                        early_stop_from=schedule.end_step)
+            mask = hook.mask
             results["levels"].append({
                 "level": len([e for e in results["levels"] if e["level"] > 0]) + 1, "target_density": density,
                 "density": mask.density, "num_kept": mask.num_kept, "layer_density": mask.layer_density(),
-                "schedule": asdict(schedule), "pruning": history, **result.summary(), "controls": {}})
+                "schedule": asdict(schedule), "pruning": hook.history, **result.summary(), "controls": {}})
             results["levels"].sort(key=lambda e: -e["density"])
             save_json(path, results)
         results["status"] = "complete"
@@ -186,6 +204,21 @@ def check_options(final_densities, every: int, begin_step: int | None, end_step:
     return densities
 
 
+@dataclass(frozen=True)
+class GradualOptions(Options):
+    """gradual: the cubic pruning schedule (Zhu & Gupta) and whether to run IMP beside it."""
+
+    command: ClassVar[str] = "gradual"
+    final_densities: tuple = densities_option((0.2, 0.05), "final fractions of weights kept")
+    prune_every: int = int_option(100, "steps between pruning steps", least=1, metavar="STEPS")
+    begin_step: int | None = int_option(None, "first pruning step (default 10% of the budget)", metavar="STEP")
+    end_step: int | None = int_option(None, "last pruning step (default ~60% of the budget)", metavar="STEP")
+    with_imp: bool = switch_option(False, "also run (or resume) IMP with the same config and compare")
+
+    def check(self) -> None:
+        check_options(self.final_densities, self.prune_every, self.begin_step, self.end_step)
+
+
 def check_plan(model: nn.Module, total_steps: int, densities, every: int, begin_step: int | None,
                end_step: int | None) -> None:
     """Every final density keeps a weight of ``model`` and every schedule fits the budget."""
@@ -200,9 +233,6 @@ def check_plan(model: nn.Module, total_steps: int, densities, every: int, begin_
 
 def preflight(cfg: Config, final_densities, every: int, begin_step: int | None, end_step: int | None) -> None:
     """All of run_gradual's checks without a run directory: for callers that train something else first."""
-    from lottery.data import load_dataset
-    from lottery.models import build_model
-
     densities = check_options(final_densities, every, begin_step, end_step)
     data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
     model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options)

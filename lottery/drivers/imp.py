@@ -110,7 +110,8 @@ class Experiment(Session, Trainer):
     # -- the engine's trainer -----------------------------------------------------------------------------
     def train(self, level: int, arm: Arm) -> Trained:
         result = self.train_from(arm.start, arm.mask, f"level {level} {arm.name}", snapshot_step=arm.snapshot_step,
-                                 start_step=arm.start_step)
+                                 start_step=arm.start_step,
+                                 point=f"train:level{level}" + ("" if arm.name == "ticket" else f":{arm.name}"))
         return Trained(self.model, result.summary(), arm.mask, result.rewind_state)
 
     def redraw(self, seed: int) -> dict:

@@ -13,15 +13,19 @@ starts; running the same command again skips them.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import ClassVar
 
 from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
 from lottery.errors import ConfigError, CorruptFileError
-from lottery.drivers.imp import Experiment, derived_seed
-from lottery.storage.atomic import finite, load_json, save_json
 from lottery.masks import Mask
+from lottery.options import Options, densities_option, known, option, read_list
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
+from lottery.session import Session
+from lottery.storage.atomic import finite, load_json, save_json
 from lottery.storage.rundir import RunDir, refuse_symlink, set_aside, valid_level
+from lottery.train import derived_seed
 
 RESULTS_FILE = "prune_at_init.json"
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")
@@ -33,6 +37,20 @@ def check_densities(densities) -> tuple[float, ...]:
     if not out or any(not 0 < d < 1 for d in out):
         raise ConfigError(f"densities must be fractions of weights kept, in (0, 1), e.g. 0.1,0.02; got {densities}")
     return out
+
+
+@dataclass(frozen=True)
+class PruneAtInitOptions(Options):
+    """prune-at-init: which pruning-at-init strategies, at which densities, with which ablations."""
+
+    command: ClassVar[str] = "prune-at-init"
+    strategies: tuple = option(("snip", "grasp", "synflow", "magnitude_init", "random"),
+                               "pruning strategies (see `lottery list`)", parse=read_list(str), metavar="S1,S2,...",
+                               check=known(PRUNERS, "pruning strategies from"))
+    densities: tuple = densities_option((0.1, 0.02))
+    ablations: tuple = option(("shuffled", "reinit"), "ablations of each pruned network: shuffled,reinit or none",
+                              parse=read_list(str), check=known(ABLATIONS, "ablations from"),
+                              metavar="A1,A2")
 
 
 def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0.1, 0.02),
@@ -60,11 +78,12 @@ def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0
 
 
 class PruneAtInit:
-    """Uses the IMP ``Experiment`` of the same config for data, model, init state and verified training runs."""
+    """Runs on the ``Session`` of the config's run directory: its data, model, init state and verified training
+    runs (``train_from`` / ``train_many``)."""
 
     def __init__(self, cfg: Config, run: RunDir):
         self.cfg, self.rundir = cfg, run
-        self.exp = Experiment(cfg, run)
+        self.session = Session(cfg, run)
         self.results = run.driver_results(RESULTS_FILE, valid_results, lambda: {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "prune_at_init",
             "status": "running", "dense": None, "entries": []})
@@ -82,16 +101,16 @@ class PruneAtInit:
         path = refuse_symlink(folder, self.rundir.path) / "mask.npz"
         if path.exists():
             try:
-                return Mask.load(path, like=self.exp.model).to(self.exp.device)
+                return Mask.load(path, like=self.session.model).to(self.session.device)
             except CorruptFileError as e:  # as IMP does with a level's mask: recompute it, keep the bad file
                 aside = set_aside(path)
                 print(f"lottery: note: {path} was damaged ({str(e).split(';')[0]}); set aside as {aside.name} "
                       "and recomputed", file=sys.stderr)
-        model = self.exp.model
-        model.load_state_dict(self.exp.init_state)
+        model = self.session.model
+        model.load_state_dict(self.session.init_state)
         mask = PRUNERS.get(strategy)(model, Mask.ones_like(model), 1.0 - density, scope=self.cfg.scope,
                                      seed=derived_seed(self.cfg.seed, "prune_at_init", strategy, density),
-                                     data=self.exp.data.train)
+                                     data=self.session.data.train)
         mask.save(path)
         return mask
 
@@ -99,9 +118,10 @@ class PruneAtInit:
         """The dense baseline: IMP's level 0 when that run exists (same config, same init), else trained here."""
         if self.results.get("dense"):
             return
-        level0 = next((e for e in self.exp.results["levels"] if e["level"] == 0), None)
+        level0 = next((e for e in (self.rundir.load_results() or {}).get("levels", []) if e["level"] == 0), None)
         if level0 is None:
-            result = self.exp.train_from(self.exp.init_state, Mask.ones_like(self.exp.model), "dense")
+            result = self.session.train_from(self.session.init_state, Mask.ones_like(self.session.model), "dense",
+                                         point="train:dense")
             level0 = {"density": 1.0, **result.summary()}
         self.results["dense"] = {k: v for k, v in level0.items() if k not in ("controls", "layer_density")}
         self._save()
@@ -114,20 +134,23 @@ class PruneAtInit:
                 mask = self._mask(strategy, density)
                 entry = self._entry(strategy, density)
                 if entry is None:
-                    runs.append((lambda: self.exp.init_state, mask, f"{strategy} {density:g}"))
+                    runs.append((lambda: self.session.init_state, mask, f"{strategy} {density:g}",
+                                 f"train:{strategy}:{density:g}"))
                     keys.append((strategy, density, mask, None))
                 for ablation in ablations:
                     if entry is not None and ablation in entry["controls"]:
                         continue
                     seed = derived_seed(self.cfg.seed, "prune_at_init", ablation, strategy, density)
                     if ablation == "shuffled":  # same per-layer counts, positions drawn at random; same init
-                        start, ablated = (lambda: self.exp.init_state), random_mask_like(mask, seed).to(self.exp.device)
+                        start = lambda: self.session.init_state  # noqa: E731
+                        ablated = random_mask_like(mask, seed).to(self.session.device)
                     else:  # reinit: same mask, a fresh draw of the same init scheme (the rest from init.pt)
-                        start, ablated = (lambda seed=seed: self.exp.fresh_init(seed)), mask
-                    runs.append((start, ablated, f"{strategy} {density:g} {ablation}"))
+                        start, ablated = (lambda seed=seed: self.session.fresh_init(seed)), mask
+                    runs.append((start, ablated, f"{strategy} {density:g} {ablation}",
+                                 f"train:{strategy}:{density:g}:{ablation}"))
                     keys.append((strategy, density, mask, ablation))
         # one after another, or with --pack in fused passes; each result is saved as its run (or pass) ends
-        self.exp.train_many(runs, lambda i, result: self._record(*keys[i], result))
+        self.session.train_many(runs, lambda i, result: self._record(*keys[i], result))
         self.results["status"] = "complete"
         self._save()
         return self.results

@@ -6,8 +6,9 @@ the highest test error on the straight line between the two final states minus t
 errors; a network is "stable" when it is below ~2 %.
 
 How the state at step k is reached: the level's rewind state trained k steps with the run's own data order
-(``train`` on a k-step budget). The copies then train the rest of the budget (total - k steps) from there with
-data orders seeded differently. ``train`` starts every run at step 0 with fresh optimizer state, so the learning
+(``Session.train_from`` on a k-step budget, with its rewind and pruned-weights checks, as every run here). The
+copies then train the rest of the budget (total - k steps) from there with data orders seeded differently. Each
+run starts at step 0 with fresh optimizer state, so the learning
 rate schedule restarts at k and the Adam moments are reset: exact for the default constant schedule without
 warmup, an approximation otherwise (the result records a note).
 
@@ -19,24 +20,47 @@ mode) before evaluation; networks without BatchNorm are evaluated as they are.
 from __future__ import annotations
 
 import copy
-
 import math
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from lottery import distributed
-from lottery.config import Config
 from lottery.errors import ConfigError
-from lottery.testing import crash_progress
-from lottery.storage.atomic import finite, save_json
+from lottery.fused import train_fused
 from lottery.masks import Mask
+from lottery.options import Options, int_option, option, progress_option, read_list
 from lottery.rewind import rewind, snapshot
-from lottery.train import budget_steps, evaluate, train
+from lottery.session import Session, check_pruned_zero
+from lottery.storage.atomic import finite, save_json
+from lottery.storage.rundir import RunDir, check_writable, valid_values
+from lottery.testing import crash_progress
+from lottery.train import evaluate
 
 RESULTS_FILE = "stability.json"
+
+
+def _two_seeds(v: tuple) -> str | None:
+    return None if len(v) == 2 and v[0] != v[1] and min(v) >= 0 else "two different data-order seeds >= 0 (e.g. 1,2)"
+
+
+@dataclass(frozen=True)
+class StabilityOptions(Options):
+    """stability: where the two copies split and how finely the path between them is measured."""
+
+    command: ClassVar[str] = "stability"
+    studies_run: ClassVar[bool] = True
+    level: int = int_option(0, "level whose mask and rewind state to use", metavar="N")
+    k: int = int_option(0, "train this many steps before the two copies split", metavar="K")
+    seeds: tuple = option((1, 2), "the two copies' data-order seeds", parse=read_list(int), check=_two_seeds,
+                          metavar="S1,S2")
+    points: int = int_option(21, "points on the line, both ends included", least=2, metavar="N")
+    pack: int = int_option(1, "2 trains the two copies in one fused pass (the same results up to float rounding); "
+                           "1 = one after another, bit for bit", least=1, metavar="K")
+    progress: bool = progress_option()
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -77,40 +101,43 @@ def interpolate_errors(model: nn.Module, state_a: dict, state_b: dict, data, poi
     return alphas, errors
 
 
-def instability(model: nn.Module, data, cfg: Config, start_state: dict, mask: Mask | None = None, k: int = 0, *,
-                seeds: tuple[int, int] = (1, 2), points: int = 21, progress: bool = False, pack: int = 1) -> dict:
-    """Train to step k from ``start_state`` (data order ``cfg.seed``), then two copies to the end of the budget
-    with data orders ``seeds``; returns errors along the line between them and the instability. ``progress``:
-    one bar over every training step. ``pack`` >= 2 trains the two copies in one fused pass (lottery/fused.py:
-    the same results up to float rounding)."""
-    total = budget_steps(cfg, len(data.train[0]))
+def instability(session: Session, start_state: dict, mask: Mask | None = None, k: int = 0, *,
+                seeds: tuple[int, int] = (1, 2), points: int = 21, pack: int = 1) -> dict:
+    """Train ``session``'s model to step k from ``start_state`` (data order: the config's seed), then two copies to
+    the end of the budget with data orders ``seeds``; returns errors along the line between them and the
+    instability. Every run goes through ``session.train_from`` (the rewind and pruned-weights checks); ``pack``
+    >= 2 trains the two copies in one fused pass (lottery/fused.py: the same results up to float rounding), each
+    copy rewound and checked alike."""
+    cfg, model, data = session.cfg, session.model, session.data
+    total = session.total_steps
     if not 0 <= k < total:
         raise ConfigError(f"k must be in [0, {total}) (the training budget), got {k}")
     if len(set(seeds)) != 2:
         raise ConfigError(f"two different data-order seeds are needed, got {seeds}")
-    rewind(model, start_state, mask)
-    fused = pack >= 2
-    with _bar(progress, k + (1 if fused else 2) * (total - k)) as shown:
-        bar = crash_progress(shown, "train:stability")
-        if k > 0:
-            train(model, data, cfg.replace(steps=k, epochs=None, progress=False), mask, seed=cfg.seed, progress=bar)
+    mask = mask if mask is not None else Mask.ones_like(model)
+    at_k = start_state
+    if k > 0:
+        session.train_from(start_state, mask, f"stability: to step {k}", point="train:stability", steps=k)
         at_k = snapshot(model)
+    if pack >= 2:
+        models = [copy.deepcopy(model) for _ in seeds]
+        for m in models:
+            rewind(m, at_k, mask)
         rest = cfg.replace(steps=total - k, epochs=None, progress=False)
-        if fused:
-            from lottery.fused import train_fused
-
-            models = [copy.deepcopy(model) for _ in seeds]
-            for m in models:
-                rewind(m, at_k, mask)
-            results = train_fused(models, data, rest, [mask, mask], seeds=list(seeds), progress=bar)
-            finals = [snapshot(m) for m in models]
-        else:
-            results, finals = [], []
-            for s in seeds:
-                rewind(model, at_k, mask)
-                results.append(train(model, data, rest, mask, seed=s, progress=bar))
-                finals.append(snapshot(model))
-        copies = [{"seed": s, "status": r.status, "test_accuracy": r.test_accuracy} for s, r in zip(seeds, results)]
+        with session.bar(total - k, "stability: two copies fused") as bar:
+            results = train_fused(models, data, rest, [mask, mask], seeds=list(seeds),
+                                  progress=crash_progress(bar, "train:stability"))
+        for m, r in zip(models, results):
+            if r.status == "ok":
+                check_pruned_zero(m, mask, "stability copy")
+        finals = [snapshot(m) for m in models]
+    else:
+        results, finals = [], []
+        for s in seeds:
+            results.append(session.train_from(at_k, mask, f"stability: copy {s}", point="train:stability", seed=s,
+                                              steps=total - k))
+            finals.append(snapshot(model))
+    copies = [{"seed": s, "status": r.status, "test_accuracy": r.test_accuracy} for s, r in zip(seeds, results)]
     alphas, errors = interpolate_errors(model, finals[0], finals[1], data, points)
     exact = k == 0 or (cfg.schedule == "constant" and not cfg.warmup_steps)
     return {
@@ -121,20 +148,11 @@ def instability(model: nn.Module, data, cfg: Config, start_state: dict, mask: Ma
     }
 
 
-def _bar(progress: bool, total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="stability", dynamic_ncols=True) if progress else nullcontext()
-
-
 def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[int, int] = (1, 2),
                   points: int = 21, plot: bool = True, progress: bool = False, pack: int = 1) -> dict:
     """``instability`` for level ``level`` of an IMP run: its mask and rewind state. Results accumulate in
     ``stability.json`` (a finished (level, k, seeds, points) is returned, not recomputed) and the plot is
     ``stability_level_NN_kK.png`` in the run directory."""
-    from lottery.drivers.imp import Experiment
-    from lottery.storage.rundir import RunDir, check_writable
-
     distributed.refuse_processes("stability")
     run = RunDir(run_dir)
     cfg = run.config()
@@ -153,11 +171,12 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
         found = next((e for e in stored["entries"] if all(e.get(a) == b for a, b in key.items())), None)
         if found is None:
             check_writable(run.path)  # before the training, not after it
-            exp = Experiment(cfg, run)
-            mask = (Mask.ones_like(exp.model) if level == 0 else run.load_mask(level)).to(exp.device)
+            session = Session(cfg, run)
+            session.progress = progress
+            mask = (Mask.ones_like(session.model) if level == 0 else run.load_mask(level)).to(session.device)
             found = {"level": level, "density": mask.density,
-                     **instability(exp.model, exp.data, cfg, exp.rewind_state(level), mask, k,
-                                   seeds=tuple(seeds), points=points, progress=progress, pack=pack)}
+                     **instability(session, session.rewind_state(level), mask, k, seeds=tuple(seeds), points=points,
+                                   pack=pack)}
             stored["entries"].append(found)
             save_json(run.path / RESULTS_FILE, stored)
     if plot:
@@ -167,8 +186,6 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
 
 def valid_results(stored: object) -> bool:
     """stability.json: entries with finite errors in [0, 1] and a finite instability."""
-    from lottery.storage.rundir import valid_values
-
     entries = stored.get("entries") if isinstance(stored, dict) else None
     return isinstance(entries, list) and all(
         isinstance(e, dict) and isinstance(e.get("errors"), list) and len(e["errors"]) >= 2

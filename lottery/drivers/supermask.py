@@ -13,18 +13,24 @@ and the rest are filled by the criterion.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from lottery import distributed
 from lottery.errors import ConfigError
-from lottery.storage.atomic import save_json
 from lottery.masks import Mask
-from lottery.pruning import prune_by_scores
+from lottery.options import (Options, densities_option, known, option, progress_option, read_list, read_text,
+                             seed_option)
+from lottery.pruning import SCOPES, prune_by_scores
 from lottery.registry import Registry
+from lottery.session import Session
+from lottery.storage.atomic import save_json
+from lottery.storage.rundir import RunDir, check_writable, refuse_symlink
 from lottery.train import evaluate
 
 CRITERIA = Registry("supermask criterion")
@@ -61,6 +67,27 @@ def _random(w_i, w_f, g):
 
 for _name in list(CRITERIA):
     CRITERIA.register(f"{_name}_same_sign")(CRITERIA[_name])  # the sign rule is applied in ``criterion_scores``
+
+
+def _criteria(v: Any) -> tuple:
+    return () if v == "all" else read_list(str)(v)
+
+
+@dataclass(frozen=True)
+class SupermaskOptions(Options):
+    """supermask: masks of the untrained network by each criterion (Zhou et al.)."""
+
+    command: ClassVar[str] = "supermask"
+    studies_run: ClassVar[bool] = True
+    densities: tuple = densities_option((0.5, 0.2, 0.1, 0.05))
+    criteria: tuple = option((), "comma-separated criteria, or all (the default)", parse=_criteria,
+                             check=known(CRITERIA, "criteria from"),
+                             metavar="C1,C2,...")
+    scope: str = option("layer", "rank weights within each layer (layer) or across all layers (global)",
+                        parse=read_text,
+                        check=known(SCOPES))
+    seed: int = seed_option("the random criterion")
+    progress: bool = progress_option()
 
 
 def criterion_scores(criterion: str, init: Mapping[str, torch.Tensor], final: Mapping[str, torch.Tensor],
@@ -111,8 +138,6 @@ def evaluate_supermasks(model: nn.Module, init, final, data, densities=(0.5, 0.2
                         criteria=None, scope: str = "layer", seed: int = 0, progress: bool = False) -> list[dict]:
     """Test accuracy of the masked untrained network per criterion, density and variant (``data.test``);
     ``progress``: a bar over the (criterion, density) pairs."""
-    from tqdm.auto import tqdm
-
     names = list(Mask.ones_like(model))
     device = next(model.parameters()).device
     init = {k: v.to(device) for k, v in init.items()}
@@ -134,9 +159,6 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
                   seed: int = 0, progress: bool = False) -> dict:
     """Supermasks of an IMP run directory: ``init.pt`` and the dense run's ``level_00/final.pt``; the results are
     also written to ``supermask.json`` there."""
-    from lottery.drivers.imp import Experiment
-    from lottery.storage.rundir import RunDir, check_writable, refuse_symlink
-
     distributed.refuse_processes("supermask")
     run = RunDir(run_dir)
     cfg = run.config()
@@ -151,9 +173,9 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
     # Reads init.pt and level 0 (the IMP run may go on) and writes only supermask.json, under its own lock.
     # Nothing here trains, so a rerun recomputes every row and rewrites the file (a damaged one included).
     with run.for_driver(RESULTS_FILE):
-        exp = Experiment(cfg, run)
-        rows = evaluate_supermasks(exp.model, exp.init_state, final, exp.data, densities, criteria, scope, seed,
-                                   progress)
+        session = Session(cfg, run)
+        rows = evaluate_supermasks(session.model, session.init_state, final, session.data, densities, criteria,
+                                   scope, seed, progress)
         results = {"run": str(run.path), "scope": scope, "seed": seed, "rows": rows}
         save_json(refuse_symlink(run.path / RESULTS_FILE, run.path), results)
     return results

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from lottery.data import DATASETS
 from lottery.reporting.plots.common import band, density_axis, legend, plain_log_ticks, save
 from lottery.reporting.plots.signal import plot_layer_signal
 from lottery.stats import mean_std
+from lottery.storage.rundir import RunDir
 
 SERIES = (("ticket", None), ("reinit", "reinit"), ("random mask", "random_mask"))
 RUN_FILES = {
@@ -144,8 +146,6 @@ def input_shape_of(config: dict) -> tuple | None:
     if name in _FIXED_SHAPES:
         return _FIXED_SHAPES[name]
     try:
-        from lottery.data import DATASETS
-
         param = inspect.signature(DATASETS.get(name)).parameters.get("input_shape")
     except Exception:  # an unknown name: no mask image rather than a failed report
         return None
@@ -192,8 +192,6 @@ def _pick_levels(levels: list[int], n: int) -> list[int]:
 
 def plot_mask_pixels(run_path, results: dict, input_shape=None, levels=None, max_panels: int = 6):
     """The first layer's kept fraction per input pixel, one panel per level (a few levels); None if not an image."""
-    from lottery.storage.rundir import RunDir
-
     input_shape = input_shape or input_shape_of(results.get("config", {}))
     if image_shape(input_shape) is None:
         return None
