@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lottery.data.augment import check as check_augment
 from lottery.errors import ConfigError
 
 CONTROLS = ("reinit", "random_mask")
@@ -48,6 +49,9 @@ class Config:
     dataset_options: dict = _opt({}, "extra data-set options as JSON or key=value,...")
     data_root: str | None = _opt(None, "directory holding torchvision-format data sets (hashed as its absolute path: "
                                  "another folder is another run)")
+    augment: str | None = _opt(None, "training-batch augmentation on the device: crop_flip (random crop from zero "
+                               "padding + horizontal flip, seeded by seed and step); unset = none")
+    augment_options: dict = _opt({}, "augmentation options, e.g. pad=4,flip=true (crop_flip's defaults)")
     val_size: int | None = _opt(None, "validation examples carved from the training set (default per data set)")
     init: str = _opt("xavier_normal", "weight-initialization scheme (see `lottery list`); also "
                      "SCHEME:KEY=VALUE...*SCALE, e.g. normal:std=0.01 (the compare-inits grammar)")
@@ -164,6 +168,8 @@ def from_dict(d: dict, source: str = "config") -> Config:
         if k in d and isinstance(d[k], (list, str)):
             d[k] = parse_list(d[k], int if k == "milestones" else str)
     _check_types(d, source)
+    if d.get("augment") is not None:  # defaults filled in: {} and {pad = 4, flip = true} are one run
+        d["augment_options"] = check_augment(d["augment"], d.get("augment_options") or {})
     cfg = Config(**d)
     validate(cfg)
     return cfg
@@ -278,6 +284,7 @@ def validate(cfg: Config) -> None:
         from lottery.reporting.trackers import TRACKERS
 
         TRACKERS.get(cfg.log)
+    check_augment(cfg.augment, cfg.augment_options)
     check_fraction(cfg.prune_fraction, "prune_fraction")
     for k, f in cfg.layer_fractions.items():
         check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lottery.config import Config
+from lottery.data.augment import augment_batch
 from lottery.errors import ConfigError
 from lottery.masks import Mask
 from lottery.rewind import snapshot
@@ -225,6 +226,10 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
             idx = dist.shard(idx)
         xb = x_train.index_select(0, idx) if stream is None else stream.next(idx)
         yb = y_train.index_select(0, idx)
+        # augmentation hook (--augment, lottery/data/augment.py): seeded by (seed, step), drawn for the global batch
+        xb = augment_batch(xb, getattr(cfg, "augment", None), getattr(cfg, "augment_options", {}), seed, step,
+                           fill=getattr(data, "fill", 0.0), shard=dist.shard if dist is not None else None,
+                           global_size=batch)
 
         factor = lr_factor(cfg, step, total)
         if factor != current_factor:
