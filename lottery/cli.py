@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lottery.config import FIELDS, Config, from_dict, load_toml
 from lottery.errors import LotteryError
+from lottery.threads import fit_threads
 from lottery.options import (OPTIONS, CompareOptions, ExportOptions, GradualOptions, PruneAtInitOptions,
                              StabilityOptions, SupermaskOptions, add_flags, experiment_settings, options_from_args)
 
@@ -303,6 +304,7 @@ def _on_sigterm(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    fit_threads()  # never more threads than free cores (lottery/threads.py): a busy machine must not collapse a run
     if threading_is_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:

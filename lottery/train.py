@@ -24,6 +24,7 @@ from lottery.config import Config
 from lottery.data.augment import augment_batch
 from lottery.errors import ConfigError
 from lottery.masks import Mask
+from lottery.models.layout import conv_layout
 from lottery.rewind import snapshot
 from lottery.layer_signal import SignalProbe
 
@@ -145,7 +146,8 @@ def train(
     """
     device = data.train[0].device
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+    # convnet layout hook (lottery/models/layout.py): channels_last while training on the fast path (fused=True)
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"), conv_layout(model, getattr(cfg, "fused", False)):
         torch.default_generator.manual_seed(derived_seed(seed, "layers"))
         for index in cuda:
             torch.cuda.default_generators[index].manual_seed(derived_seed(seed, "layers"))
