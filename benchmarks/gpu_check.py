@@ -15,12 +15,20 @@ Checks, each an assertion that stops the script with a message:
    losses within 1e-3 relative).
 Timings: steps per second of ``lottery.train.train`` under a 20 %-density mask, fp32 vs bf16 autocast, with the data
 set in device memory (synthetic data of MNIST / CIFAR shapes: the GPU machine has no internet); and the fused sweep:
-K = 1 .. 64 LeNet-300-100 tickets in one pass against K separate runs (the issue's target: >= 10x at K = 32).
+K = 1 .. 64 LeNet-300-100 tickets in one pass against K separate runs (the target: >= 10x at K = 32).
+ResNet-20 (batch 128): one network in ``lottery.train`` against a plain PyTorch loop (default layout fp32, and
+channels_last + bf16 autocast, the best plain loop; data on the device in both), one IMP level end to end with
+augmentation (``run_imp``: dense level + level 1), and host synchronisations inside the step (CUDA's sync debug
+mode: a 10-step and a 30-step run must raise equally many, i.e. only the evaluations sync). ResNet-20 has
+BatchNorm buffers, which the fused trainer cannot stack yet, so the convnet K sweep (K = 1 .. 32) runs Conv-4
+(no normalization: one grouped convolution per layer through ``torch.func.vmap``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import warnings
 import platform
 import sys
 import tempfile
@@ -122,6 +130,96 @@ def check_fused(device, n_train: int, steps: int = 20) -> float:
     return worst
 
 
+def resnet_plain_loop(device, data, steps: int, channels_last: bool, amp: bool, warmup: int = 3) -> float:
+    """Steps per second of a plain PyTorch loop over ResNet-20 (SGD momentum, fused kernel on CUDA, random batches
+    gathered on the device), in torch's default layout or channels_last, fp32 or bf16 autocast."""
+    model = lt.build_model("resnet20", (3, 32, 32), 10).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=device.type == "cuda")
+    x, y = data.train
+    gen = torch.Generator(device=device).manual_seed(0)
+    cast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp and device.type == "cuda" \
+        else contextlib.nullcontext
+
+    def step():
+        idx = torch.randint(0, len(x), (128,), device=device, generator=gen)
+        xb = x.index_select(0, idx)
+        with cast():
+            loss = torch.nn.functional.cross_entropy(model(xb), y.index_select(0, idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):  # kernel selection, allocator
+        step()
+    took = _timed_steps(step, steps, device)
+    return steps / took
+
+
+def _timed_steps(step, steps: int, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def imp_level_resnet(device, out_dir: Path, steps: int, n_train: int) -> dict:
+    """One IMP level of ResNet-20 end to end (``run_imp``: the dense level 0, then level 1 at 80 % density) with
+    augmentation, SGD 0.1 and evaluations every quarter run; seconds per training run."""
+    cfg = dict(name="gpu-resnet20", model="resnet20", dataset="synthetic", init="kaiming_normal",
+               dataset_options={"input_shape": [3, 32, 32], "num_classes": 10, "n_train": n_train,
+                                "n_test": n_train // 4},
+               augment="crop_flip", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128,
+               steps=steps, eval_every=max(1, steps // 4), levels=1, controls=[], device=device.type,
+               out=str(out_dir / "runs"), progress=False)
+    t0 = time.perf_counter()
+    results = lt.run_imp(cfg)
+    wall = time.perf_counter() - t0
+    assert results["status"] == "complete", results["status"]
+    return {"wall": wall, "per_run": wall / 2, "acc": [lv["test_accuracy"] for lv in results["levels"]]}
+
+
+def sync_count(device, data, steps: int) -> int:
+    """Host synchronisations CUDA's sync debug mode reports while ``lottery.train`` runs ``steps`` steps (with
+    evaluations only at the start and the end)."""
+    cfg = from_dict(dict(model="resnet20", steps=steps, batch_size=128, lr=0.1, optimizer="sgd", eval_every=10 ** 6,
+                         device=device.type, progress=False, record_signal=False))
+    model, mask = _setup("resnet20", (3, 32, 32), device)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(model, data, cfg, mask, seed=0)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def convnet_section(plain: dict, ours: dict, imp: dict, syncs, sweep) -> str:
+    lines = ["", "ResNet-20, batch 128, data on the device; steps/s:", "",
+             "| loop | fp32 | bf16 autocast |", "|---|---|---|",
+             f"| plain PyTorch loop, default layout | {plain['default32']:.1f} | {plain['default16']:.1f} |",
+             f"| plain PyTorch loop, channels_last | {plain['cl32']:.1f} | {plain['cl16']:.1f} |",
+             f"| `lottery.train` (channels_last, mask, evaluations) | {ours['fp32']:.1f} | {ours['bf16']:.1f} |",
+             "", f"`lottery.train` against the best plain loop: {ours['bf16'] / max(plain['cl16'], plain['cl32']):.2f}x "
+             "(target: within 2x, i.e. >= 0.5x).",
+             f"One IMP level end to end (`run_imp`, dense + level 1, augmentation on): {imp['wall']:.1f} s, "
+             f"{imp['per_run']:.1f} s per training run; test accuracies {', '.join(f'{a:.3f}' for a in imp['acc'])}.",
+             "Host synchronisations reported by CUDA's sync debug mode: " + (
+                 f"{syncs[0]} in a 10-step run, {syncs[1]} in a 30-step run "
+                 f"({'none inside the step' if syncs[0] == syncs[1] else 'the step syncs: see the profiler'})."
+                 if syncs else "not measured (no CUDA)."),
+             "", "Fused Conv-4 (batch 60, Adam, own masks, inits and data orders; no evaluation):", "",
+             "| K | separate ms/step (one net) | fused ms/step (K nets) | fused vs K separate |", "|---|---|---|---|"]
+    lines += [f"| {r['k']} | {r['separate_ms']:.3f} | {r['fused_ms']:.3f} | {r['ratio']:.2f}x |" for r in sweep]
+    return "\n".join(lines) + "\n"
+
+
 def section(rows, device_name: str, checks: dict, sweep=()) -> str:
     lines = [
         "## GPU",
@@ -180,7 +278,22 @@ def main(argv=None) -> int:
     ks = (1, 2) if args.smoke else (1, 2, 4, 8, 16, 32, 64)
     sweep = fused_sweep("lenet_300_100", {}, (1, 28, 28), 60, "adam", 1.2e-3, ks, 3 if args.smoke else 300, device,
                         n_train=n_train)
+    # ResNet-20 against the plain loop, one IMP level, host syncs; the convnet K sweep (Conv-4)
+    data = _data((3, 32, 32), n_train, device)
+    n = 2 if args.smoke else 200
+    plain = {f"{lay}{bits}": resnet_plain_loop(device, data, n, lay == "cl", bits == "16", 1 if args.smoke else 3)
+             for lay in ("default", "cl") for bits in ("32", "16")}
+    ours = {"fp32": rows[-1]["fp32"], "bf16": rows[-1]["bf16"]}
+    print(f"resnet20 plain loop: {plain}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        imp = imp_level_resnet(device, Path(tmp), 4 if args.smoke else 400, n_train)
+    print(f"resnet20 IMP level: {imp}", flush=True)
+    syncs = (sync_count(device, data, 10), sync_count(device, data, 30)) if cuda else None
+    conv_sweep = fused_sweep("conv4", {"scale": 0.125} if args.smoke else {}, (3, 32, 32), 60, "adam", 3e-4,
+                             (1, 2) if args.smoke else (1, 2, 4, 8, 16, 32), 2 if args.smoke else 30, device,
+                             n_train=n_train, repeats=1 if args.smoke else 3)
     text = section(rows, device_name + (" (smoke: reduced sizes)" if args.smoke else ""), checks, sweep)
+    text += convnet_section(plain, ours, imp, syncs, conv_sweep)
     print(text)
     target = args.results or (None if args.smoke else str(RESULTS))
     if target:

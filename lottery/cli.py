@@ -29,6 +29,7 @@ from lottery.reporting.frames import load_results
 from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table, write_plots
 from lottery.storage.rundir import RunDir, refuse_run_file
 from lottery.storage.summary import load_summary
+from lottery.threads import fit_threads
 
 EXIT_USAGE = 2
 
@@ -229,6 +230,7 @@ def _on_sigterm(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    fit_threads()  # never more threads than free cores (lottery/threads.py): a busy machine must not collapse a run
     if threading_is_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lottery.data import DATASETS
+from lottery.data.augment import check as check_augment
 from lottery.errors import ConfigError
 from lottery.init_variant import parse_init_variant
 from lottery.inits import INIT_SCHEMES
@@ -56,6 +57,9 @@ class Config:
     data_root: str | None = _data(None, "directory holding torchvision-format data sets (hashed as its absolute path: "
                                   "another folder is another run)")
     val_size: int | None = _data(None, "validation examples carved from the training set (default per data set)")
+    augment: str | None = _data(None, "training-batch augmentation on the device: crop_flip (random crop from zero "
+                                "padding + horizontal flip, seeded by seed and step); unset = none")
+    augment_options: dict = _data({}, "augmentation options, e.g. pad=4,flip=true (crop_flip's defaults)")
 
     # -- model: the network ----------------------------------------------------------------------------------
     model: str = _model("mlp", "model name (see `lottery list`)")
@@ -204,6 +208,8 @@ def from_dict(d: dict, source: str = "config") -> Config:
         if k in d and isinstance(d[k], (list, str)):
             d[k] = parse_list(d[k], int if k == "milestones" else str)
     _check_types(d, source)
+    if d.get("augment") is not None:  # defaults filled in: {} and {pad = 4, flip = true} are one run
+        d["augment_options"] = check_augment(d["augment"], d.get("augment_options") or {})
     cfg = Config(**d)
     validate(cfg)
     return cfg
@@ -260,6 +266,7 @@ def validate(cfg: Config) -> None:
     PRUNERS.get(cfg.strategy)
     if cfg.log is not None:
         TRACKERS.get(cfg.log)
+    check_augment(cfg.augment, cfg.augment_options)
     check_fraction(cfg.prune_fraction, "prune_fraction")
     for k, f in cfg.layer_fractions.items():
         check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)

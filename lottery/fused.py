@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lottery.config import Config
+from lottery.data.augment import augment_stacked
 from lottery.masks import Mask
 from lottery.layer_signal import SignalProbe
 from lottery.train import Bookkeeping, TrainResult, make_optimizer, train
@@ -321,10 +322,13 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method, start_step
             y_buf = y_train.new_empty(len(rows))
         torch.index_select(x_train, 0, rows, out=x_buf)
         torch.index_select(y_train, 0, rows, out=y_buf)
+        # augmentation hook (--augment, lottery/data/augment.py): each network's crops as its own run draws them
+        x_step = augment_stacked(x_buf, getattr(cfg, "augment", None), getattr(cfg, "augment_options", {}),
+                                 seeds[:1] if shared else seeds, step, fill=getattr(data, "fill", 0.0))
         if shared:
-            xb, yb = x_buf, y_buf.expand(k, -1)
+            xb, yb = x_step, y_buf.expand(k, -1)
         else:
-            xb, yb = x_buf.view(k, -1, *x_train.shape[1:]), y_buf.view(k, -1)
+            xb, yb = x_step.view(k, -1, *x_train.shape[1:]), y_buf.view(k, -1)
         book.set_lr(step)
 
         logits = stack(xb, shared, gates)

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lottery.config import Config
+from lottery.data.augment import augment_batch
 from lottery.errors import ConfigError
 from lottery.masks import Mask
+from lottery.models.layout import conv_layout
 from lottery.rewind import snapshot
 from lottery.layer_signal import SignalProbe
 
@@ -145,7 +147,8 @@ def train(
     """
     device = data.train[0].device
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+    # convnet layout hook (lottery/models/layout.py): channels_last while training on the fast path (fused=True)
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"), conv_layout(model, getattr(cfg, "fused", False)):
         torch.default_generator.manual_seed(derived_seed(seed, "layers"))
         for index in cuda:
             torch.cuda.default_generators[index].manual_seed(derived_seed(seed, "layers"))
@@ -320,6 +323,10 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
             idx = dist.shard(idx)
         xb = x_train.index_select(0, idx) if stream is None else stream.next(idx)
         yb = y_train.index_select(0, idx)
+        # augmentation hook (--augment, lottery/data/augment.py): seeded by (seed, step), drawn for the global batch
+        xb = augment_batch(xb, getattr(cfg, "augment", None), getattr(cfg, "augment_options", {}), seed, step,
+                           fill=getattr(data, "fill", 0.0), shard=dist.shard if dist is not None else None,
+                           global_size=book.batch)
         book.set_lr(step)
 
         with autocast():

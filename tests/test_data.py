@@ -374,3 +374,23 @@ def test_chance_of_a_class_subset_is_one_over_its_labels():
 
     assert chance_of(load_dataset("synthetic", classes=[0, 1])) == 0.5
     assert chance_of(load_dataset("synthetic")) == 0.25
+
+
+@pytest.mark.parametrize("name", ["cifar10", "fashion_mnist", "mnist"])
+def test_fill_is_the_normalized_black_pixel(name, data_root, trust_tiny_cifar):
+    """Augmentation pads with a zero (black) pixel of the raw image, as padding before normalizing would: each
+    image data set hands that value per channel."""
+    from lottery.data.augment import crop_flip
+
+    root, _, _ = data_root
+    ds = load_dataset(name, root=root, val_size=2)
+    raw_black = torch.zeros((1, *ds.input_shape))
+    for c, v in enumerate(ds.fill):  # undo standardize: the fill must map back to 0
+        raw_black[0, c] = v
+    x = ds.train[0][:2]
+    out = crop_flip(x, torch.tensor([0, 8]), torch.tensor([0, 8]), torch.tensor([False, True]), 4, ds.fill)
+    assert len(ds.fill) == ds.input_shape[0]
+    assert torch.equal(out[0, :, :4, :], raw_black[0, :, :4, :].expand_as(out[0, :, :4, :]))  # top padding rows
+    mean = {"cifar10": 0.4914, "fashion_mnist": 0.2860, "mnist": 0.1307}[name]
+    std = {"cifar10": 0.2470, "fashion_mnist": 0.3530, "mnist": 0.3081}[name]
+    assert ds.fill[0] * std + mean == pytest.approx(0.0, abs=1e-7)

@@ -89,3 +89,45 @@ def test_same_runs_compares_one_grid_trained_two_ways(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["same_runs.py", str(tmp_path / "c"), str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="nothing to compare"):
         same.main()
+
+
+CIFAR = [p for p in EXPERIMENTS if _config(p).dataset == "cifar10"]
+
+
+@pytest.mark.parametrize("path", CIFAR, ids=lambda p: p.stem)
+def test_cifar_configs_train_as_open_lth_does_and_never_download(path):
+    """Random crop from 4-pixel zero padding + horizontal flip; the data only from --data-root unless asked."""
+    cfg = _config(path)
+    assert cfg.augment == "crop_flip" and cfg.augment_options == {"pad": 4, "flip": True}
+    assert not cfg.dataset_options.get("download", False)
+
+
+@pytest.mark.parametrize("stem, model, rewind, ignored", [("resnet20_cifar10", "resnet20", "step:500", {}),
+                                                          ("vgg16_cifar10", "vgg16", "step:2000", {"fc.weight": 0.0})])
+def test_deep_cifar_recipes_are_open_lths(stem, model, rewind, ignored):
+    """SGD 0.1 momentum 0.9, wd 1e-4, batch 128, 160 epochs of 391 iterations, lr / 10 at epochs 80 and 120, no
+    warmup, global 20 % per level, rewinding to an early iteration."""
+    cfg = _config(next(p for p in EXPERIMENTS if p.stem == stem))
+    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == \
+        (model, "sgd", 0.1, 0.9, 1e-4, 128)
+    assert (cfg.steps, cfg.schedule, cfg.milestones, cfg.gamma, cfg.warmup_steps) == \
+        (160 * 391, "step", (80 * 391, 120 * 391), 0.1, 0)
+    assert (cfg.scope, cfg.prune_fraction, cfg.rewind, cfg.layer_fractions) == ("global", 0.2, rewind, ignored)
+
+
+@pytest.mark.parametrize("stem, lr, steps, conv", [("conv2_cifar10", 2e-4, 20000, 0.1), ("conv4_cifar10", 3e-4, 25000, 0.1),
+                                                   ("conv6_cifar10", 3e-4, 30000, 0.15)])
+def test_conv_recipes_are_frankle_and_carbins(stem, lr, steps, conv):
+    """Adam, batch 60; per level conv layers lose 10/10/15 %, hidden fc 20 %, the output layer 10 %."""
+    cfg = _config(next(p for p in EXPERIMENTS if p.stem == stem))
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.steps, cfg.scope, cfg.prune_fraction, cfg.rewind) == \
+        ("adam", lr, 60, steps, "layer", 0.2, "init")
+    convs = [k for k in cfg.layer_fractions if k.startswith("conv")]
+    assert len(convs) == int(stem[4]) and all(cfg.layer_fractions[k] == conv for k in convs)
+    assert cfg.layer_fractions["fc3.weight"] == 0.1 and "fc1.weight" not in cfg.layer_fractions
+
+
+def test_experiments_readme_gives_a_command_for_every_paper_config():
+    readme = (EXPERIMENTS[0].parent / "README.md").read_text()
+    for path in CIFAR + [p for p in EXPERIMENTS if p.stem == "lenet300_mnist"]:
+        assert f"--config experiments/{path.name}" in readme, path.name

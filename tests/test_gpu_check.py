@@ -22,3 +22,4 @@ def test_gpu_check_smoke_mode_passes_its_checks_and_writes_only_its_section(tmp_
     assert "kept" in text and "also kept" in text and "old" not in text
     assert "| lenet_300_100 |" in text and "| resnet20 |" in text and "run_imp + export round trip" in text
     assert "fused vs separate val loss" in text and "Fused LeNet-300-100 tickets" in text and "\n| 2 |" in text
+    assert "plain PyTorch loop, channels_last" in text and "One IMP level end to end" in text and "Fused Conv-4" in text

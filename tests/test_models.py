@@ -150,3 +150,57 @@ def test_deep_models_have_the_asked_depth_and_no_normalization():
     assert conv(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ConfigError, match="unknown activation"):
         build_model("deep_mlp", (40,), 10, activation="swish")
+
+
+def test_convnet_scale_multiplies_the_filters_and_refuses_nonsense():
+    model = build_model("conv4", (3, 32, 32), 10, scale=0.25)
+    assert [model.conv1.out_channels, model.conv3.out_channels, model.fc1.out_features] == [16, 32, 256]
+    assert model.fc1.in_features == 32 * 8 * 8
+    with pytest.raises(ConfigError, match="scale must be a number in"):
+        build_model("conv2", (3, 32, 32), 10, scale=0)
+
+
+def test_conv_layout_is_channels_last_inside_and_restored_after():
+    """Training sees channels_last weights; afterwards the default layout is back, so an init drawn into the
+    weights (random fills draw in memory order) gives the same numbers as before any training."""
+    from lottery.inits import init_weights
+    from lottery.models.layout import conv_layout
+
+    model = build_model("lenet5", (1, 28, 28), 10)
+    with conv_layout(model):
+        assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not model.conv2.weight.is_contiguous()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.conv2.weight.is_contiguous()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    fresh = build_model("lenet5", (1, 28, 28), 10)
+    init_weights(model, "kaiming_normal", seed=3)
+    init_weights(fresh, "kaiming_normal", seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
+    with conv_layout(model, enabled=False):
+        assert model.conv2.weight.is_contiguous()
+    mlp = build_model("mlp", (40,), 10)
+    with conv_layout(mlp):  # nothing to do without a Conv2d
+        assert all(p.is_contiguous() for p in mlp.parameters())
+
+
+def test_training_a_convnet_runs_channels_last_on_the_fast_path_only(monkeypatch):
+    """``fused = true`` (default) trains in channels_last, ``fused = false`` in torch's default layout (bit-identity
+    with a plain loop); the model comes back in the default layout either way."""
+    import lottery.train as tr
+    from lottery.config import from_dict
+    from lottery.data import load_dataset
+
+    seen = []
+    real = tr.F.cross_entropy
+    monkeypatch.setattr(tr.F, "cross_entropy", lambda out, y, **kw: (seen.append(
+        model.conv1.weight.is_contiguous(memory_format=torch.channels_last)), real(out, y, **kw))[1])
+    data = load_dataset("synthetic", n_train=64, n_test=8, input_shape=[3, 8, 8])
+    model = build_model("conv2", data.input_shape, data.num_classes, scale=0.125)
+    for fused in (True, False):
+        seen.clear()
+        cfg = from_dict({"dataset": "synthetic", "steps": 2, "batch_size": 16, "fused": fused, "progress": False,
+                         "record_signal": False})
+        tr.train(model, data, cfg)
+        assert seen and all(s is fused for s in seen)
+        assert model.conv1.weight.is_contiguous()

@@ -48,7 +48,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, val_size: int
         source = only_classes(source, classes, name)
     train, val = split_train_val(*source.train, source.default_val_size if val_size is None else val_size, seed)
     dataset = Dataset(name=name, train=train, val=val, test=tuple(source.test), num_classes=source.num_classes,
-                      input_shape=tuple(source.input_shape))
+                      input_shape=tuple(source.input_shape), fill=source.fill)
     return dataset.to(device) if torch.device(device) != torch.device("cpu") else dataset
 
 

@@ -30,6 +30,7 @@ class Dataset:
     test: Split
     num_classes: int
     input_shape: tuple
+    fill: tuple | float = 0.0  # a black pixel after normalization, per channel: what augmentation pads with
 
     def to(self, device: str | torch.device) -> "Dataset":
         """A copy with every tensor on ``device`` (load once, move once: the trainer never copies per batch)."""
@@ -51,6 +52,7 @@ class Source:
     num_classes: int
     input_shape: tuple
     default_val_size: int | float
+    fill: tuple | float = 0.0  # a black pixel after normalization (``black(mean, std)``), for augmentation's padding
 
 
 def split_train_val(x: torch.Tensor, y: torch.Tensor, val_size: int | float, seed: int) -> tuple[Split, Split]:
@@ -88,6 +90,11 @@ def standardize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """``(x - mean) / std`` per channel (dim 1), in place on a float tensor to keep peak memory at one copy."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
     return x.sub_(torch.tensor(mean).view(shape)).div_(torch.tensor(std).view(shape))
+
+
+def black(mean, std) -> tuple:
+    """The value a zero (black) pixel takes after ``standardize``, per channel."""
+    return tuple(-m / s for m, s in zip(mean, std))
 
 
 class DataNotFoundError(ConfigError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from lottery.data.base import DATASETS, DataNotFoundError, Source, cache_dir, standardize
+from lottery.data.base import DATASETS, DataNotFoundError, Source, black, cache_dir, standardize
 from lottery.errors import CorruptFileError
 
 # per-channel mean / std over each training set's pixels
@@ -38,7 +38,7 @@ def _load(tv_class, root, download: bool, num_classes: int, mean, std) -> Source
         x = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous().float().div_(255)  # stored HWC uint8
         splits.append((standardize(x, mean, std), torch.tensor(data.targets, dtype=torch.int64)))
     return Source(train=splits[0], test=splits[1], num_classes=num_classes, input_shape=(3, 32, 32),
-                  default_val_size=5000)
+                  default_val_size=5000, fill=black(mean, std))
 
 
 @DATASETS.register("cifar10")

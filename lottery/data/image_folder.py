@@ -16,7 +16,7 @@ import math
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from lottery.data.base import DATASETS, DataNotFoundError, Source, cache_dir
+from lottery.data.base import DATASETS, DataNotFoundError, Source, black, cache_dir
 from lottery.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -174,7 +174,8 @@ def image_folder(root=None, train_dir: str = "train", test_dir: str = "val", ima
         raise ConfigError(f"image_folder: workers must be an int >= 0, got {workers!r}")
     base = cache_dir(root) / "image_folder" if root is None else cache_dir(root)
     default_mean, default_std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
-    transform = _image_transform(image_size, channels, mean or default_mean, std or default_std)
+    mean, std = mean or default_mean, std or default_std
+    transform = _image_transform(image_size, channels, mean, std)
     folders = []
     for sub in (train_dir, test_dir):
         path = base / sub
@@ -197,7 +198,8 @@ def image_folder(root=None, train_dir: str = "train", test_dir: str = "val", ima
     views = [FolderImages(f, torch.arange(len(f)), shape, workers) for f in (train, test)]
     labels = [torch.tensor(f.targets, dtype=torch.int64) for f in (train, test)]
     return Source(train=(views[0], labels[0]), test=(views[1], labels[1]), num_classes=len(train.classes),
-                  input_shape=shape, default_val_size=max(1, math.floor(val_fraction * len(train))))
+                  input_shape=shape, default_val_size=max(1, math.floor(val_fraction * len(train))),
+                  fill=black(mean, std))
 
 
 def _image_size(path: str) -> tuple:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lottery.data.base import DATASETS, DataNotFoundError, Source, cache_dir, standardize
+from lottery.data.base import DATASETS, DataNotFoundError, Source, black, cache_dir, standardize
 from lottery.data.idx import FILES, find_idx_set, load_idx_set
 
 MEAN, STD = (0.1307,), (0.3081,)  # over the 60k training images
@@ -48,6 +48,7 @@ def load_mnist_like(tv_class, root, download: bool, system_dirs, mean, std, how_
         num_classes=10,
         input_shape=(1,) + tuple(x_train.shape[1:]),
         default_val_size=5000,
+        fill=black(mean, std),
     )
 
 

@@ -14,16 +14,20 @@ from collections import OrderedDict
 
 from torch import nn
 
+from lottery.errors import ConfigError
 from lottery.models.common import MODELS, image_shape, make_activation
 
 STAGES = (64, 128, 256)
 
 
-def convnet(name: str, pairs: int, input_shape, num_classes, activation) -> nn.Sequential:
+def convnet(name: str, pairs: int, input_shape, num_classes, activation, scale: float = 1.0) -> nn.Sequential:
+    """``scale`` multiplies the filters of every conv layer (0.25: 16, 32, 64), for CPU-sized studies; fc stays 256."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 8:
+        raise ConfigError(f"{name}: model option scale must be a number in (0, 8], got {scale!r}")
     channels, height, width = image_shape(name, input_shape, min_side=2**pairs)
     layers: list[tuple[str, nn.Module]] = []
     n_in, k = channels, 0
-    for stage, n_out in enumerate(STAGES[:pairs], start=1):
+    for stage, n_out in enumerate((max(1, round(c * scale)) for c in STAGES[:pairs]), start=1):
         for _ in range(2):
             k += 1
             layers += [(f"conv{k}", nn.Conv2d(n_in, n_out, 3, padding=1)), (f"act{k}", make_activation(activation))]
@@ -42,15 +46,15 @@ def convnet(name: str, pairs: int, input_shape, num_classes, activation) -> nn.S
 
 
 @MODELS.register("conv2")
-def conv2(input_shape, num_classes, activation="relu"):
-    return convnet("conv2", 1, input_shape, num_classes, activation)
+def conv2(input_shape, num_classes, activation="relu", scale=1.0):
+    return convnet("conv2", 1, input_shape, num_classes, activation, scale)
 
 
 @MODELS.register("conv4")
-def conv4(input_shape, num_classes, activation="relu"):
-    return convnet("conv4", 2, input_shape, num_classes, activation)
+def conv4(input_shape, num_classes, activation="relu", scale=1.0):
+    return convnet("conv4", 2, input_shape, num_classes, activation, scale)
 
 
 @MODELS.register("conv6")
-def conv6(input_shape, num_classes, activation="relu"):
-    return convnet("conv6", 3, input_shape, num_classes, activation)
+def conv6(input_shape, num_classes, activation="relu", scale=1.0):
+    return convnet("conv6", 3, input_shape, num_classes, activation, scale)
