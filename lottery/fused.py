@@ -323,7 +323,7 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method, start_step
         torch.index_select(x_train, 0, rows, out=x_buf)
         torch.index_select(y_train, 0, rows, out=y_buf)
         # augmentation hook (--augment, lottery/data/augment.py): each network's crops as its own run draws them
-        x_step = augment_stacked(x_buf, getattr(cfg, "augment", None), getattr(cfg, "augment_options", {}),
+        x_step = augment_stacked(x_buf, cfg.augment, cfg.augment_options,
                                  seeds[:1] if shared else seeds, step, fill=getattr(data, "fill", 0.0))
         if shared:
             xb, yb = x_step, y_buf.expand(k, -1)

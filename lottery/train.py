@@ -324,7 +324,7 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
         xb = x_train.index_select(0, idx) if stream is None else stream.next(idx)
         yb = y_train.index_select(0, idx)
         # augmentation hook (--augment, lottery/data/augment.py): seeded by (seed, step), drawn for the global batch
-        xb = augment_batch(xb, getattr(cfg, "augment", None), getattr(cfg, "augment_options", {}), seed, step,
+        xb = augment_batch(xb, cfg.augment, cfg.augment_options, seed, step,
                            fill=getattr(data, "fill", 0.0), shard=dist.shard if dist is not None else None,
                            global_size=book.batch)
         book.set_lr(step)
