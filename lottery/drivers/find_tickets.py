@@ -25,16 +25,17 @@ from torch import nn
 
 from lottery import __version__
 from lottery.config import CONTROLS, parse_list
-from lottery.errors import ConfigError, CorruptFileError, LotteryError, MaskMismatchError
+from lottery.errors import ConfigError, CorruptFileError, LotteryError, MaskMismatchError, StructureExhausted
 from lottery.testing import crash_point
 from lottery.masks import Mask
-from lottery.pruning import SCOPES, check_fraction, collapsed_layers, prune_magnitude, random_mask_like
+from lottery.pruning import (SCOPES, check_fraction, check_structured_config, collapsed_layers, prune_structured,
+                             random_structured_like)
 from lottery.rewind import rewind, snapshot
 from lottery.storage.rundir import RunDir
 
 ARMS = ("ticket", *CONTROLS)
 DEFAULTS = {"levels": 5, "prune_fraction": 0.2, "scope": "global", "rewind": "init", "controls": list(CONTROLS),
-            "layer_fractions": {}, "seed": 0}
+            "layer_fractions": {}, "seed": 0, "structure": "unstructured", "structure_options": {}}
 # Keys of a results entry that find_tickets fills itself; train_fn's metrics may not overwrite them.
 RESERVED = ("level", "density", "num_kept", "layer_density", "collapsed_layers", "controls", "level_wall_time")
 
@@ -191,6 +192,8 @@ def find_tickets(
     dataset: str | None = None,
     log: str | None = None,
     progress: bool = True,
+    structure: str = "unstructured",
+    structure_options: Mapping[str, Any] | None = None,
 ) -> dict:
     """IMP around your own loop; returns ``results.json``'s content (plus ``run_dir``, the directory's path).
 
@@ -206,6 +209,8 @@ def find_tickets(
     and ``random_mask`` (a random mask with the same per-layer counts, same rewind state). ``include`` chooses the
     prunable weights (default: Linear and Conv weights); ``layer_fractions`` overrides the fraction per layer;
     ``dataset`` is a label for reports; ``log`` = ``tensorboard`` or ``mlflow`` writes tracker files.
+    ``structure`` = ``neuron`` or ``N:M`` (with ``structure_options``) prunes whole units or n:m groups, and the
+    random-mask control follows it (lottery/pruning/structure.py).
 
     The run lives in ``out/<name>-<hash>`` (``name`` defaults to the model's class name). Each level's trained
     weights are in ``level_NN/final.pt``; when this returns (or raises) the model holds the weights it had when
@@ -226,6 +231,8 @@ def find_tickets(
     if reinit is not None and not callable(reinit):
         raise ConfigError(f"reinit must be a function reinit(model, seed), got {type(reinit).__name__}")
     settings = _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed)
+    check_structured_config(structure, structure_options)
+    settings.update(structure=structure, structure_options=dict(structure_options or {}))
     if log is not None:
         from lottery.reporting.trackers import TRACKERS
 
@@ -356,8 +363,8 @@ class _Tickets:
             self._say(f"level {level}: {e}; recomputing the mask")
         prev_mask = self._mask(level - 1)
         self.model.load_state_dict(self._final(level - 1))
-        mask = prune_magnitude(self.model, prev_mask, self.s["prune_fraction"], scope=self.s["scope"],
-                               layer_fractions=self.s["layer_fractions"])
+        mask = prune_structured(self.model, prev_mask, self.s["prune_fraction"], self.s["structure"], self.s["scope"],
+                                self.s["layer_fractions"], self.s["structure_options"])
         crash_point(f"prune:level{level}")
         self.rundir.save_mask(level, mask)
         return mask
@@ -440,14 +447,22 @@ class _Tickets:
         self.rundir.save_results(self.results)
 
     def run(self) -> dict:
+        why = None
         for level in range(self.s["levels"] + 1):
-            entry = self._finished(level) or self._run_level(level)
+            try:
+                entry = self._finished(level) or self._run_level(level)
+            except StructureExhausted as e:  # an n:m mask cannot go below n of every m
+                why = str(e)
+                self._say(f"IMP stops before level {level}: {why}")
+                break
             if entry["status"] == "ok":
                 self._run_controls(level, entry)
             if entry["status"] != "ok":  # magnitudes of diverged weights mean nothing: stop pruning
                 break
         diverged = any(e["status"] != "ok" for e in self.results["levels"])
-        self.results["status"] = "diverged" if diverged else "complete"
+        self.results["status"] = "diverged" if diverged else "exhausted" if why else "complete"
+        if why:
+            self.results["exhausted"] = why
         self._save()
         return self.results
 
@@ -484,7 +499,8 @@ class _Tickets:
                 reinit_model(self.model, seed, self.reinit)
                 start, control_mask = snapshot(self.model), mask
             else:  # random_mask: the same per-layer counts, the same rewind state
-                start, control_mask = self._rewind_state(level), random_mask_like(mask, seed)
+                start, control_mask = self._rewind_state(level), random_structured_like(
+                    self.model, mask, seed, self.s["structure"], self.s["structure_options"])
             metrics, _ = self._train(level, control, start, control_mask)
             entry["controls"][control] = metrics
             self._save()

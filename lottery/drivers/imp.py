@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery import distributed
-from lottery.errors import CorruptFileError, MaskMismatchError
+from lottery.errors import CorruptFileError, MaskMismatchError, StructureExhausted
 from lottery.testing import crash_point
 from lottery.masks import Mask
-from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
+from lottery.pruning import PRUNERS, collapsed_layers, prune_structured, random_structured_like
 from lottery.storage.rundir import RunDir, RunLockedError
 from lottery.session import Session, resolve_device  # noqa: F401  (resolve_device: a public name here before)
 from lottery.train import derived_seed
@@ -105,11 +105,15 @@ class Experiment(Session):
         prev_mask = self._mask(level - 1)
         prev_final = self.rundir.load_state(f"level_{level - 1:02d}/final.pt", like=self.init_state)
         self.model.load_state_dict(prev_final)
-        mask = PRUNERS.get(cfg.strategy)(
-            self.model, prev_mask, cfg.prune_fraction, scope=cfg.scope, layer_fractions=cfg.layer_fractions,
-            seed=derived_seed(cfg.seed, "prune", level), data=self.data.train,
-            **({"min_kept": cfg.min_kept_per_layer} if cfg.min_kept_per_layer else {}),
-        )
+        if cfg.structure != "unstructured":  # whole units or n:m groups, checked exact (lottery/pruning/structure.py)
+            mask = prune_structured(self.model, prev_mask, cfg.prune_fraction, cfg.structure, cfg.scope,
+                                    cfg.layer_fractions, cfg.structure_options)
+        else:
+            mask = PRUNERS.get(cfg.strategy)(
+                self.model, prev_mask, cfg.prune_fraction, scope=cfg.scope, layer_fractions=cfg.layer_fractions,
+                seed=derived_seed(cfg.seed, "prune", level), data=self.data.train,
+                **({"min_kept": cfg.min_kept_per_layer} if cfg.min_kept_per_layer else {}),
+            )
         crash_point(f"prune:level{level}")
         self.rundir.save_mask(level, mask)
         return mask
@@ -196,7 +200,11 @@ class Experiment(Session):
         if entry.get("collapsed_layers"):
             return (f"layer {entry['collapsed_layers'][0]} has no weights left (layer collapse); "
                     "--min-kept-per-layer keeps some in every layer")
-        if self._mask(level + 1).num_kept == entry.get("num_kept", -1):
+        try:
+            following = self._mask(level + 1)
+        except StructureExhausted as e:  # an n:m mask cannot go below n of every m
+            return str(e)
+        if following.num_kept == entry.get("num_kept", -1):
             return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
                     f"--prune-fraction {self.cfg.prune_fraction} to remove one)")
         return None
@@ -226,9 +234,12 @@ class Experiment(Session):
         seed = derived_seed(self.cfg.seed, name, level)
         if name == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
             return Arm(name, self.from_main(lambda: self.fresh_init(seed)), mask)
-        # random_mask: same per-layer densities, same rewind state (and step)
-        return Arm(name, self.from_main(lambda: self.rewind_state(level)),
-                   self.shared_mask(lambda: random_mask_like(mask, seed)), self.start_step(level))
+        # random_mask: same per-layer densities and structure, same rewind state (and step)
+        def random_mask() -> Mask:
+            return random_structured_like(self.model, mask, seed, self.cfg.structure, self.cfg.structure_options)
+
+        return Arm(name, self.from_main(lambda: self.rewind_state(level)), self.shared_mask(random_mask),
+                   self.start_step(level))
 
     def _finish_level(self, pending: "Pending", entry: dict | None) -> dict:
         """Train the runs not trained ahead, one at a time, and record each (controls only while the ticket is
