@@ -265,7 +265,8 @@ class ExportOptions(Options):
     command: ClassVar[str] = "export"
     studies_run: ClassVar[bool] = True
     level: int | None = _int(None, "which finished level to export (required)", metavar="N")
-    format: str = _opt("csr", "weight layout: dense, csr or bitmask", parse=_text,
+    format: str = _opt("csr", "weight layout: dense, csr, bitmask, or physical (the smaller dense network a neuron "
+                       "ticket is)", parse=_text,
                        check=_known("lottery.export", "LAYOUTS"))
     out: str | None = _opt(None, "output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)", parse=_text,
                            metavar="FILE")
