@@ -98,6 +98,7 @@ def plot(rows, batch: int, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     names = sorted({r["structure"] for r in rows})
@@ -112,6 +113,8 @@ def plot(rows, batch: int, path: Path) -> None:
             if pairs:
                 ax.plot(*zip(*pairs), "x--", color=color, alpha=0.7, label=f"{name} random mask")
     axes[0].set_xscale("log")
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axes[0].invert_xaxis()
     axes[0].set_xlabel("weights kept (%)")
     axes[1].set_xlabel(f"CPU ms per forward, batch {batch}, one thread (network the ticket runs as)")

@@ -128,10 +128,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from lottery.data import DATASETS
     from lottery.inits import INIT_SCHEMES
     from lottery.models import MODELS
-    from lottery.pruning import PRUNERS
+    from lottery.pruning import PRUNERS, STRUCTURES
 
     for title, registry in (("models", MODELS), ("data sets", DATASETS), ("init schemes", INIT_SCHEMES),
-                            ("pruning strategies", PRUNERS)):
+                            ("pruning strategies", PRUNERS), ("structures (N:M, e.g. 2:4)", STRUCTURES)):
         print(f"{title}: {', '.join(sorted(registry))}")
     return 0
 

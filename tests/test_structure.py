@@ -146,3 +146,9 @@ def test_only_a_non_default_structure_enters_the_hash():
     assert "structure" not in Config().hashed_settings()
     assert len({Config().hash(), Config(structure="neuron").hash(), Config(structure="2:4").hash(),
                 Config(structure="neuron", structure_options={"refill": True}).hash()}) == 4
+
+
+def test_structures_are_listed_and_public(capsys):
+    assert main(["list"]) == 0
+    assert "structures (N:M, e.g. 2:4): n:m, neuron, unstructured" in capsys.readouterr().out
+    assert lt.prune_structured is prune_structured and lt.STRUCTURES is STRUCTURES
