@@ -2,28 +2,27 @@
 
 For each fraction of units kept (layerwise neuron pruning, the output layer whole; latency does not depend on the
 values) the ticket is exported with ``--format physical``'s code path and both networks are timed with
-the median CPU time of this thread per forward pass in blocked runs (one thread; CPU time because the machine may
-be shared; the best of 3 such medians, the networks taking turns) at batch 1 and 256. The target: the
+``lottery.export.measure_latency(clock="cpu")`` (one thread's CPU time per forward pass, median of blocked runs;
+CPU time because on a shared machine wall time measures the scheduler too; the best of ``--repeats`` such medians,
+the networks taking turns) at batch 1 and 256. The target: the
 exported network runs at >= 0.7 x (1 / its multiply-add fraction) of the full network's speed at batch 256. For
 contrast, an unstructured ticket of the same weight density runs its Linear layers as CSR matmuls (LeNet only:
 convolutions have no sparse CPU kernel), and an n:m ticket runs dense on a CPU (same latency as the full network:
 not timed). Writes the ``## Structured tickets`` section of benchmarks/RESULTS.md (other sections are kept).
 
-    python benchmarks/bench_structured.py [--units 1,0.64,0.41,0.26] [--min-time 0.3] [--no-write]
+    python benchmarks/bench_structured.py [--units 1,0.64,0.41,0.26] [--min-time 0.3] [--repeats 3] [--no-write]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import lottery as lt
-from lottery.export import count_macs, export_ticket, load_exported
+from lottery.export import count_macs, export_ticket, load_exported, measure_latency
 from lottery.pruning import prune_structured
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench_common module
@@ -43,41 +42,13 @@ def neuron_ticket(name: str, units: float):
     return model, mask
 
 
-def cpu_ms(model, shape, batch: int, min_time: float) -> float:
-    """Median CPU milliseconds of this thread per forward pass, in blocked runs of >= 10 ms each.
-
-    CPU time, not wall time: on a machine shared with other processes, wall time measures the scheduler (on the
-    machine of the recorded figures a process got ~15 % of a core), while one thread's CPU time is what the kernels
-    cost. ``torch.set_num_threads(1)`` keeps all work on this thread.
-    """
-    x = torch.randn(batch, *shape)
-    torch.set_num_threads(1)
-    with torch.inference_mode():
-        model(x)
-
-        def block(n: int) -> float:
-            start = time.thread_time()
-            for _ in range(n):
-                model(x)
-            return time.thread_time() - start
-
-        n = 1
-        while (t := block(n)) < 0.01 and n < 1 << 20:
-            n *= 2
-        times, spent = [], 0.0
-        while spent < min_time or len(times) < 5:
-            t = block(n)
-            times.append(t / n)
-            spent += t
-    return statistics.median(times) * 1e3
-
-
 def timed(models, shape, batch: int, min_time: float, repeats: int) -> list[float]:
-    """Milliseconds per forward of each model: the best of ``repeats`` medians, the models taking turns."""
+    """Milliseconds of one thread's CPU time per forward of each model (CPU time, not wall time: on a shared
+    machine wall time measures the scheduler too): the best of ``repeats`` medians, the models taking turns."""
     best = [float("inf")] * len(models)
     for _ in range(repeats):
         for i, model in enumerate(models):
-            best[i] = min(best[i], cpu_ms(model, shape, batch, min_time))
+            best[i] = min(best[i], measure_latency(model, shape, batch, min_time, clock="cpu") * 1e3)
     return best
 
 

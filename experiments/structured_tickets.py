@@ -18,11 +18,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import lottery as lt
+from lottery.export import measure_latency
 from lottery.export_physical import physical_tensors, shrink_to
 from lottery.storage.rundir import RunDir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_structured import cpu_ms  # noqa: E402  (the benchmark's CPU-time clock)
 
 
 def label(config: dict) -> str:
@@ -52,7 +51,8 @@ def latency(run_dir: Path, level: int, structure: str, batches) -> dict:
         mask = run.load_mask(level)
         _, units = physical_tensors(model, mask)
         model = shrink_to(lt.build_model(cfg.model, data.input_shape, data.num_classes), units).eval()
-    return {b: min(cpu_ms(model, data.input_shape, b, 0.2) for _ in range(2)) for b in batches}
+    return {b: min(measure_latency(model, data.input_shape, b, 0.2, clock="cpu") * 1e3 for _ in range(2))
+            for b in batches}
 
 
 def mean_std(values) -> str:

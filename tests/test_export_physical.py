@@ -110,3 +110,13 @@ def test_cli_exports_a_neuron_run_physically(tmp_path, capsys):
     assert "batch  256" in out and "smaller dense" in out
     small = load_exported(run / "level_01" / "ticket-physical.safetensors")
     assert small.fc1.out_features == 26 and small.fc2.in_features == 26
+
+
+def test_latency_on_the_cpu_clock():
+    from lottery.errors import ConfigError
+    from lottery.export import measure_latency
+
+    model = lt.build_model("mlp", (40,), 10).eval()
+    assert 0 < measure_latency(model, (40,), 4, min_run_time=0.01, clock="cpu") < 1
+    with pytest.raises(ConfigError, match="clock must be wall or cpu"):
+        measure_latency(model, (40,), 4, clock="gpu")
