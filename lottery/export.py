@@ -399,8 +399,9 @@ def format_report(r: dict) -> str:
     if ":" in r.get("structure", ""):
         lines.insert(1, f"{r['structure']} ticket: on a CPU it runs dense (no n:m kernels); on CUDA, "
                         "lottery.export_physical.to_semi_structured runs 2:4 Linear layers on sparse tensor cores")
+    small = "exported" if r["layout"] == "physical" else "sparse"
     for b, t in r["latency"].items():
-        verdict = "sparse pays off" if t["speedup"] > 1.1 else ("no gain" if t["speedup"] > 0.9 else "sparse is slower")
-        lines.append(f"  batch {b:>4}: dense {t['dense_ms']:.3f} ms, sparse {t['sparse_ms']:.3f} ms "
+        verdict = f"{small} pays off" if t["speedup"] > 1.1 else ("no gain" if t["speedup"] > 0.9 else f"{small} is slower")
+        lines.append(f"  batch {b:>4}: dense {t['dense_ms']:.3f} ms, {small} {t['sparse_ms']:.3f} ms "
                      f"-> {t['speedup']:.2f}x ({verdict})")
     return "\n".join(lines)

@@ -7,8 +7,8 @@ import torch
 
 import lottery as lt
 from lottery.cli import main
-from lottery.errors import CorruptFileError
-from lottery.export import export_report, export_ticket, format_report, load_exported, read_header
+from lottery.errors import ConfigError, CorruptFileError
+from lottery.export import export_report, export_ticket, format_report, load_exported, measure_latency, read_header
 from lottery.export_physical import physical_tensors
 from lottery.pruning import prune_structured
 
@@ -94,7 +94,8 @@ def test_the_report_times_the_full_network_against_the_export(tmp_path):
     report = export_report(path, batch_sizes=(1, 8), min_run_time=0.02)
     assert report["macs_sparse"] < 0.6 * report["macs_dense"] and report["file_bytes"] < report["dense_file_bytes"]
     assert set(report["latency"]) == {1, 8} and all(t["speedup"] > 0 for t in report["latency"].values())
-    assert "smaller dense" in format_report(report)
+    assert "smaller dense" in format_report(report) and "batch    8: dense" in format_report(report)
+    assert "exported" in format_report(report).splitlines()[-1]
     report["structure"] = "2:4"
     assert "runs dense" in format_report(report)
 
@@ -113,9 +114,6 @@ def test_cli_exports_a_neuron_run_physically(tmp_path, capsys):
 
 
 def test_latency_on_the_cpu_clock():
-    from lottery.errors import ConfigError
-    from lottery.export import measure_latency
-
     model = lt.build_model("mlp", (40,), 10).eval()
     assert 0 < measure_latency(model, (40,), 4, min_run_time=0.01, clock="cpu") < 1
     with pytest.raises(ConfigError, match="clock must be wall or cpu"):
