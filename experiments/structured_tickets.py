@@ -26,7 +26,8 @@ from lottery.storage.rundir import RunDir
 
 def label(config: dict) -> str:
     s = config.get("structure", "unstructured")
-    return s + (" + refill" if (config.get("structure_options") or {}).get("refill") else "")
+    s += " + refill" if (config.get("structure_options") or {}).get("refill") else ""
+    return s + (f" ({config['scope']} scope)" if s.startswith("neuron") and config.get("scope") == "global" else "")
 
 
 def collect(runs: Path) -> dict:
