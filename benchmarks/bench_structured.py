@@ -108,7 +108,9 @@ def main(argv=None) -> int:
             rows = [measure(name, u, batches, args.min_time, Path(tmp), args.repeats) for u in units]
             sections.append(f"### {name} {MODELS[name]}\n\n{table(rows, batches)}")
             print(sections[-1], flush=True)
-    body = ("`python benchmarks/bench_structured.py` (one thread's CPU time per forward pass, not wall time: the machine is shared; best of 3 alternating medians of blocked runs; a neuron ticket pruned "
+    body = (f"`python benchmarks/bench_structured.py --repeats {args.repeats} --min-time {args.min_time}` (one "
+            f"thread's CPU time per forward pass, not wall time: the machine is shared; best of {args.repeats} "
+            "alternating medians of blocked runs; a neuron ticket pruned "
             "layerwise once to the units shown, the output layer whole; exported with `--format physical` and "
             "checked to give the ticket's outputs). Target: speed-up at batch 256 >= 0.7 / (multiply-add "
             "fraction). n:m tickets run dense on a CPU (no n:m kernels): the full network's latency.\n\n"

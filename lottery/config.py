@@ -60,8 +60,8 @@ class Config:
     min_kept_per_layer: int = _opt(0, "every layer keeps at least this many of its highest-scored weights (guards "
                                    "against layer collapse); 0 = off")
     strategy: str = _opt("magnitude", "pruning strategy (see `lottery list`)")
-    structure: str = _opt("unstructured", "mask structure: unstructured, neuron (whole units) or N:M (e.g. 2:4: the same "
-                          "k of every M consecutive weights); controls follow it (lottery/pruning/structure.py)")
+    structure: str = _opt("unstructured", "mask structure: unstructured, neuron (whole units) or N:M (e.g. 2:4: the "
+                          "same k of every M consecutive weights); controls follow it (lottery/pruning/structure.py)")
     structure_options: dict = _opt({}, "structure options: neuron takes norm=l2|l1 and refill=true|false")
     rewind: str = _opt("init", "rewind survivors to: init, step:K (weights at step K of level 0; levels >= 1 then "
                        "train its steps K..T), or lr")

@@ -401,7 +401,8 @@ def format_report(r: dict) -> str:
                         "lottery.export_physical.to_semi_structured runs 2:4 Linear layers on sparse tensor cores")
     small = "exported" if r["layout"] == "physical" else "sparse"
     for b, t in r["latency"].items():
-        verdict = f"{small} pays off" if t["speedup"] > 1.1 else ("no gain" if t["speedup"] > 0.9 else f"{small} is slower")
+        verdict = (f"{small} pays off" if t["speedup"] > 1.1 else "no gain" if t["speedup"] > 0.9
+                   else f"{small} is slower")
         lines.append(f"  batch {b:>4}: dense {t['dense_ms']:.3f} ms, {small} {t['sparse_ms']:.3f} ms "
                      f"-> {t['speedup']:.2f}x ({verdict})")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ from lottery.storage.rundir import RunDir
 from tests.ticket_helpers import Loop, make_model
 
 TINY = {"dataset": "synthetic", "model_options": {"hidden": [16, 8]}, "steps": 30, "eval_every": 10,
-        "batch_size": 32, "levels": 2, "scope": "layer", "progress": False, "device": "cpu", "controls": ["random_mask"]}
+        "batch_size": 32, "levels": 2, "scope": "layer", "progress": False, "device": "cpu",
+        "controls": ["random_mask"]}
 
 
 def _model(cfg):

@@ -6,10 +6,10 @@ A structured level is still scores → budget → exact top-k, only over units o
   coupled by a residual sum together, and with a unit also the columns that read it (``lottery.pruning.units``),
   so the ticket *is* a smaller dense network (``lottery.export_physical`` writes it). Units are ranked by the L2
   norm of their weights (``norm = "l1"``: L1) relative to their layer's mean (so units of layers with other
-  fan-ins compare under ``scope = "global"``) and ``round(fraction * live units)`` go per scope group. With ``refill = true`` (Chen et
-  al.'s IMP-Refill) the level first prunes unstructured by magnitude; each layer then keeps as many units as its
-  surviving share of weights pays for, the units holding the largest surviving weights, re-grown whole. The output
-  layer keeps all its units (one per class).
+  fan-ins compare under ``scope = "global"``) and ``round(fraction * live units)`` go per scope group. With
+  ``refill = true`` (Chen et al.'s IMP-Refill) the level first prunes unstructured by magnitude; each layer then
+  keeps as many units as its surviving share of weights pays for, the units holding the largest surviving
+  weights, re-grown whole. The output layer keeps all its units (one per class).
 - ``n:m`` (e.g. ``2:4``): in every layer whose fan-in splits into groups of ``m`` consecutive weights (the rest
   stay dense), every group keeps the same ``k`` largest-magnitude weights; each level sets
   ``k = round(k_before * (1 - fraction))`` (at least one fewer) and the level that would go below ``n`` raises

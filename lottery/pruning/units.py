@@ -138,7 +138,8 @@ def _follow(start: fx.Node, modules: dict, owner: dict) -> dict:
             out["sums"].add(node)
         elif not (isinstance(module, _PASS_MODULES) or node.op == "call_function" and node.target in _PASS_FUNCTIONS
                   or node.op == "call_method" and node.target in _PASS_METHODS):
-            what = type(module).__name__ if module is not None else f"{node.op} {getattr(node.target, '__name__', node.target)}"
+            what = type(module).__name__ if module is not None else \
+                f"{node.op} {getattr(node.target, '__name__', node.target)}"
             out["frozen"] = out["frozen"] or f"its output goes through {what}, which units cannot follow"
             continue
         todo.extend(node.users)
