@@ -11,6 +11,7 @@ _EXPORTS = {
     "Mask": "lottery.masks", "mask_gradients": "lottery.masks",
     "PRUNERS": "lottery.pruning", "prune_by_scores": "lottery.pruning", "prune_magnitude": "lottery.pruning",
     "prune_random": "lottery.pruning", "random_mask_like": "lottery.pruning",
+    "STRUCTURES": "lottery.pruning", "prune_structured": "lottery.pruning", "random_structured_like": "lottery.pruning",
     "Registry": "lottery.registry",
     "snapshot": "lottery.rewind", "rewind": "lottery.rewind", "verify_rewind": "lottery.rewind",
     "Config": "lottery.config",

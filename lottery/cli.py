@@ -24,7 +24,7 @@ from lottery.inits import INIT_SCHEMES
 from lottery.models import MODELS
 from lottery.options import (Options, add_flags, experiment_settings, int_option, known, load_toml, option,
                              options_from_args, read_text, switch_option)
-from lottery.pruning import PRUNERS
+from lottery.pruning import PRUNERS, STRUCTURES
 from lottery.reporting.frames import load_results
 from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table, write_plots
 from lottery.storage.rundir import RunDir, refuse_run_file
@@ -41,7 +41,8 @@ class ExportOptions(Options):
     command: ClassVar[str] = "export"
     studies_run: ClassVar[bool] = True
     level: int | None = int_option(None, "which finished level to export (required)", metavar="N")
-    format: str = option("csr", "weight layout: dense, csr or bitmask", parse=read_text,
+    format: str = option("csr", "weight layout: dense, csr, bitmask, or physical (the smaller dense network a neuron "
+                         "ticket is)", parse=read_text,
                          check=known(export.LAYOUTS))
     out: str | None = option(None, "output file (default RUN_DIR/level_NN/ticket-FORMAT.safetensors)", parse=read_text,
                              metavar="FILE")
@@ -155,7 +156,8 @@ def _plots_or_note(draw, where) -> list:
 
 def cmd_list(args: argparse.Namespace) -> int:
     for title, registry in (("models", MODELS), ("data sets", DATASETS), ("init schemes", INIT_SCHEMES),
-                            ("pruning strategies", PRUNERS), ("drivers (subcommands)", DRIVERS)):
+                            ("pruning strategies", PRUNERS), ("structures (N:M, e.g. 2:4)", STRUCTURES),
+                            ("drivers (subcommands)", DRIVERS)):
         print(f"{title}: {', '.join(sorted(registry))}")
     return 0
 

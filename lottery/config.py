@@ -27,7 +27,7 @@ from lottery.init_variant import parse_init_variant
 from lottery.inits import INIT_SCHEMES
 from lottery.models import MODELS
 from lottery.options import load_toml, option, parse_list, parse_options  # noqa: F401  (load_toml: Config files)
-from lottery.pruning import PRUNERS, SCOPES, check_fraction
+from lottery.pruning import PRUNERS, SCOPES, check_fraction, check_structured_config
 from lottery.reporting.trackers import TRACKERS
 
 CONTROLS = ("reinit", "random_mask")
@@ -101,6 +101,10 @@ class Config:
     min_kept_per_layer: int = _pruning(0, "every layer keeps at least this many of its highest-scored weights (guards "
                                        "against layer collapse); 0 = off")
     strategy: str = _pruning("magnitude", "pruning strategy (see `lottery list`)")
+    structure: str = _pruning("unstructured", "mask structure: unstructured, neuron (whole units) or N:M (e.g. 2:4: "
+                              "the same k of every M consecutive weights); controls follow it "
+                              "(lottery/pruning/structure.py)")
+    structure_options: dict = _pruning({}, "structure options: neuron takes norm=l2|l1 and refill=true|false")
     rewind: str = _pruning("init", "rewind survivors to: init, step:K (weights at step K of level 0; levels >= 1 then "
                            "train its steps K..T), or lr")
     controls: tuple = _pruning(CONTROLS, "controls per level: reinit,random_mask or none")
@@ -268,6 +272,7 @@ def validate(cfg: Config) -> None:
         TRACKERS.get(cfg.log)
     check_augment(cfg.augment, cfg.augment_options)
     check_fraction(cfg.prune_fraction, "prune_fraction")
+    check_structured_config(cfg.structure, cfg.structure_options, cfg.strategy, cfg.min_kept_per_layer)
     for k, f in cfg.layer_fractions.items():
         check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)
     _check(cfg.scope in SCOPES, f"scope must be one of {', '.join(SCOPES)}, got '{cfg.scope}'")

@@ -23,3 +23,11 @@ class CorruptFileError(LotteryError):
 
 class RewindCheckError(RuntimeError):
     """An internal invariant failed: kept weights differ from the rewind state, or pruned ones are non-zero."""
+
+
+class StructureExhausted(LotteryError):
+    """The next IMP level cannot keep the mask's structure (an n:m mask would go below n of every m)."""
+
+
+class StructureCheckError(RuntimeError):
+    """An internal invariant failed: a mask that should satisfy a structure (neuron, n:m) does not."""

@@ -40,13 +40,14 @@ from torch import nn
 from lottery import __version__
 from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError, LotteryError
+from lottery.export_physical import physical_tensors, shrink_to
 from lottery.storage.atomic import atomic_write
 from lottery.masks import Mask
 from lottery.models import build_model
 from lottery.storage.rundir import RunDir, refuse_run_file
 
 FORMAT = "lottery-ticket/1"
-LAYOUTS = ("dense", "csr", "bitmask")
+LAYOUTS = ("dense", "csr", "bitmask", "physical")  # physical: the smaller dense network (lottery/export_physical.py)
 _SEP = "::"  # "fc1.weight::values": cannot collide with a state_dict key (those never hold "::")
 
 
@@ -95,13 +96,17 @@ def export_ticket(model: nn.Module, mask: Mask, path: str | os.PathLike, layout:
     """Write ``model`` under ``mask`` to ``path`` in ``layout``; the header holds what ``load_exported`` needs."""
     from safetensors.torch import save
 
-    tensors, sparse = ticket_tensors(model, mask, layout)
+    units: dict = {}
+    if layout == "physical":  # the smaller dense network, its units recorded to rebuild its shapes
+        (tensors, units), sparse = physical_tensors(model, mask), {}
+    else:
+        tensors, sparse = ticket_tensors(model, mask, layout)
     meta = {
         "format": FORMAT, "layout": layout, "model": str(model_name),
         "model_options": json.dumps(model_options or {}), "activation": activation or getattr(model, "activation", "relu"),
         "input_shape": json.dumps(list(input_shape)), "num_classes": str(int(num_classes)),
         "sparse": json.dumps(sparse), "density": repr(mask.density), "lottery_version": __version__,
-        "extra": json.dumps(extra or {}),
+        "extra": json.dumps(extra or {}), "units": json.dumps(units),
     }
     blob = save(tensors, metadata=meta)
 
@@ -143,7 +148,8 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
         raise ConfigError(f"{out.parent} is not writable; pass --out FILE somewhere writable")
     return export_ticket(model, mask, out, layout, model_name=cfg.model, model_options=cfg.model_options,
                          activation=cfg.activation, input_shape=data.input_shape, num_classes=data.num_classes,
-                         extra={"run": run.path.name, "level": level, "dataset": cfg.dataset})
+                         extra={"run": run.path.name, "level": level, "dataset": cfg.dataset,
+                                "structure": cfg.structure})
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -315,6 +321,8 @@ def load_exported(path: str | os.PathLike, sparse: bool = False) -> nn.Module:
     header, state = load_state(path)
     model = build_model(header["model"], tuple(header["input_shape"]), header["num_classes"],
                         activation=header["activation"], **header["model_options"])
+    if header["layout"] == "physical":  # the smaller network: cut the full one to the stored units' shapes
+        shrink_to(model, json.loads(header.get("units", "{}")))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -374,8 +382,12 @@ def count_macs(model: nn.Module, input_shape) -> tuple[int, int]:
     return totals[0], totals[1]
 
 
-def measure_latency(model: nn.Module, input_shape, batch: int, min_run_time: float = 0.3, threads: int = 1) -> float:
+def measure_latency(model: nn.Module, input_shape, batch: int, min_run_time: float = 0.3, threads: int = 1,
+                    clock: str = "wall") -> float:
     """Median seconds per forward pass of a ``batch`` of random inputs on ``threads`` threads.
+
+    ``clock="cpu"`` times this thread's CPU time instead of wall time: with ``threads=1``, what the kernels cost on a
+    machine shared with other processes, where wall time also measures the scheduler.
 
     Blocked runs, as ``torch.utils.benchmark``'s ``blocked_autorange``: each block repeats the call enough times to
     last >= 10 ms, blocks go on until ``min_run_time`` has passed (3 at least), and the median block wins. Timed
@@ -385,6 +397,9 @@ def measure_latency(model: nn.Module, input_shape, batch: int, min_run_time: flo
     import statistics
     import time
 
+    if clock not in ("wall", "cpu"):
+        raise ConfigError(f"clock must be wall or cpu, got {clock!r}")
+    now = time.perf_counter if clock == "wall" else time.thread_time
     x = torch.randn(batch, *input_shape)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -393,10 +408,10 @@ def measure_latency(model: nn.Module, input_shape, batch: int, min_run_time: flo
             model(x)  # warm up
 
             def block(n: int) -> float:
-                start = time.perf_counter()
+                start = now()
                 for _ in range(n):
                     model(x)
-                return time.perf_counter() - start
+                return now() - start
 
             n = 1
             while (t := block(n)) < 0.01 and n < 1 << 20:
@@ -423,11 +438,20 @@ def export_report(path: str | os.PathLike, batch_sizes=(1, 256), min_run_time: f
     from safetensors.torch import save
 
     header, state = load_state(path)
-    dense = load_exported(path)
     shape = tuple(header["input_shape"])
-    dense_bytes = len(save({k: v.contiguous() for k, v in state.items()}))  # the same ticket, dense layout
-    macs_dense, macs_sparse = count_macs(dense, shape)
-    sparse = load_exported(path, sparse=True)
+    if header["layout"] == "physical":  # the full-size network (its weights do not matter for timing) vs the export
+        from lottery.models import build_model
+
+        dense = build_model(header["model"], shape, header["num_classes"], activation=header["activation"],
+                            **header["model_options"]).eval()
+        sparse = load_exported(path)
+        dense_bytes = len(save({k: v.contiguous() for k, v in dense.state_dict().items()}))
+        macs_dense, macs_sparse = count_macs(dense, shape)[0], count_macs(sparse, shape)[0]
+    else:
+        dense = load_exported(path)
+        dense_bytes = len(save({k: v.contiguous() for k, v in state.items()}))  # the same ticket, dense layout
+        macs_dense, macs_sparse = count_macs(dense, shape)
+        sparse = load_exported(path, sparse=True)
     latency = {}
     for b in batch_sizes:
         t_dense = measure_latency(dense, shape, b, min_run_time, threads)
@@ -437,7 +461,8 @@ def export_report(path: str | os.PathLike, batch_sizes=(1, 256), min_run_time: f
         "path": str(path), "layout": header["layout"], "model": header["model"], "density": header["density"],
         "file_bytes": os.path.getsize(path), "dense_file_bytes": dense_bytes,
         "macs_dense": macs_dense, "macs_sparse": macs_sparse, "latency": latency,
-        "threads": threads,
+        "threads": threads, "structure": header["extra"].get("structure", "unstructured") if isinstance(
+            header["extra"], dict) else "unstructured",
         "sparse_layers": sum(isinstance(m, SparseLinear) for m in sparse.modules()),
         "dense_layers": sum(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in sparse.modules()),
     }
@@ -455,10 +480,17 @@ def format_report(r: dict) -> str:
         f"multiply-adds per example: {r['macs_sparse']:,} vs {r['macs_dense']:,} dense "
         f"({r['macs_sparse'] / max(1, r['macs_dense']):.3f}x; Linear/Conv layers only)",
         f"CPU latency ({r['threads']} threads; {r['sparse_layers']} Linear layers as CSR matmuls"
-        + (f", {r['dense_layers']} conv layers dense" if r["dense_layers"] else "") + "):",
+        + (f", {r['dense_layers']} conv layers dense" if r["dense_layers"] else "") + "):"
+        if r["layout"] != "physical" else
+        f"CPU latency ({r['threads']} threads; full-size network vs the exported smaller dense one):",
     ]
+    if ":" in r.get("structure", ""):
+        lines.insert(1, f"{r['structure']} ticket: on a CPU it runs dense (no n:m kernels); on CUDA, "
+                        "lottery.export_physical.to_semi_structured runs 2:4 Linear layers on sparse tensor cores")
+    small = "exported" if r["layout"] == "physical" else "sparse"
     for b, t in r["latency"].items():
-        verdict = "sparse pays off" if t["speedup"] > 1.1 else ("no gain" if t["speedup"] > 0.9 else "sparse is slower")
-        lines.append(f"  batch {b:>4}: dense {t['dense_ms']:.3f} ms, sparse {t['sparse_ms']:.3f} ms "
+        verdict = (f"{small} pays off" if t["speedup"] > 1.1 else "no gain" if t["speedup"] > 0.9
+                   else f"{small} is slower")
+        lines.append(f"  batch {b:>4}: dense {t['dense_ms']:.3f} ms, {small} {t['sparse_ms']:.3f} ms "
                      f"-> {t['speedup']:.2f}x ({verdict})")
     return "\n".join(lines)

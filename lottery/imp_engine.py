@@ -25,7 +25,8 @@ from torch import nn
 from lottery.config import CONTROLS
 from lottery.errors import CorruptFileError, MaskMismatchError
 from lottery.masks import Mask
-from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
+from lottery.errors import StructureExhausted
+from lottery.pruning import PRUNERS, collapsed_layers, prune_structured, random_mask_like, random_structured_like
 from lottery.rewind import rewind_state
 from lottery.storage.rundir import RunDir
 from lottery.testing import crash_point
@@ -47,6 +48,8 @@ class ImpSettings:
     seed: int = 0
     strategy: str = "magnitude"
     min_kept: int = 0
+    structure: str = "unstructured"  # or neuron, N:M (lottery/pruning/structure.py)
+    structure_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def rewind_step(self) -> int | None:
@@ -57,7 +60,11 @@ class ImpSettings:
 
 def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: int, data=None) -> Mask:
     """Level ``level``'s mask: the strategy removes ``prune_fraction`` of what ``previous`` keeps, scored on the
-    weights ``model`` holds (level ``level - 1``'s trained ones). Deterministic, so a lost mask is recomputed."""
+    weights ``model`` holds (level ``level - 1``'s trained ones). Deterministic, so a lost mask is recomputed.
+    Under a structure (neuron, N:M) whole units or groups go, checked exact (lottery/pruning/structure.py)."""
+    if settings.structure != "unstructured":
+        return prune_structured(model, previous, settings.prune_fraction, settings.structure, settings.scope,
+                                dict(settings.layer_fractions), dict(settings.structure_options))
     return PRUNERS.get(settings.strategy)(
         model, previous, settings.prune_fraction, scope=settings.scope, layer_fractions=dict(settings.layer_fractions),
         seed=derived_seed(settings.seed, "prune", level), data=data,
@@ -219,9 +226,14 @@ class Engine:
         seed = derived_seed(self.s.seed, name, level)
         if name == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
             return Arm(name, t.share_state(lambda: t.redraw(seed)), mask)
-        # random_mask: same per-layer counts, same rewind state (and step)
-        return Arm(name, t.share_state(lambda: self.rewind_state(level)),
-                   t.share_mask(lambda: random_mask_like(mask, seed)), self.start_step(level))
+        # random_mask: same per-layer counts (and structure), same rewind state (and step)
+        def random_mask() -> Mask:
+            if self.s.structure == "unstructured":
+                return random_mask_like(mask, seed)
+            return random_structured_like(self.model, mask, seed, self.s.structure, dict(self.s.structure_options))
+
+        return Arm(name, t.share_state(lambda: self.rewind_state(level)), t.share_mask(random_mask),
+                   self.start_step(level))
 
     # -- what is finished ---------------------------------------------------------------------------------
     def finished(self, level: int) -> dict | None:
@@ -268,7 +280,11 @@ class Engine:
         if entry.get("collapsed_layers"):
             layer = entry["collapsed_layers"][0]
             return f"layer {layer} has no weights left (layer collapse){self.trainer.collapse_hint}"
-        if self.mask(level + 1).num_kept == entry.get("num_kept", -1):
+        try:
+            following = self.mask(level + 1)
+        except StructureExhausted as e:  # an n:m mask cannot go below n of every m
+            return str(e)
+        if following.num_kept == entry.get("num_kept", -1):
             return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
                     f"prune fraction {self.s.prune_fraction} to remove one)")
         return None

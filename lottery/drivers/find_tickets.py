@@ -27,7 +27,7 @@ from lottery.config import CONTROLS, parse_list
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.imp_engine import Arm, Engine, ImpSettings, Trained, Trainer
 from lottery.masks import Mask
-from lottery.pruning import SCOPES, check_fraction
+from lottery.pruning import SCOPES, check_fraction, check_structured_config
 from lottery.reporting.trackers import TRACKERS, open_tracker
 from lottery.rewind import Held, rewind, snapshot
 from lottery.drivers.ticket_metrics import TrainFnError, check_metrics
@@ -35,7 +35,10 @@ from lottery.storage.rundir import RunDir
 
 ARMS = ("ticket", *CONTROLS)
 DEFAULTS = {"levels": 5, "prune_fraction": 0.2, "scope": "global", "rewind": "init", "controls": list(CONTROLS),
-            "layer_fractions": {}, "seed": 0}
+            "layer_fractions": {}, "seed": 0, "structure": "unstructured",
+            "structure_options": {}}
+
+
 @dataclass
 class TicketRun:
     """Which training ``train_fn`` is asked for: ``level`` (0 = dense), ``arm`` (``ticket``, ``reinit`` or
@@ -131,6 +134,8 @@ def find_tickets(
     dataset: str | None = None,
     log: str | None = None,
     progress: bool = True,
+    structure: str = "unstructured",
+    structure_options: Mapping[str, Any] | None = None,
 ) -> dict:
     """IMP around your own loop; returns ``results.json``'s content (plus ``run_dir``, the directory's path).
 
@@ -152,6 +157,8 @@ def find_tickets(
     prune nothing or a layer has no weights left; a diverged ticket ends it with status ``diverged``. ``include``
     chooses the prunable weights (default: Linear and Conv weights); ``layer_fractions`` overrides the fraction
     per layer; ``dataset`` is a label for reports; ``log`` = ``tensorboard`` or ``mlflow`` writes tracker files.
+    ``structure`` = ``neuron`` or ``N:M`` (with ``structure_options``) prunes whole units or n:m groups, and the
+    random-mask control follows it (lottery/pruning/structure.py).
 
     The run lives in ``out/<name>-<hash>`` (``name`` defaults to the model's class name). Each level's trained
     weights are in ``level_NN/final.pt``; when this returns (or raises, your own exception unchanged) the model
@@ -173,6 +180,8 @@ def find_tickets(
     if reinit is not None and not callable(reinit):
         raise ConfigError(f"reinit must be a function reinit(model, seed), got {type(reinit).__name__}")
     settings = _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed)
+    check_structured_config(structure, structure_options)
+    settings.update(structure=structure, structure_options=dict(structure_options or {}))
     if log is not None:
         TRACKERS.get(log)  # an unknown name fails before the run directory is made
     held = Held(model)  # put back whatever happens: the user's model is theirs
@@ -253,7 +262,8 @@ class _UserTrainer(Trainer):
         self.include, self.reinit, self.progress, self.tracker = include, reinit, progress, tracker
         self.imp = ImpSettings(levels=settings["levels"], prune_fraction=settings["prune_fraction"],
                                scope=settings["scope"], layer_fractions=settings["layer_fractions"],
-                               rewind=settings["rewind"], controls=tuple(settings["controls"]), seed=settings["seed"])
+                               rewind=settings["rewind"], controls=tuple(settings["controls"]), seed=settings["seed"],
+                               structure=settings["structure"], structure_options=settings["structure_options"])
         self._prunable = Mask.ones_like(model, include=include)
         self.init_state = self._init_state(init_state)
         self.engine: Engine | None = None

@@ -91,7 +91,8 @@ class Experiment(Session, Trainer):
         self.tracker = Tracker()  # no tracker; open_experiment sets the one cfg.log names
         settings = ImpSettings(levels=cfg.levels, prune_fraction=cfg.prune_fraction, scope=cfg.scope,
                                layer_fractions=cfg.layer_fractions, rewind=cfg.rewind, controls=tuple(cfg.controls),
-                               seed=cfg.seed, strategy=cfg.strategy, min_kept=cfg.min_kept_per_layer)
+                               seed=cfg.seed, strategy=cfg.strategy, min_kept=cfg.min_kept_per_layer,
+                               structure=cfg.structure, structure_options=cfg.structure_options)
         self.engine = Engine(self, run, settings, {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__})
 
     @property
