@@ -12,7 +12,8 @@ from pathlib import Path
 from lottery.config import FIELDS, Config, from_dict, load_toml
 from lottery.errors import LotteryError
 from lottery.options import (OPTIONS, CompareOptions, ExportOptions, GradualOptions, PruneAtInitOptions,
-                             StabilityOptions, SupermaskOptions, add_flags, experiment_settings, options_from_args)
+                             StabilityOptions, SupermaskOptions, TransferOptions, add_flags, experiment_settings,
+                             options_from_args)
 
 EXIT_USAGE = 2
 
@@ -236,6 +237,23 @@ def cmd_stability(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from lottery.drivers.transfer import format_table, transfer_mask
+
+    opts = options_from_args(TransferOptions, args)
+    results = transfer_mask(args.run_dir, opts.level, opts.inits or None, opts.seeds, opts.align, match=opts.match,
+                            controls=opts.controls, pack=opts.pack, progress=opts.progress)
+    print(format_table(results, opts.level))
+    if opts.plot:
+        from lottery.reporting.plots.transfer import transfer_plots
+        from lottery.storage.rundir import RunDir
+
+        run = RunDir(args.run_dir)
+        plots = _plots_or_note(lambda: transfer_plots(run.path, results, run.load_results()), run.path)
+        print(f"\nplots: {', '.join(str(p) for p in plots) or 'none written'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lottery.demo.serve import serve
 
@@ -253,6 +271,7 @@ SUBCOMMANDS = {  # the subcommands whose options are a dataclass of lottery/opti
     "gradual": (cmd_gradual, "gradual magnitude pruning during training (Zhu & Gupta), vs IMP", {}),
     "supermask": (cmd_supermask, "accuracy of the masked untrained network (Zhou et al.) for a run", {}),
     "stability": (cmd_stability, "instability (linear mode connectivity) of a level from step k", {}),
+    "transfer": (cmd_transfer, "train a level's mask on other inits (raw, sign-aligned, unit-permuted)", {}),
 }
 
 

@@ -278,8 +278,35 @@ class ExportOptions(Options):
             raise ConfigError("name the level to export: --level N (or level = N in the [export] table)")
 
 
+@dataclass(frozen=True)
+class TransferOptions(Options):
+    """transfer: which level's mask goes onto which inits and seeds, aligned how."""
+
+    command: ClassVar[str] = "transfer"
+    studies_run: ClassVar[bool] = True
+    level: int | None = _int(None, "level whose mask to transfer (required)", least=1, metavar="N")
+    inits: tuple = _opt((), "target init variants SCHEME[:KEY=VALUE...][*SCALE] (default: the run's own)",
+                        parse=_list(str), check=_variants, metavar="A,B,...")
+    seeds: int | tuple = _opt(1, "target seeds: a count (3 = seeds 0,1,2) or a list", parse=_count_or_seeds,
+                              check=_seeds, metavar="N|S1,S2,...")
+    align: tuple = _opt(("none", "sign", "permute"), "none (the mask as found), sign (the source init's signs on "
+                        "the kept weights), permute (units aligned by weight matching)", parse=_list(str),
+                        check=_known("lottery.drivers.transfer", "ALIGNMENTS", "alignments from"), metavar="A1,A2")
+    match: str = _opt("trained", "what permute aligns the target's units to: the source's dense trained weights "
+                      "or its init", parse=_text, check=_known("lottery.drivers.transfer", "MATCH_TO"))
+    controls: bool = _switch(True, "no random-mask control per row")
+    pack: int = _int(1, "train up to K runs in one fused pass (the same results up to float rounding; the "
+                     "reference row always alone)", least=1, metavar="K")
+    plot: bool = _switch(True, "no figures")
+    progress: bool = _progress()
+
+    def check(self) -> None:
+        if self.level is None:
+            raise ConfigError("name the level whose mask to transfer: --level N (or level = N in [transfer])")
+
+
 OPTIONS = {cls.command: cls for cls in (CompareOptions, PruneAtInitOptions, GradualOptions, SupermaskOptions,
-                                        StabilityOptions, ExportOptions)}
+                                        StabilityOptions, ExportOptions, TransferOptions)}
 
 
 # -- generic: flags from fields, options from a file and flags --------------------------------------------------
