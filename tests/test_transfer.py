@@ -155,10 +155,11 @@ def test_killed_transfer_resumes_to_the_same_rows(run, tmp_path):
                                              inits="kaiming_normal,xavier_normal", align="none,sign,permute"))
     argv = [sys.executable, "-m", "lottery", "transfer", str(run), "--level", "1", "--seeds", "2", "--inits",
             "kaiming_normal,xavier_normal", "--no-plot", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOTTERY_CRASH_AT": "write:transfer.json#5"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOTTERY_CRASH_AT": "write:transfer.json#4"}
     killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert len(json.loads((run / "transfer.json").read_text())["rows"]) == 3  # 4 runs written, the 5th killed
+    rows = json.loads((run / "transfer.json").read_text())["rows"]  # 3 runs written, the 4th killed:
+    assert [bool(r["controls"]) for r in rows] == [True, False]  # a row whose control is still to train
     env.pop("LOTTERY_CRASH_AT")
     assert subprocess.run(argv, env=env, capture_output=True, timeout=300, cwd=ROOT).returncode == 0
     assert _without_times(json.loads((run / "transfer.json").read_text())) == reference
