@@ -106,6 +106,24 @@ def test_fused_rows_match_them_one_at_a_time(run, tmp_path):
         assert abs(fused[k]["test_accuracy"] - alone[k]["test_accuracy"]) <= 2 / 256 + 1e-12
 
 
+def test_both_trained_matches_the_trained_target_once_per_target(run, monkeypatch):
+    trained = []
+    real = Session.train_from
+    monkeypatch.setattr(Session, "train_from", lambda self, start, mask, desc, **k: trained.append(desc) or
+                        real(self, start, mask, desc, **k))
+    first = transfer_mask(run, 1, seeds=[0, 1], align="permute", match="both_trained", controls=False)
+    assert [d for d in trained if "dense" in d] == ["transfer dense kaiming_normal_s1"]  # s0 is the source: level 0
+    assert (run / "transfer_dense" / "kaiming_normal_s1.pt").is_file()
+    assert 0 < first["dense"]["kaiming_normal s1"]["test_accuracy"] <= 1
+    own = _rows(first)[("kaiming_normal", 0, "permute")]
+    assert own["units_moved"] == 0 and own["test_accuracy"] == _rows(first)[("kaiming_normal", 0, "none")]["test_accuracy"]
+    trained.clear()
+    second = transfer_mask(run, 2, seeds=[1], align="permute", match="both_trained", controls=False)
+    assert not [d for d in trained if "dense" in d]  # read back from transfer_dense/
+    rows = {(r["level"], r["seed"]): r for r in second["rows"] if r["align"] == "permute"}
+    assert rows[(1, 1)]["units_moved"] == rows[(2, 1)]["units_moved"] > 0.5  # one permutation per target
+
+
 def test_refusals_are_one_line(run, tmp_path):
     cases = [
         (dict(level=0), "level 0 is the dense network"),

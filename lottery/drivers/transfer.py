@@ -5,9 +5,12 @@ under up to three alignments of the target init to the source:
 
 - ``none``: the target init as drawn, the mask as found;
 - ``sign``: on the kept weights, the target's magnitudes with the source init's signs (pruned weights are 0);
-- ``permute``: the target's hidden units reordered by weight matching (lottery/analysis/matching.py) to line up
-  with the source's dense trained weights (``match="trained"``, level_00/final.pt) or its init (``"init"``),
-  then the mask applied. The permuted network computes the same function as the target init it came from.
+- ``permute``: the target's hidden units reordered by weight matching (lottery/analysis/matching.py), then the
+  mask applied; the permuted network computes the same function as the target init it came from. ``match`` says
+  what is matched: ``"trained"`` the target init to the source's dense trained weights (level_00/final.pt),
+  ``"init"`` the target init to the source's init, ``"both_trained"`` the target's dense network trained with the
+  source's config (once per target, kept in ``transfer_dense/``) to the source's, as unit-alignment studies of
+  tickets do; the permutation found is then applied to the target's init.
 
 Every row trains with the source's config and data order (only the init differs) and, as IMP's control does, a
 random mask of the same per-layer counts on the same start state (the seed IMP uses for this level's
@@ -24,6 +27,7 @@ is written at once, so a killed study resumes where it stopped, and a damaged fi
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -46,7 +50,8 @@ from lottery.train import derived_seed
 
 RESULTS_FILE = "transfer.json"
 ALIGNMENTS = ("none", "sign", "permute")
-MATCH_TO = ("trained", "init")
+MATCH_TO = ("trained", "init", "both_trained")
+DENSE_DIR = "transfer_dense"  # the targets' trained dense weights (match="both_trained")
 KEPT = ("test_accuracy", "test_loss", "early_stop_step", "early_stop_test_accuracy", "status", "steps", "wall_time")
 
 
@@ -86,7 +91,7 @@ def valid_results(stored: object) -> bool:
         and type(r.get("seed")) is int and r["seed"] >= 0 and r.get("align") in ALIGNMENTS
         and r.get("match") in (None, *MATCH_TO) and finite(r.get("density"), 0, 1) and valid_run(r)
         and isinstance(r.get("controls"), dict) and all(valid_run(c) for c in r["controls"].values())
-        for r in rows) and valid_values(rows)
+        for r in rows) and valid_values(stored)
 
 
 def restored(row: dict, reference: dict | None) -> float | None:
@@ -127,6 +132,8 @@ def transfer_mask(run_dir: str | Path, level: int, inits: str | Iterable[str] | 
     with run.for_driver(RESULTS_FILE):
         stored = run.driver_results(RESULTS_FILE, valid_results, lambda: {
             "run": str(run.path), "source": {"init": variant_label(cfg), "seed": cfg.seed}, "rows": []})
+        for tmp in (run.path / DENSE_DIR).glob(".*.tmp"):  # a killed write's leftovers, never read
+            tmp.unlink()
         session = Session(cfg, run)
         layers = linear_chain(session.model) if "permute" in aligns else []
         mask = run.load_mask(level, like=session.model).to(session.device)
@@ -218,19 +225,37 @@ class _Study:
             state, flipped = sign_aligned(state, s.init_state, self.mask)
             return state, {"signs_changed": flipped}
         if row["align"] == "permute":
-            perms, sweeps = weight_matching(self._reference_weights(row["match"]), state, self.layers)
+            ours = self._target_dense(row, state) if row["match"] == "both_trained" else state
+            theirs = self.s.init_state if row["match"] == "init" else self._source_final()
+            perms, sweeps = weight_matching(theirs, ours, self.layers)
             moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms) / sum(len(p) for p in perms)
             return permute_units(state, self.layers, perms), {"units_moved": moved, "sweeps": sweeps}
         return state, {}
 
-    def _reference_weights(self, match: str) -> dict:
-        if match == "init":
-            return self.s.init_state
+    def _source_final(self) -> dict:
         if self._match_to is None:
             self._match_to = self.run.load_state("level_00/final.pt", like=self.s.init_state)
             if self._match_to is None:
                 raise ConfigError(f"{self.run.path} has no level_00/final.pt to match units to; use match=init")
         return self._match_to
+
+    def _target_dense(self, row: dict, state: dict) -> dict:
+        """The target init trained dense with the source's config: read from transfer_dense/, or trained now."""
+        if state is self.s.init_state:  # the source's own draw: its dense network is level 0's
+            return self._source_final()
+        name = re.sub(r"[^A-Za-z0-9_.=-]", "_", row["init"]) + f"_s{row['seed']}"
+        stored = self.run.load_state(f"{DENSE_DIR}/{name}.pt", like=self.s.init_state)
+        if stored is not None:
+            return {k: v.to(self.s.device) for k, v in stored.items()}
+        result = self.s.train_from(state, Mask.ones_like(self.s.model).to(self.s.device), f"transfer dense {name}")
+        if result.status != "ok":
+            raise ConfigError(f"the dense network of {_name(row)} diverged: its weights match nothing; use "
+                              "--match trained or init")
+        final = snapshot(self.s.model)
+        self.run.save_state(f"{DENSE_DIR}/{name}.pt", final)
+        self.stored.setdefault("dense", {})[f"{row['init']} s{row['seed']}"] = {
+            k: v for k, v in result.summary().items() if k in KEPT}
+        return final
 
     def _record(self, row: dict, arm: str, result) -> None:
         summary = {k: v for k, v in result.summary().items() if k in KEPT}
