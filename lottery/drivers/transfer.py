@@ -132,7 +132,7 @@ def transfer_mask(run_dir: str | Path, level: int, inits: str | Iterable[str] | 
     with run.for_driver(RESULTS_FILE):
         stored = run.driver_results(RESULTS_FILE, valid_results, lambda: {
             "run": str(run.path), "source": {"init": variant_label(cfg), "seed": cfg.seed}, "rows": []})
-        for tmp in (run.path / DENSE_DIR).glob(".*.tmp"):  # a killed write's leftovers, never read
+        for tmp in refuse_symlink(run.path / DENSE_DIR, run.path).glob(".*.tmp"):  # a killed write's, never read
             tmp.unlink()
         session = Session(cfg, run)
         layers = linear_chain(session.model) if "permute" in aligns else []
@@ -142,7 +142,7 @@ def transfer_mask(run_dir: str | Path, level: int, inits: str | Iterable[str] | 
         if any(row_key(r) not in done or controls and "random_mask" not in done[row_key(r)]["controls"]
                for r in plan):
             check_writable(run.path)  # before the training, not after it
-            _Study(session, run, stored, done, mask, layers, source, level).train(plan, variants, controls)
+            _Study(session, run, stored, done, mask, layers, source, level).train(plan, controls)
     return stored
 
 
@@ -193,7 +193,7 @@ class _Study:
         self._starts: dict[tuple, tuple[dict, dict]] = {}
         self._match_to = None
 
-    def train(self, plan: list[dict], variants, controls: bool) -> None:
+    def train(self, plan: list[dict], controls: bool) -> None:
         ref = plan[0]
         if row_key(ref) not in self.done:  # alone, unfused: the source ticket retrained bit for bit
             self._record(ref, "ticket", self.s.train_from(self.s.init_state, self.mask, "transfer reference"))
