@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lottery.drivers.transfer import ALIGNMENTS, format_table, reference_row, restored
+from lottery.drivers.transfer import ALIGNMENTS, format_table, pooled_restored, reference_row
 from lottery.reporting.plots.transfer import plot_transfer_accuracy, plot_transfer_matrix
 from lottery.stats import mean_std
 from lottery.storage.atomic import load_json
@@ -20,7 +20,7 @@ from lottery.storage.rundir import RunDir
 
 
 def independent_draws(results: list[dict], level: int) -> str:
-    """Mean ± std over target seeds other than the source's: accuracy, its random mask, restored share."""
+    """Mean ± std over target seeds other than the source's: accuracy, its random mask, pooled restored share."""
     lines = [f"{'source':<18} {'target':<16} {'align':<22} {'n':>2} {'ticket %':>10} {'random %':>10} "
              f"{'restored':>10}"]
     for res in results:
@@ -37,9 +37,9 @@ def independent_draws(results: list[dict], level: int) -> str:
         for (init, align), rows in sorted(groups.items(), key=lambda g: (g[0][0], ALIGNMENTS.index(g[0][1].split('/')[0]))):
             acc = mean_std([100 * r["test_accuracy"] for r in rows])
             rnd = mean_std([100 * r["controls"]["random_mask"]["test_accuracy"] for r in rows])
-            rest = mean_std([restored(r, ref) for r in rows])
+            rest = pooled_restored(rows, [r for r in res["rows"] if r["level"] == level], ref)
             lines.append(f"{'':<18} {init:<16} {align:<22} {len(rows):>2} {acc['mean']:>6.1f}±{acc['std']:<3.1f} "
-                         f"{rnd['mean']:>6.1f}±{rnd['std']:<3.1f} {rest['mean']:>6.2f}±{rest['std']:<4.2f}")
+                         f"{rnd['mean']:>6.1f}±{rnd['std']:<3.1f} {rest if rest is None else round(rest, 2):>10}")
     return "\n".join(lines)
 
 

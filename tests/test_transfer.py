@@ -12,7 +12,7 @@ import torch
 
 import lottery as lt
 from lottery.cli import main
-from lottery.drivers.transfer import format_table, restored, transfer_mask
+from lottery.drivers.transfer import format_table, pooled_restored, restored, transfer_mask
 from lottery.errors import ConfigError, LotteryError
 from lottery.session import Session
 from tests.engine_helpers import tiny
@@ -79,6 +79,20 @@ def test_rows_per_init_seed_and_alignment_with_their_controls(run, monkeypatch):
     assert rows[("kaiming_normal", 1, "permute")]["match"] == "trained"
     table = format_table(stored, 1)
     assert "reproduces the source ticket bit for bit: yes" in table and "xavier_normal" in table
+
+
+def test_restored_share_per_row_and_pooled_over_seeds():
+    def row(init, acc, rnd, **k):
+        return {"init": init, "test_accuracy": acc, "controls": {"random_mask": {"test_accuracy": rnd}}, **k}
+
+    ref = row("he", 0.9, 0.7, reference=True)
+    rows = [ref, row("he", 0.8, 0.6), row("he", 0.8, 0.8), row("glorot", 0.5, 0.1)]
+    assert restored(rows[1], ref) == pytest.approx(1.0) and restored(rows[2], ref) == 0.0
+    # pooled: He's random baseline is (0.7 + 0.6 + 0.8) / 3 = 0.7 for both the group and the reference
+    assert pooled_restored(rows[1:3], rows, ref) == pytest.approx((0.8 - 0.7) / (0.9 - 0.7))
+    assert pooled_restored(rows[3:], rows, ref) == pytest.approx((0.5 - 0.1) / (0.9 - 0.7))
+    assert restored({"init": "he", "test_accuracy": 0.8, "controls": {}}, ref) is None
+    assert pooled_restored(rows[1:3], rows, row("he", 0.6, 0.7)) is None  # the ticket does not beat random
 
 
 def test_finished_rows_are_read_back_and_a_damaged_file_is_recomputed(run, monkeypatch, capsys):

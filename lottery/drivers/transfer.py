@@ -20,6 +20,9 @@ stored ticket (``reproduces_source``: accuracy, early-stop step and final weight
 
 ``restored`` of a row = (row's accuracy - its random mask's) / (reference's accuracy - reference's random mask's):
 the share of the ticket's advantage over a random mask that the transferred mask keeps (1: all of it; 0: none).
+One random mask is a noisy baseline where random masks nearly collapse, so a group of rows (one init, one
+alignment, several seeds) is summarized by ``pooled_restored``: the same ratio of means, each random baseline the
+mean over every random-mask control on inits of that scheme at that level.
 
 Rows accumulate in ``transfer.json`` in the run directory, under that file's own lock; each finished training run
 is written at once, so a killed study resumes where it stopped, and a damaged file is set aside and recomputed.
@@ -103,6 +106,22 @@ def restored(row: dict, reference: dict | None) -> float | None:
     except (KeyError, TypeError):
         return None
     return own / ref if ref > 0 else None
+
+
+def pooled_restored(group: list[dict], rows: list[dict], reference: dict | None) -> float | None:
+    """(mean accuracy of ``group`` - R(its init)) / (reference's accuracy - R(the reference's init)), where R(init)
+    is the mean random-mask accuracy over the ``rows`` (one level's) of that init; None when undefined."""
+    def random(init: str) -> float | None:
+        return mean_std([r["controls"].get("random_mask", {}).get("test_accuracy") for r in rows
+                         if r["init"] == init])["mean"]
+
+    accs = mean_std([r["test_accuracy"] for r in group])["mean"]
+    if reference is None or reference["test_accuracy"] is None or accs is None or not group:
+        return None
+    base, ref_base = random(group[0]["init"]), random(reference["init"])
+    if base is None or ref_base is None or reference["test_accuracy"] <= ref_base:
+        return None
+    return (accs - base) / (reference["test_accuracy"] - ref_base)
 
 
 def reference_row(stored: dict, level: int) -> dict | None:
@@ -295,22 +314,23 @@ def format_table(stored: dict, level: int | None = None) -> str:
         lines += [f"level {lv}'s mask ({100 * density:.2f} % of weights) of {src['init']} seed {src['seed']}, "
                   f"trained on other inits (data order of seed {src['seed']}); restored = share of the ticket's "
                   "advantage over a random mask kept", ""]
-        head = f"{'init':<22} {'seed':>4} {'align':<16} {'ticket %':>8} {'random %':>8} {'restored':>8} {'early stop':>10}"
+        head = f"{'init':<22} {'seed':>4} {'align':<26} {'mask %':>8} {'random %':>8} {'restored':>8} {'early stop':>10}"
         lines += [head, "-" * len(head)]
         for r in rows:
             align = r["align"] + (f"/{r['match']}" if r.get("match") else "") + (" (ref)" if r.get("reference") else "")
-            lines.append(f"{r['init']:<22} {r['seed']:>4} {align:<16} {_pct(r)} {_pct(r['controls'].get('random_mask'))} "
+            lines.append(f"{r['init']:<22} {r['seed']:>4} {align:<26} {_pct(r)} {_pct(r['controls'].get('random_mask'))} "
                          f"{_num(restored(r, ref)):>8} {r.get('early_stop_step') or '-':>10}")
         if ref is not None and "reproduces_source" in ref:
             lines.append(f"reference reproduces the source ticket bit for bit: {'yes' if ref['reproduces_source'] else 'NO'}")
-        lines += ["", f"mean ± std over target seeds (reference excluded)", f"{'init':<22} {'align':<16} "
-                  f"{'ticket %':>12} {'random %':>12} {'restored':>12}"]
+        lines += ["", "mean ± std over target seeds (reference excluded); restored pooled: random baselines averaged "
+                  "over every random mask on that scheme", f"{'init':<22} {'align':<22} {'n':>2} "
+                  f"{'mask %':>12} {'random %':>12} {'restored':>9}"]
         for (init, align), group in _groups(rows).items():
             acc = mean_std([100 * r["test_accuracy"] for r in group if r["test_accuracy"] is not None])
             rnd = mean_std([100 * r["controls"]["random_mask"]["test_accuracy"] for r in group
                             if r["controls"].get("random_mask", {}).get("test_accuracy") is not None])
-            rest = mean_std([x for x in (restored(r, ref) for r in group) if x is not None])
-            lines.append(f"{init:<22} {align:<16} {_ms(acc, '.1f'):>12} {_ms(rnd, '.1f'):>12} {_ms(rest, '.2f'):>12}")
+            lines.append(f"{init:<22} {align:<22} {len(group):>2} {_ms(acc, '.1f'):>12} {_ms(rnd, '.1f'):>12} "
+                         f"{_num(pooled_restored(group, rows, ref)):>9}")
         lines.append("")
     return "\n".join(lines).rstrip()
 
