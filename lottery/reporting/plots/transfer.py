@@ -32,9 +32,10 @@ def plot_transfer_matrix(results: list[dict], level: int, ax=None, path: str | P
     accs = [r["test_accuracy"] for _, r in rows if r["test_accuracy"] is not None]
     vmin, vmax = (100 * min(accs), 100 * max(accs)) if accs else (0, 100)
     if ax is None:
-        fig, axes = plt.subplots(1, len(cols), figsize=(1.2 + 1.1 * len(targets) * len(cols), 1.6 + 0.5 * len(sources)),
-                                 squeeze=False)
-        axes = list(axes[0])
+        fig = plt.figure(figsize=(3 + 0.9 * len(targets), 1.6 + (0.9 + 0.45 * len(sources)) * len(cols)))
+        grid_spec = fig.add_gridspec(len(cols), 2, width_ratios=[40, 1])
+        axes = [fig.add_subplot(grid_spec[i, 0]) for i in range(len(cols))]
+        colorbar_ax = fig.add_subplot(grid_spec[:, 1])
     else:
         fig, axes = None, list(ax)
     image = None
@@ -52,12 +53,13 @@ def plot_transfer_matrix(results: list[dict], level: int, ax=None, path: str | P
                        color="white" if grid[i, j] < (vmin + vmax) / 2 else "black")
         image = panel.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         panel.set_title(col, fontsize=9)
-        panel.set_xticks(range(len(targets)), targets, rotation=45, ha="right", fontsize=7)
+        panel.set_xticks(range(len(targets)), targets if panel is axes[-1] else [], rotation=30, ha="right",
+                         fontsize=7)
         panel.set_yticks(range(len(sources)), sources, fontsize=7)
-        panel.set_xlabel("target init")
-    axes[0].set_ylabel("mask from")
+        panel.set_ylabel("mask from", fontsize=8)
+    axes[-1].set_xlabel("target init")
     if fig is not None:
-        fig.colorbar(image, ax=axes[-1], label="test accuracy (%)")
+        fig.colorbar(image, cax=colorbar_ax, label="test accuracy (%)")
         fig.suptitle(f"level {level}'s mask on other inits (accuracy %, restored share below)", fontsize=10)
         return save(fig, path) if path is not None else fig
     return axes
