@@ -3,8 +3,8 @@
 
     python experiments/mask_transfer.py RUN_DIR [RUN_DIR ...] --level 7 [--figures experiments/figures]
 
-prints, per source, the rows (`lottery transfer`'s table), then one line per (source, target scheme, alignment)
-over the target seeds that are independent draws (not the source's seed), and writes the transfer matrix of all
+prints, per source, the rows (`lottery transfer`'s table), then one line per (source, target scheme, draw,
+alignment) over the target seeds, and writes the transfer matrix of all
 sources (mask_transfer_matrix.png) and each source's accuracy-vs-density figure (mask_transfer_<init>.png).
 """
 from __future__ import annotations
@@ -19,28 +19,39 @@ from lottery.storage.atomic import load_json
 from lottery.storage.rundir import RunDir
 
 
-def independent_draws(results: list[dict], level: int) -> str:
-    """Mean ± std over target seeds other than the source's: accuracy, its random mask, pooled restored share."""
-    lines = [f"{'source':<18} {'target':<16} {'align':<22} {'n':>2} {'ticket %':>10} {'random %':>10} "
-             f"{'restored':>10}"]
+def draws_table(results: list[dict], level: int) -> str:
+    """Per source, target scheme, draw (the source's own seed = the same N(0, 1) draw under another scale, or new
+    seeds) and alignment: mean ± std over seeds of the accuracy and its random mask, and two restored shares:
+    of the source ticket's advantage (pooled over each scheme's random masks), and of the advantage the *target
+    scheme's* own ticket (its source's reference row) has over random masks on that scheme."""
+    every = [r for res in results for r in res["rows"] if r["level"] == level]
+    refs = {res["source"]["init"]: reference_row(res, level) for res in results}
+    lines = [f"{'source':<18} {'target':<15} {'draw':<5} {'align':<22} {'n':>2} {'mask %':>10} {'random %':>10} "
+             f"{'of source':>9} {'of target':>9}"]
     for res in results:
-        src = res["source"]
-        ref = reference_row(res, level)
+        src, ref = res["source"], reference_row(res, level)
         groups: dict = {}
         for r in res["rows"]:
-            if r["level"] == level and r["seed"] != src["seed"]:
-                align = r["align"] + (f"/{r['match']}" if r.get("match") else "")
-                groups.setdefault((r["init"], align), []).append(r)
-        lines.append(f"{src['init'] + ' s' + str(src['seed']):<18} {'(own ticket)':<16} {'reference':<22} {1:>2} "
-                     f"{100 * ref['test_accuracy']:>10.1f} "
-                     f"{100 * ref['controls']['random_mask']['test_accuracy']:>10.1f} {1:>10.2f}")
-        for (init, align), rows in sorted(groups.items(), key=lambda g: (g[0][0], ALIGNMENTS.index(g[0][1].split('/')[0]))):
+            if r["level"] == level and not r.get("reference"):
+                draw = "same" if r["seed"] == src["seed"] else "new"
+                groups.setdefault((r["init"], draw, r["align"], r.get("match")), []).append(r)
+        lines.append(f"{src['init'] + ' s' + str(src['seed']):<18} {'(own ticket)':<15} {'':<5} {'reference':<22} "
+                     f"{1:>2} {100 * ref['test_accuracy']:>10.1f} "
+                     f"{100 * ref['controls']['random_mask']['test_accuracy']:>10.1f}")
+        for (init, draw, align, match), rows in sorted(groups.items(), key=lambda g: (
+                g[0][0], g[0][1] == "new", ALIGNMENTS.index(g[0][2]))):
             acc = mean_std([100 * r["test_accuracy"] for r in rows])
             rnd = mean_std([100 * r["controls"]["random_mask"]["test_accuracy"] for r in rows])
-            rest = pooled_restored(rows, [r for r in res["rows"] if r["level"] == level], ref)
-            lines.append(f"{'':<18} {init:<16} {align:<22} {len(rows):>2} {acc['mean']:>6.1f}±{acc['std']:<3.1f} "
-                         f"{rnd['mean']:>6.1f}±{rnd['std']:<3.1f} {rest if rest is None else round(rest, 2):>10}")
+            of_source = pooled_restored(rows, every, ref)
+            of_target = pooled_restored(rows, every, refs[init]) if init in refs else None
+            lines.append(f"{'':<18} {init:<15} {draw:<5} {align + ('/' + match if match else ''):<22} {len(rows):>2} "
+                         f"{acc['mean']:>6.1f}±{acc['std']:<3.1f} {rnd['mean']:>6.1f}±{rnd['std']:<3.1f} "
+                         f"{_share(of_source):>9} {_share(of_target):>9}")
     return "\n".join(lines)
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def main() -> None:
@@ -52,8 +63,8 @@ def main() -> None:
     results = [load_json(Path(r) / "transfer.json") for r in args.runs]
     for res in results:
         print(format_table(res, args.level), end="\n\n")
-    print("independent target draws (seeds other than the source's), mean ± std over seeds:")
-    print(independent_draws(results, args.level))
+    print("per target scheme, draw and alignment, mean ± std over seeds; restored shares pooled over random masks:")
+    print(draws_table(results, args.level))
     out = Path(args.figures)
     print(plot_transfer_matrix(results, args.level, path=out / "mask_transfer_matrix.png"))
     for run, res in zip(args.runs, results):
