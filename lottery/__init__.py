@@ -27,6 +27,7 @@ _EXPORTS = {
     "run_prune_at_init": "lottery.drivers.prune_at_init",
     "export_ticket": "lottery.export", "load_exported": "lottery.export",
     "find_tickets": "lottery.drivers.find_tickets",
+    "transfer_mask": "lottery.drivers.transfer",
     "load_results": "lottery.reporting.frames",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -88,13 +88,14 @@ class Session:
         self.pack = fused.resolve_pack(cfg.pack, self.model)  # networks per fused pass (lottery/fused.py)
 
     # -- setup --------------------------------------------------------------------------------------------
-    def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
-        """Draw the configured init scheme with ``seed`` into the model and return a snapshot of it.
+    def fresh_init(self, seed: int, cfg: Config | None = None) -> dict[str, torch.Tensor]:
+        """Draw the configured init scheme (``cfg``'s, for another scheme) with ``seed`` into the model and return
+        a snapshot of it.
 
         What the scheme does not set (PReLU slopes, custom parameters and buffers) comes from ``init.pt``, never
         from the weights the model was last trained to: a control starts untrained.
         """
-        cfg = self.cfg
+        cfg = cfg or self.cfg
         if getattr(self, "init_state", None) is not None:
             self.model.load_state_dict(self.init_state)
         init_weights(self.model, cfg.init, seed=seed, scale=cfg.init_scale,

@@ -50,6 +50,9 @@ DRIVERS = {
     "supermask": Driver(("supermask", RUN, "--densities", "0.5", "--criteria", "large_final,random",
                          "--no-progress"), "supermask.json", "write:supermask.json", ("supermask.json",),
                         ".supermask.json.lock", True, True),
+    "transfer": Driver(("transfer", RUN, "--level", "1", "--seeds", "2", "--align", "none,sign", "--no-plot",
+                        "--no-progress"), "transfer.json", "write:transfer.json#3", ("transfer.json",),
+                       ".transfer.json.lock", True),
 }
 
 

@@ -23,7 +23,8 @@ from tests.test_cli import _one_line_error
 DRIVERS = {"compare-inits": ("lottery.drivers.compare_inits", "compare_inits"), "prune-at-init": ("lottery.drivers.prune_at_init",
            "run_prune_at_init"), "gradual": ("lottery.drivers.gradual", "run_gradual"),
            "supermask": ("lottery.drivers.supermask", "supermask_run"),
-           "stability": ("lottery.drivers.stability", "stability_run"), "export": ("lottery.export", "export_run")}
+           "stability": ("lottery.drivers.stability", "stability_run"), "export": ("lottery.export", "export_run"),
+           "transfer": ("lottery.drivers.transfer", "transfer_mask")}
 TRAINING = "dataset = \"synthetic\"\nsteps = 20\nlevels = 1\n"  # the experiment, at the top level of the file
 
 
@@ -74,6 +75,8 @@ CASES = [
      lambda a, k: (a[3], a[4]), ((3, 4), 5), ((3, 4), 7)),
     ("export", 'level = 2\nformat = "bitmask"', ["--format", "dense"],
      lambda a, k: (a[1], a[3]), (2, "bitmask"), (2, "dense")),
+    ("transfer", 'level = 3\nalign = "sign"\nmatch = "init"', ["--level", "4"],
+     lambda a, k: (a[1], a[4], k["match"]), (3, ("sign",), "init"), (4, ("sign",), "init")),
 ]
 
 

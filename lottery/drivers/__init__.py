@@ -5,6 +5,7 @@
 - ``prune_at_init``: SNIP, GraSP, SynFlow, ... with the shuffle and reinit ablations (``prune_at_init.json``);
 - ``stability``: linear mode connectivity of a level (``stability.json``);
 - ``supermask``: accuracy of masked untrained networks (``supermask.json``);
+- ``transfer``: a level's mask trained on other inits, raw, sign-aligned or unit-permuted (``transfer.json``);
 - ``compare_inits``: IMP per init scheme and seed, one summary (its executors live in ``lottery.executors``);
 - ``find_tickets``: IMP around your own model and training loop.
 """

@@ -91,16 +91,16 @@ def parse_seeds(value: int | str | Sequence[int], base_seed: int = 0) -> list[in
     return seeds
 
 
-def _count_or_seeds(v: Any) -> int | tuple:
+def read_seeds(v: Any) -> int | tuple:
     """compare-inits' ``--seeds``: a count (3) or the seeds themselves (0,4,7)."""
     return read_int(v) if isinstance(v, int) or (isinstance(v, str) and "," not in v) else read_list(int)(v)
 
 
-def _seeds(v: int | tuple) -> None:
+def check_seeds(v: int | tuple) -> None:
     parse_seeds(v)
 
 
-def _variants(v: tuple) -> None:
+def check_variants(v: tuple) -> None:
     if v:
         parse_inits(v)
 
@@ -112,9 +112,9 @@ class CompareOptions(Options):
     command: ClassVar[str] = "compare-inits"
     top_level: ClassVar[bool] = True
     inits: tuple = option((), "comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); required",
-                          parse=read_list(str), check=_variants, metavar="A,B,...")
-    seeds: int | tuple = option(1, "number of seeds (from --seed up) or a list of seeds", parse=_count_or_seeds,
-                                check=_seeds, metavar="N|S1,S2,...")
+                          parse=read_list(str), check=check_variants, metavar="A,B,...")
+    seeds: int | tuple = option(1, "number of seeds (from --seed up) or a list of seeds", parse=read_seeds,
+                                check=check_seeds, metavar="N|S1,S2,...")
     match_tolerance: float = option(0.01, "with one seed: a ticket matches dense within this accuracy (0.01 = 1 "
                                     "point)", parse=read_number, check=in_unit, metavar="FRACTION")
     stall_margin: float = option(0.05, "a scheme is 'stalled' when its dense accuracy is below chance + this",

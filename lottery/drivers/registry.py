@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from lottery.config import Config
 from lottery.distributed import is_main_process
-from lottery.drivers import compare_inits, gradual, imp, prune_at_init, stability, supermask
+from lottery.drivers import compare_inits, gradual, imp, prune_at_init, stability, supermask, transfer
 from lottery.registry import Registry
 from lottery.reporting.tables import format_table, write_plots
 from lottery.storage.rundir import RunDir
@@ -130,6 +130,24 @@ DRIVERS.register("stability")(Driver(
     run=lambda run_dir, o: stability.stability_run(run_dir, o.level, o.k, o.seeds, o.points, progress=o.progress,
                                                    pack=o.pack),
     report=lambda r, *_: f"{stability.format_result(r)}\nplot: {r['plot']}", options=stability.StabilityOptions))
+
+
+def _transfer_report(results: dict, run_dir, o: transfer.TransferOptions) -> str:
+    text = transfer.format_table(results, o.level)
+    if o.plot:
+        from lottery.reporting.plots.transfer import transfer_plots  # matplotlib: loaded only to plot
+
+        run = RunDir(run_dir)
+        plots = transfer_plots(run.path, results, run.load_results())
+        text += f"\n\nplots: {', '.join(str(p) for p in plots)}"
+    return text
+
+
+DRIVERS.register("transfer")(Driver(
+    "train a level's mask on other inits (raw, sign-aligned, unit-permuted)",
+    run=lambda run_dir, o: transfer.transfer_mask(run_dir, o.level, o.inits or None, o.seeds, o.align, match=o.match,
+                                                  controls=o.controls, pack=o.pack, progress=o.progress),
+    report=_transfer_report, options=transfer.TransferOptions))
 
 
 def formatter(driver: Driver) -> type:
