@@ -9,13 +9,15 @@ from lottery.session import data_key
 
 # a different valid value for every field, to see which keys notice the change
 OTHER = {"dataset": "synthetic", "dataset_options": {"n": 3}, "data_root": "/tmp/elsewhere", "val_size": 50,
+         "augment": "crop_flip", "augment_options": {"pad": 2},
          "model": "conv2", "model_options": {"hidden": [8]}, "activation": "tanh",
          "init": "kaiming_normal", "init_scale": 2.0, "init_options": {"gain": 2.0},
          "optimizer": "sgd", "lr": 0.1, "momentum": 0.5, "weight_decay": 1e-4, "batch_size": 7, "steps": 9,
          "epochs": 1.5, "schedule": "cosine", "milestones": (3,), "gamma": 0.5, "warmup_steps": 2, "eval_every": 3,
          "fused": False, "record_signal": False, "amp": True,
          "levels": 2, "prune_fraction": 0.5, "scope": "layer", "layer_fractions": {"0.weight": 0.1},
-         "min_kept_per_layer": 1, "strategy": "random", "rewind": "lr", "controls": (),
+         "min_kept_per_layer": 1, "strategy": "random",
+         "structure": "neuron", "structure_options": {"norm": "l1"}, "rewind": "lr", "controls": (),
          "seed": 3, "name": "other", "pack": 4, "device": "cpu", "out": "elsewhere", "progress": False,
          "log": "tensorboard"}
 
