@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -55,6 +56,9 @@ def executed(path: Path) -> Path:
         tmp = target.with_suffix(".tmp")
         nbformat.write(nb, tmp)
         tmp.replace(target)
+        for stale in CACHE.glob(f"{path.stem}-*"):  # copies run with older sources
+            if stale != folder:
+                shutil.rmtree(stale)
     return folder
 
 
