@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import lottery as lt
 from lottery.cli import main
@@ -198,6 +199,47 @@ def test_widgets_train_with_he_and_compare_tickets():
     demo.density.value = 0.1  # the slider's observer retrains ticket and random mask
     assert bytes(demo.ticket_plots.value).startswith(PNG)
     assert "density 10%: ticket" in demo.ticket_status.value and "random mask" in demo.ticket_status.value
+
+
+def test_plots_are_hidden_until_there_is_a_picture():
+    """An empty Image widget is an <img> with nothing to decode: the browser draws a broken-image icon."""
+    from lottery.demo.widgets import Demo
+
+    demo = Demo(**SMALL)
+    assert demo.plots.layout.display == "none" and demo.ticket_plots.layout.display == "none"
+    demo.train_button.click()
+    assert demo.plots.layout.display == "block" and demo.ticket_plots.layout.display == "none"
+    demo.compare_button.click()
+    assert demo.ticket_plots.layout.display == "block"
+
+
+def test_every_dropdown_shows_a_value():
+    """A Dropdown whose value is None shows an empty box: full batch is a real option, None only in Settings."""
+    from lottery.demo.widgets import Demo
+
+    demo = Demo()
+    for control in (demo.dataset, demo.init, demo.activation, demo.batch_size):
+        assert control.value is not None and control.label, control.description
+    assert demo.batch_size.label == "full batch" and demo.settings().batch_size is None
+    demo.batch_size.value = 32
+    assert demo.settings().batch_size == 32
+
+
+def test_a_flat_loss_is_drawn_flat_at_chance():
+    """No offset notation (``1e-6+6.9314e-1``) on the loss axis; the axis starts at 0 and a line marks ln C."""
+    from lottery.demo import draw
+
+    pg = Playground(Settings(init="normal", depth=6, width=8, steps=50))  # N(0, 0.01) on 6 ReLU layers: stuck
+    list(pg.train(every=50))
+    assert 0 < max(pg.losses) - min(pg.losses) < 1e-4  # flat, with the tiny wiggle an offset axis would magnify
+    fig = draw.training_figure(pg, pg.layer_signal(), pg.layer_signal())
+    FigureCanvasAgg(fig).draw()  # tick labels and the offset text exist once drawn
+    loss = fig.axes[0]
+    assert loss.yaxis.get_major_formatter().get_offset() == ""
+    assert loss.get_yscale() == "linear" and loss.get_ylim()[0] == 0
+    chance = [line for line in loss.lines if set(line.get_ydata()) == {math.log(2)}]
+    assert chance, "no line at ln 2"
+    assert all(float(t.get_text().replace("−", "-")) >= 0 for t in loss.get_yticklabels() if t.get_text())
 
 
 def test_widgets_zeros_stays_flat():

@@ -15,14 +15,20 @@ COLORS = ("tab:blue", "tab:orange")
 
 def training_png(pg: Playground, signal_at_init: list[LayerSignal], signal_now: list[LayerSignal] | None) -> bytes:
     """Three panels: the training loss so far, the decision boundary now, the per-layer signal (init vs now)."""
+    return _png(training_figure(pg, signal_at_init, signal_now))
+
+
+def training_figure(pg: Playground, signal_at_init: list[LayerSignal],
+                    signal_now: list[LayerSignal] | None) -> Figure:
+    """``training_png``'s figure, for a test or a notebook to look at."""
     fig = Figure(figsize=(13, 3.8))
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.92, wspace=0.22)  # fixed: layout engines cost 4x
     cost, plane, signal = fig.subplots(1, 3)
-    _cost(cost, pg.losses)
+    _cost(cost, pg.losses, classes=int(pg.y.max()) + 1)
     _boundary(plane, pg, pg.model, f"decision boundary (test accuracy {pg.accuracy():.0%})"
               if pg.losses else "decision boundary at init")
     _signal(signal, signal_at_init, signal_now)
-    return _png(fig)
+    return fig
 
 
 def tickets_png(pg: Playground, arms: dict[str, Arm], density: float) -> bytes:
@@ -37,11 +43,20 @@ def tickets_png(pg: Playground, arms: dict[str, Arm], density: float) -> bytes:
     return _png(fig)
 
 
-def _cost(ax, losses: list[float]) -> None:
+def _cost(ax, losses: list[float], classes: int) -> None:
+    """The loss as a person reads it: plain tick labels from 0 (never an offset such as ``1e-6+6.9314e-1``, which
+    makes a flat loss look busy) and a dotted line at ln C, the loss of a net that predicts chance."""
+    chance = math.log(classes)
     finite = [v for v in losses if math.isfinite(v)]
     ax.plot(range(1, len(losses) + 1), [v if math.isfinite(v) else float("nan") for v in losses], color=COLORS[0])
+    ax.axhline(chance, color="gray", ls=":", lw=1)
+    ax.annotate(f"chance: ln {classes} = {chance:.3f}", (1, chance), xycoords=("axes fraction", "data"),
+                xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7, color="gray")
     if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
-        ax.set_yscale("log")
+        ax.set_yscale("log")  # a loss falling (or exploding) by orders of magnitude
+    else:
+        ax.set_ylim(0, 1.15 * max([chance, *finite]))
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set(title="training loss (cross-entropy)", xlabel="step", ylabel="loss")
     if not losses:
         ax.text(0.5, 0.5, "press Train", ha="center", va="center", transform=ax.transAxes, color="gray")
