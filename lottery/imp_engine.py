@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
@@ -95,8 +96,8 @@ class Trained:
     rewind_state: dict | None = None
 
 
-class Trainer:
-    """What the engine needs from whoever trains: override ``train`` and ``redraw``; the rest has defaults for one
+class Trainer(ABC):
+    """What the engine needs from whoever trains: ``train`` and ``redraw``; the rest has defaults for one
     process. ``model`` and ``init_state`` are the network and the weights level 0 starts from (``init.pt``)."""
 
     model: nn.Module
@@ -105,13 +106,13 @@ class Trainer:
     collapse_hint: str = ""  # how to keep weights in every layer, said when a layer collapses
     mask_mismatch: str | None = None  # a stored mask that does not fit the model: None recomputes it, else refused
 
+    @abstractmethod
     def train(self, level: int, arm: Arm) -> Trained:
         """Rewind to ``arm.start`` under ``arm.mask`` (verified), train, check pruned weights stayed zero."""
-        raise NotImplementedError
 
+    @abstractmethod
     def redraw(self, seed: int) -> dict:
         """The reinit control's start: ``init.pt``, then what the init scheme draws drawn afresh with ``seed``."""
-        raise NotImplementedError
 
     def prunable(self) -> Mask:
         """The all-kept mask over the model's prunable weights."""

@@ -20,7 +20,7 @@ def _find(tmp_path, loop, model=None, **kw):
 
 
 def _imp(tmp_path):
-    cfg = tiny(tmp_path, levels=2, controls=())
+    cfg = tiny(tmp_path, levels=2, controls=(), steps=20, eval_every=10)
     return lt.run_imp(cfg), RunDir(tmp_path / "runs" / cfg.run_name()), lambda: lt.run_imp(cfg)
 
 
@@ -167,7 +167,7 @@ def test_a_train_fn_that_changes_the_model_and_returns_is_refused(tmp_path, chan
 
 
 # -- metrics, checked when they are returned ------------------------------------------------------------------------
-def test_a_curve_from_a_diverged_run_is_recorded_as_diverged_and_stays_readable(tmp_path, capsys):
+def _diverging_curve(tmp_path):
     loop = Loop(steps=5)
 
     def train_fn(model, mask, run):
@@ -176,11 +176,20 @@ def test_a_curve_from_a_diverged_run_is_recorded_as_diverged_and_stays_readable(
             out["curve"] = [[0, 1.1, 0.4], [10, math.nan, math.nan], [20, math.inf, 0.1]]
         return out
 
-    results = _find(tmp_path, train_fn, controls=())
+    return _find(tmp_path, train_fn, controls=())
+
+
+def test_a_curve_from_a_diverged_run_is_recorded_as_diverged_and_stays_readable(tmp_path):
+    results = _diverging_curve(tmp_path)
     assert results["status"] == "diverged" and results["levels"][1]["status"] == "diverged"
     assert len(results["levels"]) == 2  # pruning stops at a diverged ticket
     frame = lt.load_results(results["run_dir"])
     assert frame.status.tolist() == ["ok", "diverged"]
+
+
+@pytest.mark.slow
+def test_lottery_report_reads_a_find_tickets_run_with_a_diverged_curve(tmp_path, capsys):
+    results = _diverging_curve(tmp_path)
     assert main(["report", results["run_dir"]]) == 0
     assert "status: diverged" in capsys.readouterr().out
 
