@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import sys
 import typing
@@ -312,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe (`lottery list | head -1`) shows here, not at interpreter exit
         return code
-    except BrokenPipeError:
+    except BrokenPipeError as e:
+        if not stdout_closed():  # a pipe to another process (a grid's worker or manager) broke: an error
+            print(f"lottery: error: {e.strerror or e} (a process this command talked to ended)", file=sys.stderr)
+            return 1
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to say to a closed reader
         return 0
     except (LotteryError, OSError) as e:  # OSError: an --out that is a file, a directory without permission, ...
@@ -322,6 +326,17 @@ def main(argv: list[str] | None = None) -> int:
         how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
         print(f"lottery: {how}; finished levels are saved — run the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader is gone (`lottery list | head -1`): poll reports an error on it."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor (a test's capture)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def threading_is_main() -> bool:

@@ -117,3 +117,57 @@ def test_sigterm_stops_the_workers_at_once(tmp_path):
     for run in (p.parent for p in tmp_path.glob("*/config.json")):
         with RunDir(run):  # a worker still training would hold it: RunLockedError
             pass
+
+
+class _DoomedManager:
+    """A spawn context whose Manager is SIGKILLed ``after`` seconds into the grid (as `kill -9` would)."""
+
+    def __init__(self, ctx, after):
+        self.ctx, self.after = ctx, after
+
+    def __getattr__(self, name):
+        return getattr(self.ctx, name)
+
+    def Manager(self):
+        import signal
+        import threading
+
+        manager = self.ctx.Manager()
+        threading.Timer(self.after, os.kill, (manager._process.pid, signal.SIGKILL)).start()
+        return manager
+
+
+@pytest.mark.parametrize("after", [0.2, 6.0])
+def test_a_killed_manager_is_the_worker_died_error(tmp_path, capsys, monkeypatch, after):
+    """SIGKILL of the progress queue's manager (before or while the workers train): a one-line error, non-zero,
+    no summary — never a silent exit 0."""
+    import multiprocessing
+    import types
+
+    from lottery.executors import grid
+
+    monkeypatch.setattr(grid, "multiprocessing", types.SimpleNamespace(
+        get_context=lambda name: _DoomedManager(multiprocessing.get_context(name), after)))
+    code = main(["compare-inits", *FLAGS, "--out", str(tmp_path), "--jobs", "2", "--pack", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("lottery: error: a grid worker died"), err
+    assert not any("Traceback" in line for line in err)
+    assert not list(tmp_path.glob("compare-*/summary.json"))
+
+
+def test_only_a_closed_stdout_is_taken_for_a_closed_reader(monkeypatch, capsys):
+    """cli.main: a BrokenPipeError from anything but stdout (a dead helper process) is an error, not exit 0."""
+    import lottery.cli as cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    assert main(["list"]) != 0
+    assert "Broken pipe" in capsys.readouterr().err
+
+
+def test_a_closed_stdout_is_still_a_quiet_exit(tmp_path):
+    r = subprocess.run(f"{sys.executable} -m lottery list | head -c 1", shell=True, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -28,6 +28,7 @@ from lottery.config import Config
 from lottery.errors import ConfigError, LotteryError
 
 EXECUTORS = ("local", "submitit")
+LOST = (ConnectionError, EOFError)  # what a call through a dead multiprocessing manager's proxy raises
 WORKER_DIED = ("a grid worker died mid-run (killed or out of memory); run the same command again to resume: "
                "finished runs are kept and the interrupted one resumes")
 
@@ -71,8 +72,14 @@ def run_group(cfgs: Sequence[Config], pack: int, threads: int | None = None, tic
     if threads:
         torch.set_num_threads(threads)
     configs = dict(enumerate(cfgs))
-    on_round = (lambda n: ticks.put(n)) if ticks is not None else None
-    done = run_lockstep(configs, pack, on_round=on_round)
+
+    def on_round(n: int) -> None:
+        try:
+            ticks.put(n)
+        except (OSError, EOFError):  # the grid's manager died: the grid is over, this worker's runs resume later
+            raise LotteryError(WORKER_DIED) from None
+
+    done = run_lockstep(configs, pack, on_round=on_round if ticks is not None else None)
     return [done.get(i) for i in configs]
 
 
@@ -160,16 +167,25 @@ def _local_packed(configs: Sequence[Config], jobs: int, pack: int, progress: boo
                     results[i] = result
         _drain(ticks, bar)
         bar.update(bar.total - bar.n)  # trunks that stopped early (diverged, exhausted) skip their last levels
-    except BrokenProcessPool:
-        raise LotteryError(WORKER_DIED) from None
+    except (BrokenProcessPool, *LOST) as e:  # a worker, or the manager of the progress queue, died
+        _stop(pool)
+        raise LotteryError(WORKER_DIED) from e
     except BaseException:
         _stop(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        manager.shutdown()
+        _shutdown(manager)
         bar.close()
     return results
+
+
+def _shutdown(manager) -> None:
+    """Stop the manager; one that was killed has nothing left to stop."""
+    try:
+        manager.shutdown()
+    except LOST:
+        pass
 
 
 def _drain(ticks, bar) -> None:
