@@ -171,3 +171,47 @@ def test_a_closed_stdout_is_still_a_quiet_exit(tmp_path):
     r = subprocess.run(f"{sys.executable} -m lottery list | head -c 1", shell=True, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ('cpus_per_task = "two"', "cpus_per_task"), ('mem_gb = "lots"', "mem_gb"), ("timeout_min = -5", "timeout_min"),
+    ("cpus_per_task = -1", "cpus_per_task"), ("cpus_per_task = 0", "cpus_per_task"), ("timeout_min = 1.5", "timeout_min"),
+    ("mem_gb = true", "mem_gb"),
+])
+def test_bad_submitit_values_are_one_line(tmp_path, capsys, setting, needle):
+    pytest.importorskip("submitit")
+    toml = tmp_path / "grid.toml"
+    toml.write_text(f'[submitit]\ncluster = "local"\n{setting}\n')
+    assert main(["compare-inits", *FLAGS, "--out", str(tmp_path / "runs"), "--executor", "submitit",
+                 "--config", str(toml)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "[submitit]" in err[0], err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_sigterm_cancels_the_submitit_jobs(tmp_path):
+    """SIGTERM of the launcher (local submitit): exit 143, and the jobs it started end too — no trunk stays
+    locked by a job that ignored the signal."""
+    import signal
+    import time
+
+    from lottery.storage.rundir import RunDir
+
+    pytest.importorskip("submitit")
+    toml = tmp_path / "grid.toml"
+    toml.write_text('[submitit]\ncluster = "local"\ntimeout_min = 10\n')
+    flags = [f if f != "20" else "20000" for f in FLAGS]
+    cmd = [sys.executable, "-m", "lottery", "compare-inits", *flags, "--out", str(tmp_path / "runs"),
+           "--executor", "submitit", "--config", str(toml)]
+    grid = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not list(tmp_path.glob("runs/*/init.pt")) and time.time() < deadline:  # a job is training
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGTERM)
+    _, err = grid.communicate(timeout=60)
+    assert grid.returncode == 143 and "Traceback" not in err, err
+    runs = [p.parent for p in tmp_path.glob("runs/*/config.json")]
+    assert runs
+    for run in runs:
+        with RunDir(run):  # a job still training would hold it: RunLockedError
+            pass
