@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import select
 import signal
 import sys
@@ -322,10 +323,26 @@ def main(argv: list[str] | None = None) -> int:
     except (LotteryError, OSError) as e:  # OSError: an --out that is a file, a directory without permission, ...
         print(f"lottery: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except (MemoryError, RuntimeError) as e:
+        too_big = out_of_memory(e)
+        if too_big is None:
+            raise
+        print(f"lottery: error: out of memory ({too_big}); choose a smaller model (--model-options), batch or "
+              "data set", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
         print(f"lottery: {how}; finished levels are saved — run the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """What an allocation that failed asked for (torch's CPU or CUDA allocator, or Python's), else None."""
+    text = str(e)
+    if not isinstance(e, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    return f"{int(asked.group(1)) / 2**30:.1f} GiB asked for" if asked else (text.splitlines() or ["no detail"])[0][:120]
 
 
 def stdout_closed() -> bool:
