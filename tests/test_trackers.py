@@ -108,6 +108,7 @@ def test_tensorboard_keeps_no_duplicate_points_after_a_resume(tmp_path):
     assert len(points) == len(set(points)), sorted(p for p in points if points.count(p) > 1)[:5]
 
 
+@pytest.mark.slow
 def test_a_damaged_mlflow_store_is_one_line_on_resume(tmp_path, capsys):
     pytest.importorskip("mlflow")
     from lottery.errors import CorruptFileError
