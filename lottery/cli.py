@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import select
 import signal
 import sys
 import threading
@@ -239,16 +241,46 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe (`lottery list | head -1`) shows here, not at interpreter exit
         return code
-    except BrokenPipeError:
+    except BrokenPipeError as e:
+        if not stdout_closed():  # a pipe to another process (a grid's worker or manager) broke: an error
+            print(f"lottery: error: {e.strerror or e} (a process this command talked to ended)", file=sys.stderr)
+            return 1
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to say to a closed reader
         return 0
     except (LotteryError, OSError) as e:  # OSError: an --out that is a file, a directory without permission, ...
         print(f"lottery: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except (MemoryError, RuntimeError) as e:
+        too_big = out_of_memory(e)
+        if too_big is None:
+            raise
+        print(f"lottery: error: out of memory ({too_big}); choose a smaller model (--model-options), batch or "
+              "data set", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
         print(f"lottery: {how}; finished levels are saved — run the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """What an allocation that failed asked for (torch's CPU or CUDA allocator, or Python's), else None."""
+    text = str(e)
+    if not isinstance(e, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    return f"{int(asked.group(1)) / 2**30:.1f} GiB asked for" if asked else (text.splitlines() or ["no detail"])[0][:120]
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader is gone (`lottery list | head -1`): poll reports an error on it."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor (a test's capture)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def threading_is_main() -> bool:

@@ -269,3 +269,37 @@ def test_compare_inits_validates_every_variant_before_the_first_run(tmp_path, ca
 def test_export_threads_zero_is_refused_before_writing(seed_runs, capsys):
     _one_line_error(capsys, ["export", str(seed_runs[0]), "--level", "1", "--threads", "0"], "--threads")
     assert not list(seed_runs[0].rglob("ticket-*"))
+
+
+# -- sizes that cannot be allocated, demo settings out of range (one line each) -------------------------------
+def test_a_model_too_large_for_memory_is_one_line(tmp_path, capsys):
+    from tests.test_export import _memory_cap
+
+    with _memory_cap(extra=1 << 30):
+        code = main(["run", *TINY, "--model-options", "hidden=[100000000]", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "out of memory" in err and "GiB" in err, err
+
+
+@pytest.mark.parametrize("settings, needle", [({"lr": 1e300}, "lr"), ({"seed": 2**70}, "seed"),
+                                              ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed")])
+def test_demo_settings_out_of_range_are_one_line(settings, needle):
+    from lottery.demo.playground import Settings
+    from lottery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle) as e:
+        Settings(**settings)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_demo_on_a_busy_port_fails_before_announcing_the_url(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert "serving at" not in captured.out and f"--port {port} is not free" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1

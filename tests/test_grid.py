@@ -117,3 +117,96 @@ def test_sigterm_stops_the_workers_at_once(tmp_path):
     for run in (p.parent for p in tmp_path.glob("*/config.json")):
         with RunDir(run):  # a worker still training would hold it: RunLockedError
             pass
+
+
+class _DoomedManager:
+    """A spawn context whose Manager is SIGKILLed ``after`` seconds into the grid (as `kill -9` would)."""
+
+    def __init__(self, ctx, after):
+        self.ctx, self.after = ctx, after
+
+    def __getattr__(self, name):
+        return getattr(self.ctx, name)
+
+    def Manager(self):
+        import signal
+        import threading
+
+        manager = self.ctx.Manager()
+        threading.Timer(self.after, os.kill, (manager._process.pid, signal.SIGKILL)).start()
+        return manager
+
+
+@pytest.mark.parametrize("after", [0.2, pytest.param(6.0, marks=pytest.mark.slow)])
+def test_a_killed_manager_is_the_worker_died_error(tmp_path, capsys, monkeypatch, after):
+    """SIGKILL of the progress queue's manager (before or while the workers train): a one-line error, non-zero,
+    no summary — never a silent exit 0."""
+    import multiprocessing
+    import types
+
+    from lottery.executors import grid
+
+    monkeypatch.setattr(grid, "multiprocessing", types.SimpleNamespace(
+        get_context=lambda name: _DoomedManager(multiprocessing.get_context(name), after)))
+    code = main(["compare-inits", *FLAGS, "--out", str(tmp_path), "--jobs", "2", "--pack", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("lottery: error: a grid worker died"), err
+    assert not any("Traceback" in line for line in err)
+    assert not list(tmp_path.glob("compare-*/summary.json"))
+
+
+def test_only_a_closed_stdout_is_taken_for_a_closed_reader(monkeypatch, capsys):
+    """cli.main: a BrokenPipeError from anything but stdout (a dead helper process) is an error, not exit 0."""
+    import lottery.cli as cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    assert main(["list"]) != 0
+    assert "Broken pipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ('cpus_per_task = "two"', "cpus_per_task"), ('mem_gb = "lots"', "mem_gb"), ("timeout_min = -5", "timeout_min"),
+    ("cpus_per_task = -1", "cpus_per_task"), ("cpus_per_task = 0", "cpus_per_task"), ("timeout_min = 1.5", "timeout_min"),
+    ("mem_gb = true", "mem_gb"),
+])
+def test_bad_submitit_values_are_one_line(tmp_path, capsys, setting, needle):
+    pytest.importorskip("submitit")
+    toml = tmp_path / "grid.toml"
+    toml.write_text(f'[submitit]\ncluster = "local"\n{setting}\n')
+    assert main(["compare-inits", *FLAGS, "--out", str(tmp_path / "runs"), "--executor", "submitit",
+                 "--config", str(toml)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "[submitit]" in err[0], err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_sigterm_cancels_the_submitit_jobs(tmp_path):
+    """SIGTERM of the launcher (local submitit): exit 143, and the jobs it started end too — no trunk stays
+    locked by a job that ignored the signal."""
+    import signal
+    import time
+
+    from lottery.storage.rundir import RunDir
+
+    pytest.importorskip("submitit")
+    toml = tmp_path / "grid.toml"
+    toml.write_text('[submitit]\ncluster = "local"\ntimeout_min = 10\n')
+    flags = [f if f != "20" else "20000" for f in FLAGS]
+    cmd = [sys.executable, "-m", "lottery", "compare-inits", *flags, "--out", str(tmp_path / "runs"),
+           "--executor", "submitit", "--config", str(toml)]
+    grid = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not list(tmp_path.glob("runs/*/init.pt")) and time.time() < deadline:  # a job is training
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGTERM)
+    _, err = grid.communicate(timeout=60)
+    assert grid.returncode == 143 and "Traceback" not in err, err
+    runs = [p.parent for p in tmp_path.glob("runs/*/config.json")]
+    assert runs
+    for run in runs:
+        with RunDir(run):  # a job still training would hold it: RunLockedError
+            pass

@@ -53,6 +53,7 @@ def test_a_link_or_a_dotted_path_onto_a_run_file_is_refused(run_dir, tmp_path, c
     _refused(capsys, ["report", str(run_dir), "--csv", str(dotted)], run_dir, before)
 
 
+@pytest.mark.slow
 def test_new_files_inside_a_run_and_the_default_export_are_fine(run_dir, capsys):
     assert main(["report", str(run_dir), "--csv", str(run_dir / "table.csv")]) == 0
     assert (run_dir / "table.csv").read_text().startswith("run,")

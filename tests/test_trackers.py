@@ -79,3 +79,44 @@ def test_unknown_tracker_on_the_command_line(capsys):
     assert main(["run", "--log", "wandb", "--out", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert "unknown tracker 'wandb'" in err or ("wandb" in err and "tensorboard" in err)
+
+
+def _interrupted_then_resumed(tmp_path, log):
+    """find_tickets killed in level 1's ticket after its loop logged (run.log), then started again."""
+    fail = {"armed": True}
+    loop = Loop(steps=21)
+
+    def flaky(model, mask, run):
+        out = loop(model, mask, run)
+        if run.level == 1 and fail.pop("armed", False):
+            raise KeyboardInterrupt
+        return out
+
+    kw = dict(out=str(tmp_path), levels=1, log=log, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        lt.find_tickets(make_model(), flaky, **kw)
+    return lt.find_tickets(make_model(), flaky, **kw)
+
+
+def test_tensorboard_keeps_no_duplicate_points_after_a_resume(tmp_path):
+    loader = pytest.importorskip("tensorboard.backend.event_processing.event_file_loader")
+    results = _interrupted_then_resumed(tmp_path, "tensorboard")
+    files = sorted((tmp_path / results["run_dir"] / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 2  # one per process
+    points = [(v.tag, e.step) for f in files for e in loader.EventFileLoader(str(f)).Load() for v in e.summary.value]
+    assert ("level_01/ticket/train_loss", 20) in points
+    assert len(points) == len(set(points)), sorted(p for p in points if points.count(p) > 1)[:5]
+
+
+@pytest.mark.slow
+def test_a_damaged_mlflow_store_is_one_line_on_resume(tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    from lottery.errors import CorruptFileError
+
+    kw = dict(out=str(tmp_path), levels=1, log="mlflow", progress=False)
+    results = lt.find_tickets(make_model(), Loop(steps=5), **kw)
+    for meta in (tmp_path / results["run_dir"] / "mlruns").glob("*/meta.yaml"):
+        meta.write_text("{{{: :: [")
+    with pytest.raises(CorruptFileError, match="mlruns is a damaged MLflow store") as e:
+        lt.find_tickets(make_model(), Loop(steps=5), **kw)
+    assert len(str(e.value).splitlines()) == 1

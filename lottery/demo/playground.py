@@ -71,6 +71,10 @@ class Settings:
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
         if isinstance(self.momentum, bool) or not isinstance(self.momentum, Real) or not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.lr > 1e30:  # the optimizer holds it as a float32
+            raise ConfigError(f"lr must be at most 1e30, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
 
 @dataclass

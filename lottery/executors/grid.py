@@ -17,8 +17,10 @@ its grid waits for that trunk and reuses it (tests/test_grid.py).
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -28,6 +30,7 @@ from lottery.config import Config
 from lottery.errors import ConfigError, LotteryError
 
 EXECUTORS = ("local", "submitit")
+LOST = (ConnectionError, EOFError)  # what a call through a dead multiprocessing manager's proxy raises
 WORKER_DIED = ("a grid worker died mid-run (killed or out of memory); run the same command again to resume: "
                "finished runs are kept and the interrupted one resumes")
 
@@ -55,10 +58,16 @@ def run_trunk(cfg: Config, threads: int | None = None) -> dict | None:
 
     if threads:
         torch.set_num_threads(threads)
+    signal.signal(signal.SIGTERM, _stop_trunk)  # under submitit, whose own handler ignores SIGTERM
     try:
         return run_imp(cfg.replace(progress=False))
     except RunLockedError:
         return None
+
+
+def _stop_trunk(signum, frame) -> None:
+    """SIGTERM in a trunk's process: unwind like Ctrl-C (the run's lock is released; it resumes later)."""
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def run_group(cfgs: Sequence[Config], pack: int, threads: int | None = None, ticks=None) -> list[dict | None]:
@@ -71,8 +80,14 @@ def run_group(cfgs: Sequence[Config], pack: int, threads: int | None = None, tic
     if threads:
         torch.set_num_threads(threads)
     configs = dict(enumerate(cfgs))
-    on_round = (lambda n: ticks.put(n)) if ticks is not None else None
-    done = run_lockstep(configs, pack, on_round=on_round)
+
+    def on_round(n: int) -> None:
+        try:
+            ticks.put(n)
+        except (OSError, EOFError):  # the grid's manager died: the grid is over, this worker's runs resume later
+            raise LotteryError(WORKER_DIED) from None
+
+    done = run_lockstep(configs, pack, on_round=on_round if ticks is not None else None)
     return [done.get(i) for i in configs]
 
 
@@ -160,16 +175,25 @@ def _local_packed(configs: Sequence[Config], jobs: int, pack: int, progress: boo
                     results[i] = result
         _drain(ticks, bar)
         bar.update(bar.total - bar.n)  # trunks that stopped early (diverged, exhausted) skip their last levels
-    except BrokenProcessPool:
-        raise LotteryError(WORKER_DIED) from None
+    except (BrokenProcessPool, *LOST) as e:  # a worker, or the manager of the progress queue, died
+        _stop(pool)
+        raise LotteryError(WORKER_DIED) from e
     except BaseException:
         _stop(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        manager.shutdown()
+        _shutdown(manager)
         bar.close()
     return results
+
+
+def _shutdown(manager) -> None:
+    """Stop the manager; one that was killed has nothing left to stop."""
+    try:
+        manager.shutdown()
+    except LOST:
+        pass
 
 
 def _drain(ticks, bar) -> None:
@@ -200,28 +224,68 @@ def _executor(settings: dict, folder: Path):
     cluster = settings.pop("cluster", None)
     if cluster not in (None, "slurm", "local", "debug"):
         raise ConfigError(f"[submitit] cluster must be slurm, local or debug, got {cluster!r}")
+    _check_submitit_values(settings)
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     try:
         ex.update_parameters(**settings)
-    except (NameError, ValueError, TypeError) as e:
+    except (NameError, ValueError, TypeError, AssertionError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"[submitit] setting not accepted ({first}); see submitit's AutoExecutor "
                           "parameters") from None
     return ex
 
 
+# Sizes submitit passes on to the scheduler: checked here, since submitit asserts (a traceback) or defers the
+# error to the scheduler. Whole numbers, except memory; zero GPUs is the one zero that means something.
+_SUBMITIT_SIZES = {"timeout_min": (int, 1), "cpus_per_task": (int, 1), "mem_gb": (float, 0), "nodes": (int, 1),
+                   "tasks_per_node": (int, 1), "gpus_per_node": (int, 0), "signal_delay_s": (int, 0)}
+
+
+def _check_submitit_values(settings: dict) -> None:
+    for key, (kind, low) in _SUBMITIT_SIZES.items():
+        if key not in settings:
+            continue
+        v = settings[key]
+        number = isinstance(v, int) or kind is float and isinstance(v, float)
+        if isinstance(v, bool) or not number or v < low or kind is float and not v > 0:
+            what = "a positive number of GB" if kind is float else f"a whole number >= {low}"
+            raise ConfigError(f"[submitit] {key} must be {what}, got {v!r}")
+
+
 def _submitit(configs: Sequence[Config], settings: dict, folder: Path) -> list[dict | None]:
     ex = _executor(settings, folder)
     threads = settings.get("cpus_per_task")
-    jobs = ex.map_array(run_trunk, list(configs), [threads] * len(configs))
-    out = []
-    for cfg, job in zip(configs, jobs):
-        try:
-            out.append(job.result())
-        except Exception as e:  # submitit wraps the worker's error; its last line is the message
-            if isinstance(e, LotteryError):
-                raise
-            lines = [line for line in str(e).strip().splitlines() if line.strip()]
-            raise LotteryError(f"grid job {job.job_id} ({cfg.run_name()}) failed: {lines[-1] if lines else e}; "
-                               f"its log is in {folder}; run the same command again to resume") from None
-    return out
+    jobs = []
+    try:
+        jobs = ex.map_array(run_trunk, list(configs), [threads] * len(configs))
+        out = []
+        for cfg, job in zip(configs, jobs):
+            try:
+                out.append(job.result())
+            except Exception as e:  # submitit wraps the worker's error; its last line is the message
+                if isinstance(e, LotteryError):
+                    raise
+                lines = [line for line in str(e).strip().splitlines() if line.strip()]
+                raise LotteryError(f"grid job {job.job_id} ({cfg.run_name()}) failed: {lines[-1] if lines else e}; "
+                                   f"its log is in {folder}; run the same command again to resume") from None
+        return out
+    except BaseException:  # Ctrl-C, SIGTERM, a failed job: stop the local jobs too, as --jobs stops its workers
+        if settings.get("cluster") == "local":
+            _cancel(jobs)
+        raise
+
+
+def _cancel(jobs, wait_s: float = 20.0) -> None:
+    """Stop local submitit jobs and wait (a little) until they ended: the launcher's SIGTERM does not reach
+    them, so without this they would go on training and hold their trunks' locks."""
+    import time
+
+    for job in jobs:  # a local job's id is its controller's pid; the controller passes SIGTERM to its task
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(job.job_id), signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(job.state == "RUNNING" for job in jobs):
+        time.sleep(0.1)
+    for job in jobs:
+        if job.state == "RUNNING":  # deaf to SIGTERM: SIGINT to the controller stops its task (SIGKILL after 1 s)
+            job.cancel(check=False)

@@ -12,7 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from lottery.errors import ConfigError
+from lottery.errors import ConfigError, CorruptFileError
 from lottery.registry import Registry
 
 TRACKERS = Registry("tracker")
@@ -56,13 +56,31 @@ class TensorBoardTracker(Tracker):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError("--log tensorboard needs the tensorboard package: pip install tensorboard") from None
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        log_dir = Path(run_dir) / "tensorboard"
+        self.earlier = _logged_points(log_dir)
+        self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def _write(self, key: str, value: float, step: int) -> None:
+        if (key, step) in self.earlier:  # logged before an interruption; a resume repeats it (bit-identical)
+            return
         self.writer.add_scalar(key, value, step)
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _logged_points(log_dir: Path) -> set[tuple[str, int]]:
+    """(tag, step) of every scalar in the event files a previous process left in ``log_dir``."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    points = set()
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                points.update((v.tag, event.step) for v in event.summary.value)
+        except Exception:  # a record cut short by a kill: the points before it count
+            continue
+    return points
 
 
 @TRACKERS.register("mlflow")
@@ -81,12 +99,19 @@ class MlflowTracker(Tracker):
             raise ConfigError("--log mlflow needs the mlflow package: pip install mlflow") from None
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         run_dir = Path(run_dir)
-        self.client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
-        experiment = self.client.get_experiment_by_name("lottery")
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("lottery")
-        runs = self.client.search_runs([experiment_id], filter_string=f"tags.run_dir = '{run_dir.name}'")
-        self.run_id = runs[0].info.run_id if runs else self.client.create_run(
-            experiment_id, run_name=run_dir.name, tags={"run_dir": run_dir.name}).info.run_id
+        store = run_dir / "mlruns"
+        try:
+            self.client = MlflowClient(tracking_uri=store.resolve().as_uri())
+            experiment = self.client.get_experiment_by_name("lottery")
+            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("lottery")
+            runs = self.client.search_runs([experiment_id], filter_string=f"tags.run_dir = '{run_dir.name}'")
+            self.run_id = runs[0].info.run_id if runs else self.client.create_run(
+                experiment_id, run_name=run_dir.name, tags={"run_dir": run_dir.name}).info.run_id
+        except Exception as e:  # a damaged meta.yaml (YAMLError), a store MLflow refuses (MlflowException), ...
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CorruptFileError(f"{store} is a damaged MLflow store ({type(e).__name__}: {first}); move it "
+                                   "aside to start a new one (the run's results are in results.json, not there)"
+                                   ) from None
 
     def _write(self, key: str, value: float, step: int) -> None:
         self.client.log_metric(self.run_id, key, value, step=step)

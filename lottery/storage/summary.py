@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lottery.errors import CorruptFileError
 from lottery.storage.atomic import load_json, save_json
-from lottery.storage.rundir import valid_values
+from lottery.storage.validate import valid_values
 
 BASE = "summary.json's directory"  # the value of ``run_dir_base`` in summaries whose run paths are relative to it
 
