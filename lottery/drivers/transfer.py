@@ -245,15 +245,17 @@ class _Study:
     def train(self, plan: list[dict], controls: bool) -> None:
         ref = plan[0]
         if row_key(ref) not in self.done:  # alone, unfused: the source ticket retrained bit for bit
-            self._record(ref, "ticket", self.s.train_from(self.s.init_state, self.mask, "transfer reference"))
+            self._record(ref, "ticket", self.s.train_from(self.s.init_state, self.mask, "transfer reference",
+                                                             point="train:transfer:reference"))
         runs, owners = [], []
         for row in plan:
             have = self.done.get(row_key(row))
             if have is None:
-                runs.append((lambda row=row: self._start(row), self.mask, f"transfer {_name(row)}"))
+                runs.append((lambda row=row: self._start(row), self.mask, f"transfer {_name(row)}", "train:transfer"))
                 owners.append((row, "ticket"))
             if controls and (have is None or "random_mask" not in have["controls"]):
-                runs.append((lambda row=row: self._start(row), self.random, f"transfer {_name(row)} random_mask"))
+                runs.append((lambda row=row: self._start(row), self.random, f"transfer {_name(row)} random_mask",
+                             "train:transfer:random_mask"))
                 owners.append((row, "random_mask"))
         self.s.train_many(runs, lambda i, result: self._record(*owners[i], result))
 
@@ -296,7 +298,8 @@ class _Study:
         stored = self.run.load_state(f"{DENSE_DIR}/{name}.pt", like=self.s.init_state)
         if stored is not None:
             return {k: v.to(self.s.device) for k, v in stored.items()}
-        result = self.s.train_from(state, Mask.ones_like(self.s.model).to(self.s.device), f"transfer dense {name}")
+        result = self.s.train_from(state, Mask.ones_like(self.s.model).to(self.s.device), f"transfer dense {name}",
+                                   point="train:transfer:dense")
         if result.status != "ok":
             raise ConfigError(f"the dense network of {_name(row)} diverged: its weights match nothing; use "
                               "--match trained or init")
