@@ -26,7 +26,8 @@ from lottery.options import (Options, add_flags, experiment_settings, int_option
                              options_from_args, read_text, switch_option)
 from lottery.pruning import PRUNERS
 from lottery.reporting.frames import load_results
-from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table, write_plots
+from lottery.reporting import tables
+from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table
 from lottery.storage.atomic import load_json
 from lottery.storage.rundir import RunDir
 
@@ -137,7 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = _run_results(args.run_dir)
     run = RunDir(args.run_dir)
     print(format_table(results))
-    plots = _plots_or_note(lambda: write_plots(run.path, results), run.path)
+    plots = _plots_or_note(lambda: tables.write_plots(run.path, results), run.path)
     print(f"\nstatus: {results['status']}; plots: {', '.join(str(p) for p in plots) or 'none written'}")
     return 0
 
