@@ -28,7 +28,8 @@ from lottery.options import (Options, add_flags, experiment_settings, int_option
                              options_from_args, read_text, switch_option)
 from lottery.pruning import PRUNERS, STRUCTURES
 from lottery.reporting.frames import load_results
-from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table, write_plots
+from lottery.reporting import tables
+from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table
 from lottery.storage.rundir import RunDir, refuse_run_file
 from lottery.storage.summary import load_summary
 from lottery.threads import fit_threads
@@ -142,7 +143,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = _run_results(args.run_dir)
     run = RunDir(args.run_dir)
     print(format_table(results))
-    plots = _plots_or_note(lambda: write_plots(run.path, results), run.path)
+    plots = _plots_or_note(lambda: tables.write_plots(run.path, results), run.path)
     print(f"\nstatus: {results['status']}; plots: {', '.join(str(p) for p in plots) or 'none written'}")
     return 0
 

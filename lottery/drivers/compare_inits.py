@@ -39,7 +39,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from lottery import distributed
 from lottery.config import Config
-from lottery.drivers.imp import run_imp, run_imp_when_free
+from lottery.drivers import imp
 from lottery.errors import ConfigError
 from lottery.executors.grid import EXECUTORS, check, run_grid
 from lottery.executors.lockstep import run_lockstep
@@ -228,7 +228,7 @@ def _run_serial(configs: dict, log) -> dict:
                 + (f"finished run reused ({cfg.run_name()})" if finished else f"running IMP ({cfg.run_name()})"))
         if not finished:
             try:
-                done[(label, seed)] = run_imp(cfg)
+                done[(label, seed)] = imp.run_imp(cfg)
             except RunLockedError:  # another process trains it: _collect comes back to it after the others
                 pass
     return _collect(configs, done, log)
@@ -260,7 +260,7 @@ def _run_lockstep(configs: dict, base: Config, pack: int, data, progress: bool, 
 def _collect(configs: dict, done: dict, log) -> dict:
     """Every trunk's results and run directory: run now (``done``), finished before, or — held by another process
     all along (a second grid on this runs directory) — waited for, then reused or resumed."""
-    return {key: {"results": done.get(key) or _run_finished(cfg) or run_imp_when_free(cfg, log),
+    return {key: {"results": done.get(key) or _run_finished(cfg) or imp.run_imp_when_free(cfg, log),
                   "run_dir": str(Path(cfg.out) / cfg.run_name())} for key, cfg in configs.items()}
 
 

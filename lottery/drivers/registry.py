@@ -19,7 +19,8 @@ from lottery.config import Config
 from lottery.distributed import is_main_process
 from lottery.drivers import compare_inits, gradual, imp, prune_at_init, stability, supermask, transfer
 from lottery.registry import Registry
-from lottery.reporting.tables import format_table, write_plots
+from lottery.reporting import tables
+from lottery.reporting.tables import format_table
 from lottery.storage.rundir import RunDir
 
 
@@ -48,7 +49,7 @@ def _imp_report(results: dict, cfg: Config, _) -> str:
     if not is_main_process():  # under torchrun, rank 0 prints the table and writes the plots
         return ""
     run_path = Path(cfg.out) / cfg.run_name()
-    plots = write_plots(run_path, results)
+    plots = tables.write_plots(run_path, results)
     return f"{format_table(results)}\n\nrun directory: {run_path}  (plots: {', '.join(p.name for p in plots)})"
 
 
