@@ -2,6 +2,7 @@
 
     python benchmarks/bench_convnet.py            # 2 rounds of the whole-process race, then the step table
     python benchmarks/bench_convnet.py --quick    # 1 round, 100 steps, short step timings (a smoke test)
+    python benchmarks/bench_convnet.py --rounds 1 # one alternation (a busy machine: the plain loop can take 20 min)
     python benchmarks/bench_convnet.py --write    # also replace this benchmark's section of benchmarks/RESULTS.md
 
 (1) Whole process, LeNet-5 on Fashion-MNIST, SGD (lr 0.05, momentum 0.9), batch 64, 600 steps, each in a fresh
@@ -178,11 +179,14 @@ def report(whole: dict, steps: dict, threads: int, loads: tuple, cmd: str, n_ste
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one round of 100 steps, short step timings")
+    ap.add_argument("--rounds", type=int, default=None, help="alternations of the whole-process race (default 2; 1 "
+                    "with --quick)")
     ap.add_argument("--write", action="store_true", help="replace this benchmark's section of benchmarks/RESULTS.md")
     args = ap.parse_args()
     threads = fit_threads()
     loads = [os.getloadavg()[0]]
     n_steps, rounds = (100, 1) if args.quick else (600, 2)
+    rounds = args.rounds or rounds
     with tempfile.TemporaryDirectory() as tmp:
         whole = whole_process(n_steps, rounds, Path(tmp))
     steps = step_times({"lenet5": 20, "conv4": 3, "resnet20": 2} if args.quick else
