@@ -43,17 +43,23 @@ def collect(runs: Path) -> dict:
     return out
 
 
-def latency(run_dir: Path, level: int, structure: str, batches) -> dict:
+def network(run_dir: Path, level: int, structure: str):
+    """The network a level's ticket runs as on a CPU, its input shape, and a key naming its shape."""
     run = RunDir(run_dir)
     cfg = run.config()
     data = lt.load_dataset(cfg.dataset, root=cfg.data_root)
     model = lt.build_model(cfg.model, data.input_shape, data.num_classes).eval()
+    units = {}
     if structure.startswith("neuron"):
-        mask = run.load_mask(level)
-        _, units = physical_tensors(model, mask)
-        model = shrink_to(lt.build_model(cfg.model, data.input_shape, data.num_classes), units).eval()
-    return {b: min(measure_latency(model, data.input_shape, b, 0.2, clock="cpu") * 1e3 for _ in range(2))
-            for b in batches}
+        _, units = physical_tensors(model, run.load_mask(level))
+        model = shrink_to(model, units).eval()
+    key = json.dumps({k: len(v) for k, v in units.items()}, sort_keys=True)
+    return model, data.input_shape, key
+
+
+def latency(model, shape, batches) -> dict:
+    """CPU ms per forward (one thread's CPU time; the best of 3 medians)."""
+    return {b: min(measure_latency(model, shape, b, 0.2, clock="cpu") * 1e3 for _ in range(3)) for b in batches}
 
 
 def mean_std(values) -> str:
@@ -68,16 +74,18 @@ def main(argv=None) -> int:
     p.add_argument("runs", type=Path)
     p.add_argument("--figure", type=Path, default=None)
     p.add_argument("--batches", default="1,256")
+    p.add_argument("--figure-min-seeds", type=int, default=1, help="plot only structures run with this many seeds")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     groups = collect(args.runs)
-    rows, dense_ms = [], None
+    rows, timed = [], {}  # each distinct network shape is timed once
     for name, group in sorted(groups.items()):
         seed0 = group["runs"][min(group["runs"])]
         for level, entries in sorted(group["levels"].items()):
-            ms = latency(seed0, level, name, batches) if name.startswith("neuron") or dense_ms is None else dense_ms
-            if level == 0 and dense_ms is None:
-                dense_ms = ms
+            model, shape, key = network(seed0, level, name)
+            if key not in timed:
+                timed[key] = latency(model, shape, batches)
+            ms = timed[key]
             ticket = [e["test_accuracy"] for e in entries]
             control = [e["controls"].get("random_mask", {}).get("test_accuracy") for e in entries]
             rows.append({"structure": name, "level": level, "seeds": len(entries),
@@ -90,7 +98,8 @@ def main(argv=None) -> int:
         print(f"| {r['structure']} | {r['level']} | {r['seeds']} | {r['density']:.1%} | {mean_std(r['ticket'])} | "
               f"{mean_std(r['random'])} | " + " | ".join(f"{r['ms'][b]:.3f}" for b in batches) + " |")
     if args.figure:
-        plot(rows, max(batches), args.figure)
+        plot([r for r in rows if len(groups[r["structure"]]["runs"]) >= args.figure_min_seeds], max(batches),
+             args.figure)
     return 0
 
 
@@ -101,7 +110,7 @@ def plot(rows, batch: int, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
     names = sorted({r["structure"] for r in rows})
     for i, name in enumerate(names):
         mine = [r for r in rows if r["structure"] == name]
@@ -120,9 +129,10 @@ def plot(rows, batch: int, path: Path) -> None:
     axes[0].set_xlabel("weights kept (%)")
     axes[1].set_xlabel(f"CPU ms per forward, batch {batch}, one thread (network the ticket runs as)")
     axes[0].set_ylabel("test accuracy (%), mean over seeds")
-    axes[1].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle("LeNet-300-100 on Fashion-MNIST: structured tickets vs structured random masks")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
