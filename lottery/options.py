@@ -74,6 +74,11 @@ def _count_or_seeds(v: Any) -> int | tuple:
     return _integer(v) if isinstance(v, int) or (isinstance(v, str) and "," not in v) else _list(int)(v)
 
 
+def _alignments(v: Any) -> tuple:
+    """transfer's ``--align``: 'none' is an alignment there, not an empty list."""
+    return ("none",) if isinstance(v, str) and v.strip().lower() == "none" else _list(str)(v)
+
+
 def _criteria(v: Any) -> tuple:
     return () if v == "all" else _list(str)(v)
 
@@ -290,7 +295,7 @@ class TransferOptions(Options):
     seeds: int | tuple = _opt(1, "target seeds: a count (3 = seeds 0,1,2) or a list", parse=_count_or_seeds,
                               check=_seeds, metavar="N|S1,S2,...")
     align: tuple = _opt(("none", "sign", "permute"), "none (the mask as found), sign (the source init's signs on "
-                        "the kept weights), permute (units aligned by weight matching)", parse=_list(str),
+                        "the kept weights), permute (units aligned by weight matching)", parse=_alignments,
                         check=_known("lottery.drivers.transfer", "ALIGNMENTS", "alignments from"), metavar="A1,A2")
     match: str = _opt("trained", "what permute aligns the target's units to: the source's dense trained weights "
                       "or its init", parse=_text, check=_known("lottery.drivers.transfer", "MATCH_TO"))

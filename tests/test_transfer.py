@@ -172,6 +172,8 @@ def test_cli_prints_the_table_writes_the_figures_and_refuses_in_one_line(run, ca
     assert "restored" in out and "xavier_normal" in out and "bit for bit: yes" in out
     for name in ("transfer_level_01.png", "transfer_accuracy.png"):
         assert (run / name).read_bytes().startswith(b"\x89PNG")
+    assert main(["transfer", str(run), "--level", "1", "--align", "none", "--no-plot"]) == 0  # 'none' alone
+    assert "kaiming_normal" in capsys.readouterr().out
     assert main(["transfer", str(run), "--level", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--level must be an integer >= 1" in err
