@@ -2,13 +2,13 @@
 damaged files, refusals, and the command line."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import lottery as lt
 from lottery.cli import main
@@ -31,8 +31,6 @@ def source(tmp_path_factory):
 
 @pytest.fixture
 def run(source, tmp_path):
-    import shutil
-
     return Path(shutil.copytree(source, tmp_path / source.name))
 
 
@@ -108,8 +106,6 @@ def test_finished_rows_are_read_back_and_a_damaged_file_is_recomputed(run, monke
 
 
 def test_fused_rows_match_them_one_at_a_time(run, tmp_path):
-    import shutil
-
     other = Path(shutil.copytree(run, tmp_path / "other"))
     alone = _rows(transfer_mask(run, 1, seeds=[1], align="none,sign"))
     fused = _rows(transfer_mask(other, 1, seeds=[1], align="none,sign", pack=4))
@@ -183,8 +179,6 @@ def test_cli_prints_the_table_writes_the_figures_and_refuses_in_one_line(run, ca
 
 @pytest.mark.slow
 def test_killed_transfer_resumes_to_the_same_rows(run, tmp_path):
-    import shutil
-
     reference = _without_times(transfer_mask(Path(shutil.copytree(run, tmp_path / "ref")), 1, seeds=2,
                                              inits="kaiming_normal,xavier_normal", align="none,sign,permute"))
     argv = [sys.executable, "-m", "lottery", "transfer", str(run), "--level", "1", "--seeds", "2", "--inits",
