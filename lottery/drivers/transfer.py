@@ -225,7 +225,15 @@ class _Study:
             if controls and (have is None or "random_mask" not in have["controls"]):
                 runs.append((lambda row=row: self._start(row), self.random, f"transfer {_name(row)} random_mask"))
                 owners.append((row, "random_mask"))
-        self.s.train_many(runs, lambda i, result: self._record(*owners[i], result))
+        last = {row_key(row): i for i, (row, _) in enumerate(owners)}
+
+        def record(i: int, result) -> None:
+            row, arm = owners[i]
+            self._record(row, arm, result)
+            if last[row_key(row)] == i:
+                self._starts.pop(row_key(row), None)  # the row's runs are done: its start state goes
+
+        self.s.train_many(runs, record)
 
     def _start(self, row: dict) -> dict:
         """The row's start state (drawn once, shared by its ticket and control); alignment facts kept for it."""
@@ -288,7 +296,6 @@ class _Study:
             self.done[key] = entry
         else:
             self.done[key]["controls"]["random_mask"] = summary
-            self._starts.pop(key, None)  # both of the row's runs are done
         save_json(refuse_symlink(self.run.path / RESULTS_FILE, self.run.path), self.stored)
 
     def _reproduces(self, summary: dict) -> bool:
