@@ -192,3 +192,23 @@ def test_killed_transfer_resumes_to_the_same_rows(run, tmp_path):
     assert subprocess.run(argv, env=env, capture_output=True, timeout=300, cwd=ROOT).returncode == 0
     assert _without_times(json.loads((run / "transfer.json").read_text())) == reference
     assert not list(run.glob(".transfer.json.*.tmp"))
+
+
+@pytest.mark.slow  # ~4 s: 14 short runs
+def test_the_study_script_tables_several_sources(run, tmp_path):
+    """experiments/mask_transfer.py: one line per (source, target scheme, draw, alignment), the same draw apart."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mask_transfer", ROOT / "experiments" / "mask_transfer.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    stored = transfer_mask(run, 1, inits="kaiming_normal,xavier_normal", seeds=2, align="none,sign")
+    lines = study.draws_table([stored], 1).splitlines()
+    assert lines[1].split()[:3] == ["kaiming_normal", "s0", "(own"]
+    body = [line.split() for line in lines[2:]]
+    assert [b[:3] for b in body] == [["kaiming_normal", "same", "sign"], ["kaiming_normal", "new", "none"],
+                                     ["kaiming_normal", "new", "sign"], ["xavier_normal", "same", "none"],
+                                     ["xavier_normal", "same", "sign"], ["xavier_normal", "new", "none"],
+                                     ["xavier_normal", "new", "sign"]]
+    assert all(b[3] == "1" for b in body)  # seeds 0, 1: one row each, the source's seed 0 its own ("same") line
+    assert body[0][4].split("±")[0] == lines[1].split()[6]  # its own signs: the reference ticket again
