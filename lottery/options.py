@@ -15,7 +15,7 @@ import re
 import tomllib
 import types
 import typing
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Collection
 

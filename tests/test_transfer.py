@@ -2,13 +2,13 @@
 damaged files, refusals, and the command line."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import lottery as lt
 from lottery.cli import main
@@ -31,8 +31,6 @@ def source(tmp_path_factory):
 
 @pytest.fixture
 def run(source, tmp_path):
-    import shutil
-
     return Path(shutil.copytree(source, tmp_path / source.name))
 
 
@@ -108,8 +106,6 @@ def test_finished_rows_are_read_back_and_a_damaged_file_is_recomputed(run, monke
 
 
 def test_fused_rows_match_them_one_at_a_time(run, tmp_path):
-    import shutil
-
     other = Path(shutil.copytree(run, tmp_path / "other"))
     alone = _rows(transfer_mask(run, 1, seeds=[1], align="none,sign"))
     fused = _rows(transfer_mask(other, 1, seeds=[1], align="none,sign", pack=4))
@@ -172,6 +168,8 @@ def test_cli_prints_the_table_writes_the_figures_and_refuses_in_one_line(run, ca
     assert "restored" in out and "xavier_normal" in out and "bit for bit: yes" in out
     for name in ("transfer_level_01.png", "transfer_accuracy.png"):
         assert (run / name).read_bytes().startswith(b"\x89PNG")
+    assert main(["transfer", str(run), "--level", "1", "--align", "none", "--no-plot"]) == 0  # 'none' alone
+    assert "kaiming_normal" in capsys.readouterr().out
     assert main(["transfer", str(run), "--level", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--level must be an integer >= 1" in err
@@ -181,8 +179,6 @@ def test_cli_prints_the_table_writes_the_figures_and_refuses_in_one_line(run, ca
 
 @pytest.mark.slow
 def test_killed_transfer_resumes_to_the_same_rows(run, tmp_path):
-    import shutil
-
     reference = _without_times(transfer_mask(Path(shutil.copytree(run, tmp_path / "ref")), 1, seeds=2,
                                              inits="kaiming_normal,xavier_normal", align="none,sign,permute"))
     argv = [sys.executable, "-m", "lottery", "transfer", str(run), "--level", "1", "--seeds", "2", "--inits",
@@ -196,3 +192,23 @@ def test_killed_transfer_resumes_to_the_same_rows(run, tmp_path):
     assert subprocess.run(argv, env=env, capture_output=True, timeout=300, cwd=ROOT).returncode == 0
     assert _without_times(json.loads((run / "transfer.json").read_text())) == reference
     assert not list(run.glob(".transfer.json.*.tmp"))
+
+
+@pytest.mark.slow  # ~4 s: 14 short runs
+def test_the_study_script_tables_several_sources(run, tmp_path):
+    """experiments/mask_transfer.py: one line per (source, target scheme, draw, alignment), the same draw apart."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mask_transfer", ROOT / "experiments" / "mask_transfer.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    stored = transfer_mask(run, 1, inits="kaiming_normal,xavier_normal", seeds=2, align="none,sign")
+    lines = study.draws_table([stored], 1).splitlines()
+    assert lines[1].split()[:3] == ["kaiming_normal", "s0", "(own"]
+    body = [line.split() for line in lines[2:]]
+    assert [b[:3] for b in body] == [["kaiming_normal", "same", "sign"], ["kaiming_normal", "new", "none"],
+                                     ["kaiming_normal", "new", "sign"], ["xavier_normal", "same", "none"],
+                                     ["xavier_normal", "same", "sign"], ["xavier_normal", "new", "none"],
+                                     ["xavier_normal", "new", "sign"]]
+    assert all(b[3] == "1" for b in body)  # seeds 0, 1: one row each, the source's seed 0 its own ("same") line
+    assert body[0][4].split("±")[0] == lines[1].split()[6]  # its own signs: the reference ticket again

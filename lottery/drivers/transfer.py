@@ -62,6 +62,11 @@ KEPT = ("test_accuracy", "test_loss", "early_stop_step", "early_stop_test_accura
 
 
 # -- alignments -------------------------------------------------------------------------------------------------
+def read_alignments(v) -> tuple:
+    """``--align``: 'none' is an alignment here, not an empty list."""
+    return ("none",) if isinstance(v, str) and v.strip().lower() == "none" else read_list(str)(v)
+
+
 @dataclass(frozen=True)
 class TransferOptions(Options):
     """transfer: which level's mask goes onto which inits and seeds, aligned how."""
@@ -74,7 +79,7 @@ class TransferOptions(Options):
     seeds: int | tuple = option(1, "target seeds: a count (3 = seeds 0,1,2) or a list", parse=read_seeds,
                                 check=check_seeds, metavar="N|S1,S2,...")
     align: tuple = option(ALIGNMENTS, "none (the mask as found), sign (the source init's signs on the kept "
-                          "weights), permute (units aligned by weight matching)", parse=read_list(str),
+                          "weights), permute (units aligned by weight matching)", parse=read_alignments,
                           check=known(ALIGNMENTS, "alignments from"), metavar="A1,A2")
     match: str = option("trained", "what permute aligns the target's units to: the source's dense trained weights "
                         "or its init", parse=read_text, check=known(MATCH_TO))
@@ -257,7 +262,15 @@ class _Study:
                 runs.append((lambda row=row: self._start(row), self.random, f"transfer {_name(row)} random_mask",
                              "train:transfer:random_mask"))
                 owners.append((row, "random_mask"))
-        self.s.train_many(runs, lambda i, result: self._record(*owners[i], result))
+        last = {row_key(row): i for i, (row, _) in enumerate(owners)}
+
+        def record(i: int, result) -> None:
+            row, arm = owners[i]
+            self._record(row, arm, result)
+            if last[row_key(row)] == i:
+                self._starts.pop(row_key(row), None)  # the row's runs are done: its start state goes
+
+        self.s.train_many(runs, record)
 
     def _start(self, row: dict) -> dict:
         """The row's start state (drawn once, shared by its ticket and control); alignment facts kept for it."""
@@ -321,7 +334,6 @@ class _Study:
             self.done[key] = entry
         else:
             self.done[key]["controls"]["random_mask"] = summary
-            self._starts.pop(key, None)  # both of the row's runs are done
         save_json(refuse_symlink(self.run.path / RESULTS_FILE, self.run.path), self.stored)
 
     def _reproduces(self, summary: dict) -> bool:
