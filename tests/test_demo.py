@@ -185,6 +185,7 @@ def test_ticket_and_random_mask_at_a_density():
 
 
 # -- the widgets, driven like a user ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_widgets_train_with_he_and_compare_tickets():
     from lottery.demo.widgets import Demo
 
@@ -200,6 +201,7 @@ def test_widgets_train_with_he_and_compare_tickets():
     assert "density 10%: ticket" in demo.ticket_status.value and "random mask" in demo.ticket_status.value
 
 
+@pytest.mark.slow
 def test_widgets_zeros_stays_flat():
     from lottery.demo.widgets import Demo
 
