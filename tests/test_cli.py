@@ -108,6 +108,7 @@ def test_report_on_corrupt_results_and_failed_start_changes_nothing(tmp_path, ca
     _one_line_error(capsys, ["report", str(run_dir)], "not valid JSON")
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lottery", "list"], capture_output=True, text=True)
     assert proc.returncode == 0 and "models:" in proc.stdout

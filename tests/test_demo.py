@@ -213,6 +213,7 @@ def test_widgets_zeros_stays_flat():
     assert "every hidden unit is identical" in demo.status.value
 
 
+@pytest.mark.slow
 def test_widgets_report_a_too_large_init_as_diverged():
     from lottery.demo.widgets import Demo
 

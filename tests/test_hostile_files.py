@@ -103,7 +103,8 @@ def _other_level_mask(path: Path, marker: Path) -> None:  # a valid mask file, b
 def test_the_payload_is_live(tmp_path):
     marker = tmp_path / "marker"
     _plant_torch_pickle(tmp_path / "x.pt", marker)
-    torch.load(tmp_path / "x.pt", weights_only=False)  # what an unsafe loader would do
+    loaded = torch.load(tmp_path / "x.pt", weights_only=False)  # what an unsafe loader would do
+    loaded["fc1.weight"].close()  # the payload's open file
     assert marker.exists()
 
 
