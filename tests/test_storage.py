@@ -53,11 +53,16 @@ def test_every_writer_renames_a_complete_temp_file_onto_the_target(tmp_path, mon
                                                                                .read_bytes())) or real(src, dst))
     path = tmp_path / {"json": "results.json", "tensors": "init.pt", "mask": "mask.npz"}[kind]
     if kind == "json":
-        atomic.save_json(path, {"levels": []})
+        atomic.save_json(path, {"levels": [], "loss": float("nan")})
+        loaded = atomic.load_json(path)
+        assert loaded["levels"] == [] and loaded["loss"] != loaded["loss"]  # NaN survives: a diverged curve
     elif kind == "tensors":
-        atomic.save_tensors(path, {"w": torch.ones(3)})
+        atomic.save_tensors(path, {"w": torch.arange(3.0)})
+        assert torch.equal(atomic.load_tensors(path)["w"], torch.arange(3.0))
     else:
-        lt.Mask({"w": torch.tensor([True, False])}).save(path)
+        mask = lt.Mask({"w": torch.tensor([True, False])})
+        mask.save(path)
+        assert lt.Mask.load(path) == mask
     ((src, dst, data),) = renames
     assert dst == path and src.parent == path.parent and src != path
     assert data == path.read_bytes() and len(data) > 0
