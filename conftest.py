@@ -1,9 +1,12 @@
-"""Collection of the docstring examples in lottery/: the integration modules import their framework (an optional
-extra) at import time, so they are left out where it is not installed; their tests skip there too."""
-import importlib.util
+"""Collection of the docstring examples in lottery/: only modules that hold an example (``>>>``) are imported for
+it. Collecting a module imports it, and the integration modules import Lightning and Transformers (seconds each,
+in every run of the suite, quick tier included) while holding no example; their tests import them when they run."""
+from pathlib import Path
 
-collect_ignore = []
-if importlib.util.find_spec("lightning") is None and importlib.util.find_spec("pytorch_lightning") is None:
-    collect_ignore.append("lottery/integrations/lightning.py")
-if importlib.util.find_spec("transformers") is None:
-    collect_ignore.append("lottery/integrations/huggingface.py")
+PACKAGE = Path(__file__).resolve().parent / "lottery"
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    if collection_path.suffix == ".py" and PACKAGE in collection_path.parents:
+        return ">>>" not in collection_path.read_text(encoding="utf-8")
+    return None

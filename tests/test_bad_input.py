@@ -96,6 +96,7 @@ def test_out_is_a_file_or_unwritable(tmp_path, capsys):
     _one_line_error(capsys, ["report", str(afile)], "not a run directory")
 
 
+@pytest.mark.slow
 def test_locked_run_directory_stops_a_second_process_with_the_holder_pid(tmp_path, capsys):
     assert main(["run", *TINY, "--out", str(tmp_path)]) == 0
     capsys.readouterr()

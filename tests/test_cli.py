@@ -108,6 +108,7 @@ def test_report_on_corrupt_results_and_failed_start_changes_nothing(tmp_path, ca
     _one_line_error(capsys, ["report", str(run_dir)], "not valid JSON")
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lottery", "list"], capture_output=True, text=True)
     assert proc.returncode == 0 and "models:" in proc.stdout
@@ -169,6 +170,7 @@ def test_every_training_subcommand_takes_no_progress(command):
     assert args.progress is False
 
 
+@pytest.mark.slow
 def test_export_imports_nothing_that_warns_about_cuda(tmp_path):
     """`torch.utils.benchmark` imports torch's C++-extension builder, which logs "No CUDA runtime is found" on a
     CPU-only machine with a CUDA_HOME; the export report must not import it."""
@@ -181,6 +183,7 @@ def test_export_imports_nothing_that_warns_about_cuda(tmp_path):
     assert p.stdout.strip().splitlines()[-1] == "False" and "CUDA" not in p.stderr, p.stdout + p.stderr
 
 # -- output fit for logs ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly():
     """`lottery list | head -1`: the reader is gone before the output is flushed; exit 0, nothing on stderr."""
     import os
@@ -195,6 +198,7 @@ def test_a_closed_pipe_ends_quietly():
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
+@pytest.mark.slow
 def test_progress_in_a_log_is_plain_lines(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lottery", "run", *[a for a in TINY if a != "--no-progress"],
                            "--levels", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
@@ -205,6 +209,7 @@ def test_progress_in_a_log_is_plain_lines(tmp_path):
     assert any(line.startswith("IMP mlp-synthetic-") and "density=0.800" in line for line in lines), proc.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_says_the_run_is_resumable(tmp_path):
     import signal
     import time
@@ -221,7 +226,8 @@ def test_sigterm_says_the_run_is_resumable(tmp_path):
     assert len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), pytest.param(0o077, 0o600, marks=pytest.mark.slow),
+                                         pytest.param(0o002, 0o664, marks=pytest.mark.slow)])
 def test_files_respect_the_umask(tmp_path, capsys, umask, mode):
     import os
 
@@ -234,6 +240,7 @@ def test_files_respect_the_umask(tmp_path, capsys, umask, mode):
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(mode)}
 
 
+@pytest.mark.slow
 def test_run_with_a_compare_inits_file_says_which_init_it_trains(tmp_path, capsys):
     """One file serves both commands; `run` on a comparison's file trains its base config and says so."""
     from lottery.cli import main

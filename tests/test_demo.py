@@ -186,6 +186,7 @@ def test_ticket_and_random_mask_at_a_density():
 
 
 # -- the widgets, driven like a user ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_widgets_train_with_he_and_compare_tickets():
     from lottery.demo.widgets import Demo
 
@@ -242,6 +243,7 @@ def test_a_flat_loss_is_drawn_flat_at_chance():
     assert all(float(t.get_text().replace("−", "-")) >= 0 for t in loss.get_yticklabels() if t.get_text())
 
 
+@pytest.mark.slow
 def test_widgets_zeros_stays_flat():
     from lottery.demo.widgets import Demo
 
@@ -253,6 +255,7 @@ def test_widgets_zeros_stays_flat():
     assert "every hidden unit is identical" in demo.status.value
 
 
+@pytest.mark.slow
 def test_widgets_report_a_too_large_init_as_diverged():
     from lottery.demo.widgets import Demo
 

@@ -61,6 +61,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_torchrun_matches_one_process_and_resumes_after_a_kill(tmp_path):
     single_cfg = tiny(tmp_path / "single", **SETTINGS)
     multi_cfg = tiny(tmp_path / "multi", **SETTINGS)

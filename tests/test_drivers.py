@@ -126,6 +126,7 @@ def _fresh(where: Path, driver: Driver, base_run: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DRIVERS)
 def test_killed_driver_resumes_to_the_uninterrupted_results(tmp_path, base_run, references, name):
     driver = DRIVERS[name]

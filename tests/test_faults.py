@@ -115,7 +115,11 @@ def _killed_run(point: str, out: Path, *, subprocess_cli: bool, args=ARGS, targe
     assert rc == -signal.SIGKILL, f"not killed at {point}: rc={rc} {why}"
 
 
-@pytest.mark.parametrize("point", [c[0] for c in CASES], ids=[c[0] for c in CASES])
+QUICK = {"train:level1#20", "write:results.json#3"}  # the quick tier's kills: mid-training (the real command), mid-write
+
+
+@pytest.mark.parametrize("point", [c[0] if c[0] in QUICK else pytest.param(c[0], marks=pytest.mark.slow)
+                                   for c in CASES], ids=[c[0] for c in CASES])
 def test_killed_run_resumes_bit_identical(tmp_path, reference, point):
     ref_results, ref_tensors = reference
     out = tmp_path / "runs"
@@ -150,6 +154,7 @@ def test_crash_point_is_inert_without_the_variable(monkeypatch):
     crash_point("write:results.json")
 
 
+@pytest.mark.slow
 def test_killed_again_while_resuming(tmp_path, reference):
     ref_results, ref_tensors = reference
     out = tmp_path / "runs"
@@ -160,6 +165,7 @@ def test_killed_again_while_resuming(tmp_path, reference):
     assert _same(_tensors(_run_dir(out)), ref_tensors)
 
 
+@pytest.mark.slow
 def test_dropout_model_resumes_bit_identical(tmp_path):
     """Dropout draws from the global RNG: seeded per training run, a resumed run equals an uninterrupted one."""
     DropoutNet.register()

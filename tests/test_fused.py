@@ -220,6 +220,7 @@ def test_pack_flag(value, ok, tmp_path, capsys):
             config_from_args(args)
 
 
+@pytest.mark.slow
 def test_imp_pack_killed_mid_pass_resumes_to_the_same_results(tmp_path):
     """A kill during a level's fused pass (ticket and controls in training) loses that pass only; the resumed run
     equals an uninterrupted packed one bit for bit (same machine and thread count)."""

@@ -32,6 +32,7 @@ def serial(tmp_path_factory):
     return _levels(out)
 
 
+@pytest.mark.slow
 def test_jobs_2_equals_one_at_a_time(serial, tmp_path):
     r = _cli(tmp_path, "--jobs", "2")
     assert r.returncode == 0, r.stderr
@@ -39,6 +40,7 @@ def test_jobs_2_equals_one_at_a_time(serial, tmp_path):
     assert _levels(tmp_path) == serial  # one thread per worker, as in the serial run: bit-identical
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_resumes(serial, tmp_path):
     r = _cli(tmp_path, "--jobs", "2", env={"LOTTERY_CRASH_AT": "train:level1#5"})
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("lottery: error: a grid worker died")
@@ -48,6 +50,7 @@ def test_worker_killed_mid_run_resumes(serial, tmp_path):
     assert _levels(tmp_path) == serial
 
 
+@pytest.mark.slow
 def test_two_grids_on_one_runs_directory(serial, tmp_path):
     """Two grids started together on one runs directory: neither crashes; a trunk one finds in use by the other
     is waited for (one line), then reused; both summaries are complete, and a third start trains nothing."""
@@ -65,6 +68,7 @@ def test_two_grids_on_one_runs_directory(serial, tmp_path):
     assert _levels(tmp_path) == serial
 
 
+@pytest.mark.slow
 def test_submitit_local_executor(serial, tmp_path):
     pytest.importorskip("submitit")
     toml = tmp_path / "grid.toml"
@@ -96,6 +100,7 @@ def test_unknown_submitit_setting_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "[submitit] setting not accepted" in err[0] and "no_such_setting" in err[0]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_workers_at_once(tmp_path):
     """SIGTERM (a scheduler's limit, `kill`) ends a --jobs grid like a run: the workers stop now, not after the
     queued trunks, exit 143, and no trunk stays locked (each resumes like any killed run)."""

@@ -134,9 +134,11 @@ def test_same_hash_different_stored_config_is_refused(tmp_path):
     cfg = tiny(tmp_path, levels=1, controls=())
     lt.run_imp(cfg)
     path = os.path.join(cfg.out, cfg.run_name(), "config.json")
-    stored = json.load(open(path))
+    with open(path) as f:
+        stored = json.load(f)
     stored["hashed"]["lr"] = 0.5
-    json.dump(stored, open(path, "w"))
+    with open(path, "w") as f:
+        json.dump(stored, f)
     with pytest.raises(ConfigError, match="different experiment"):
         lt.run_imp(cfg)
 

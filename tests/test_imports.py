@@ -49,6 +49,7 @@ print(repr(failed))
 """
 
 
+@pytest.mark.slow
 def test_each_module_imports_first():
     """In one fresh interpreter, each module in turn is imported with no other lottery module loaded: a cycle
     shows only when a module of the cycle is the first one imported, so import order cannot hide it."""
@@ -83,6 +84,7 @@ print(sorted(p.name for p in out.rglob("*.png")))
 """
 
 
+@pytest.mark.slow
 def test_matplotlib_loads_only_to_plot():
     """``import lottery`` and the trunks of a comparison never import matplotlib (seconds of a grid worker's start)
     and draw no per-run plots: the comparison draws its own, ``lottery report RUN`` a run's."""

@@ -14,6 +14,8 @@ from lottery.storage.rundir import RunDir
 from lottery.drivers.find_tickets import TrainFnError
 from tests.ticket_helpers import accuracy, make_data
 
+pytestmark = pytest.mark.slow  # Lightning and Transformers: seconds of imports and a Trainer each
+
 
 def _pruned_state_is_zero(model, mask, optimizer) -> bool:
     state = getattr(optimizer, "optimizer", optimizer).state  # Accelerate wraps the Trainer's optimizer

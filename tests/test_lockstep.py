@@ -97,6 +97,7 @@ def _levels_done(out):
     return [(r["status"], [(e["level"], sorted(e["controls"])) for e in r["levels"]]) for r in results]
 
 
+@pytest.mark.slow
 def test_killed_lockstep_resumes(unpacked, tmp_path):
     """Killed while recording level 1 (one trunk half recorded), then killed again once three trunks finished:
     each start resumes every trunk where it stopped, reuses the finished ones, and the results equal the
@@ -148,6 +149,7 @@ def test_a_trunk_held_by_another_process_is_waited_for(pack, tmp_path):
     assert [r["status"] for s in summary["schemes"] for r in s["runs"]] == ["complete"] * 4
 
 
+@pytest.mark.slow
 def test_jobs_and_pack_run_lockstep_in_each_worker(unpacked, tmp_path):
     """--jobs 2 --pack 3: two workers, each with two of the four trunks in lockstep (level 0: its 2 dense runs in
     one pass; then 2 trunks x 3 arms in passes of 3); the results equal the unpacked grid's within the --pack
@@ -166,6 +168,7 @@ def test_jobs_and_pack_run_lockstep_in_each_worker(unpacked, tmp_path):
     assert r.returncode == 0 and "grid: 4 of 4 runs finished already" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_packed_grid_resumes(unpacked, tmp_path):
     """A worker of --jobs 2 --pack 3 killed mid-level: one clear line, and the same command finishes the grid
     with the unpacked grid's results."""

@@ -37,3 +37,25 @@ def test_train_from_refuses_a_start_that_breaks_the_mask(tmp_path):
         assert all(int(torch.count_nonzero(params[k][~m])) == 0 for k, m in mask.items())
         with pytest.raises(RewindCheckError):
             lt.verify_rewind(session.model, session.init_state, mask)  # trained weights are not the init
+
+
+def test_a_pruned_weight_that_training_revived_is_caught(tmp_path, monkeypatch):
+    """The check after training does not trust the trainer: a loop that leaves a pruned weight non-zero (a
+    gradient not masked) stops the driver with the run named, before anything is recorded."""
+    import lottery.session as session_module
+
+    real = session_module.train
+
+    def leaky(model, data, cfg, mask=None, **kw):
+        result = real(model, data, cfg, mask, **kw)
+        with torch.no_grad():
+            model.fc1.weight[~mask["fc1.weight"]] = 0.5
+        return result
+
+    monkeypatch.setattr(session_module, "train", leaky)
+    cfg = tiny(tmp_path, levels=0, controls=())
+    with RunDir.for_config(cfg) as run:
+        session = lt.Session(cfg, run)
+        mask = lt.prune_random(lt.Mask.ones_like(session.model), 0.5, seed=0)
+        with pytest.raises(RewindCheckError, match="masked: a pruned weight became non-zero"):
+            session.train_from(session.init_state, mask, "masked")

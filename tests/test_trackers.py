@@ -11,6 +11,7 @@ from tests.engine_helpers import tiny
 from tests.ticket_helpers import Loop, make_model
 
 
+@pytest.mark.slow
 def test_tensorboard_events_of_run_imp(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     cfg = tiny(tmp_path, levels=2, steps=40, log="tensorboard")
@@ -36,6 +37,7 @@ def test_tensorboard_events_of_run_imp(tmp_path):
     assert "level_01/reinit/grad_norm/fc1" in tags
 
 
+@pytest.mark.slow
 def test_mlflow_store_of_find_tickets_and_resume_into_the_same_run(tmp_path):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient

@@ -102,3 +102,51 @@ def test_schedule_and_budget(tmp_path):
     cfg = tiny(tmp_path, schedule="step", milestones=[10, 20], gamma=0.5, warmup_steps=4)
     assert [lr_factor(cfg, s, 30) for s in (0, 3, 9, 10, 25)] == [0.25, 1.0, 1.0, 0.5, 0.25]
     assert budget_steps(tiny(tmp_path, epochs=2, batch_size=100), 1000) == 20
+
+
+def test_early_stop_is_the_step_of_least_validation_loss_not_the_last(tmp_path, data):
+    """A rate high enough to overfit: the validation loss turns back up, so its minimum is before the end."""
+    cfg = tiny(tmp_path, lr=0.05, steps=40, eval_every=4)
+    model, mask = _masked_model(data)
+    result = train(model, data, cfg, mask)
+    losses = {step: loss for step, loss, _ in result.curve}
+    assert result.early_stop_step == min(losses, key=losses.get) < result.steps
+    assert result.early_stop_val_loss == losses[result.early_stop_step]
+
+
+def test_the_learning_rate_follows_warmup_and_schedule_at_every_step(tmp_path, data):
+    cfg = tiny(tmp_path, steps=30, warmup_steps=4, schedule="cosine")
+    model, mask = _masked_model(data)
+    seen = []  # the hook runs before each step's update: it sees the rate the previous update used
+    train(model, data, cfg, mask, step_hook=lambda step, opt: seen.append(opt.param_groups[0]["lr"]))
+    assert seen[1:] == [cfg.lr * lr_factor(cfg, s, 30) for s in range(30)]
+
+
+def test_the_data_order_follows_the_seed(tmp_path, data):
+    """From the same weights and mask (an MLP draws nothing else), the seed alone changes the batches."""
+    cfg = tiny(tmp_path, steps=20)
+    finals = {}
+    for seed in (0, 1, 1):
+        model, mask = _masked_model(data)
+        train(model, data, cfg, mask, seed=seed)
+        finals.setdefault(seed, []).append(model.fc1.weight.detach().clone())
+    assert torch.equal(*finals[1]) and not torch.equal(finals[0][0], finals[1][0])
+
+
+def test_a_non_finite_validation_loss_stops_the_run_as_diverged_at_that_evaluation(tmp_path, data):
+    cfg = tiny(tmp_path, steps=40, eval_every=10)
+    model, mask = _masked_model(data)
+    with torch.no_grad():
+        model.fc1.weight.mul_(1e30)  # finite weights whose logits overflow float32: the first loss is not finite
+        model.fc2.weight.mul_(1e30)
+    result = train(model, data, cfg, mask)
+    assert result.status == "diverged" and result.steps == 0 and len(result.curve) == 1
+    assert not math.isfinite(result.curve[0][1])
+
+
+def test_non_finite_weights_at_the_end_are_diverged_even_with_a_finite_loss(tmp_path, data):
+    model, mask = _masked_model(data)
+    model.register_parameter("unused", torch.nn.Parameter(torch.tensor([math.nan])))  # never in the forward pass
+    result = train(model, data, tiny(tmp_path, steps=10), mask)
+    assert all(math.isfinite(loss) for _, loss, _ in result.curve)
+    assert result.status == "diverged"
