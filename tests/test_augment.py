@@ -31,8 +31,7 @@ def test_same_pixels_as_torchvision_random_crop_and_flip(pad, channels):
         want = TF.crop(padded, int(rows[b]), int(cols[b]), 9, 7)
         want = TF.horizontal_flip(want) if flips[b] else want
         assert torch.equal(got[b], want), b
-    if pad:
-        assert flips.any() and not flips.all() or len(flips) < 4  # both kinds occur in 16 draws (seeded)
+    assert flips.any() and not flips.all()  # both kinds occur among these 16 seeded draws
 
 
 def test_draws_are_a_function_of_seed_and_step_and_cover_the_range():
