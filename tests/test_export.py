@@ -180,7 +180,8 @@ def _memory_cap(extra=2 << 30):
     swapping the machine (so a test proves nothing large is even attempted)."""
     import resource
 
-    size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+    with open("/proc/self/status") as status:
+        size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (size + extra, hard))
     try:
