@@ -1,5 +1,6 @@
 """The grid executor: compare-inits trunks in worker processes or a submitit job array give the serial results;
 a worker killed mid-run leaves its run resumable; bad settings are one line."""
+import contextlib
 import json
 import os
 import subprocess
@@ -138,7 +139,12 @@ class _DoomedManager:
         import threading
 
         manager = self.ctx.Manager()
-        threading.Timer(self.after, os.kill, (manager._process.pid, signal.SIGKILL)).start()
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):  # already gone: the grid failed to outlive the timer
+                os.kill(manager._process.pid, signal.SIGKILL)
+
+        threading.Timer(self.after, kill).start()
         return manager
 
 
@@ -153,7 +159,8 @@ def test_a_killed_manager_is_the_worker_died_error(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(grid, "multiprocessing", types.SimpleNamespace(
         get_context=lambda name: _DoomedManager(multiprocessing.get_context(name), after)))
-    code = main(["compare-inits", *FLAGS, "--out", str(tmp_path), "--jobs", "2", "--pack", "2"])
+    longer = ["--steps", "100000"] if after > 1 else []  # still training when the manager dies (it ends on the error)
+    code = main(["compare-inits", *FLAGS, "--out", str(tmp_path), "--jobs", "2", "--pack", "2", *longer])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("lottery: error: a grid worker died"), err
     assert not any("Traceback" in line for line in err)
