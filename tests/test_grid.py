@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,24 @@ def _levels(out):
 def _cli(out, *extra, env=None):
     return subprocess.run([sys.executable, "-m", "lottery", "compare-inits", *FLAGS, "--out", str(out), *extra],
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+
+
+def _sigterm_once_training(extra: list, started: str, wait: float) -> subprocess.CompletedProcess:
+    """``compare-inits`` with 20000 steps per run (minutes of work left) and ``extra``, sent SIGTERM as soon as a
+    file matching ``started`` shows a run is training; its exit code and stderr."""
+    import signal
+    import time
+
+    flags = [f if f != "20" else "20000" for f in FLAGS]
+    grid = subprocess.Popen([sys.executable, "-m", "lottery", "compare-inits", *flags, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_dir = Path(extra[extra.index("--out") + 1])
+    deadline = time.time() + wait
+    while not list(out_dir.glob(started)) and time.time() < deadline:
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGTERM)
+    _, err = grid.communicate(timeout=60)
+    return subprocess.CompletedProcess(grid.args, grid.returncode, "", err)
 
 
 @pytest.fixture(scope="module")
@@ -105,19 +124,10 @@ def test_unknown_submitit_setting_is_one_line(tmp_path, capsys):
 def test_sigterm_stops_the_workers_at_once(tmp_path):
     """SIGTERM (a scheduler's limit, `kill`) ends a --jobs grid like a run: the workers stop now, not after the
     queued trunks, exit 143, and no trunk stays locked (each resumes like any killed run)."""
-    import signal
-    import time
-
     from lottery.storage.rundir import RunDir
 
-    flags = [f if f != "20" else "20000" for f in FLAGS]  # --steps 20000: minutes of work left when it is stopped
-    cmd = [sys.executable, "-m", "lottery", "compare-inits", *flags, "--out", str(tmp_path), "--jobs", "2"]
-    grid = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(tmp_path.glob("*/init.pt")) and time.time() < deadline:  # a worker is training
-        time.sleep(0.2)
-    grid.send_signal(signal.SIGTERM)
-    _, err = grid.communicate(timeout=60)
+    grid = _sigterm_once_training(["--out", str(tmp_path), "--jobs", "2"], "*/init.pt", 120)
+    err = grid.stderr
     assert grid.returncode == 143, err
     assert "Traceback" not in err
     for run in (p.parent for p in tmp_path.glob("*/config.json")):
@@ -199,23 +209,14 @@ def test_bad_submitit_values_are_one_line(tmp_path, capsys, setting, needle):
 def test_sigterm_cancels_the_submitit_jobs(tmp_path):
     """SIGTERM of the launcher (local submitit): exit 143, and the jobs it started end too — no trunk stays
     locked by a job that ignored the signal."""
-    import signal
-    import time
-
     from lottery.storage.rundir import RunDir
 
     pytest.importorskip("submitit")
     toml = tmp_path / "grid.toml"
     toml.write_text('[submitit]\ncluster = "local"\ntimeout_min = 10\n')
-    flags = [f if f != "20" else "20000" for f in FLAGS]
-    cmd = [sys.executable, "-m", "lottery", "compare-inits", *flags, "--out", str(tmp_path / "runs"),
-           "--executor", "submitit", "--config", str(toml)]
-    grid = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while not list(tmp_path.glob("runs/*/init.pt")) and time.time() < deadline:  # a job is training
-        time.sleep(0.2)
-    grid.send_signal(signal.SIGTERM)
-    _, err = grid.communicate(timeout=60)
+    grid = _sigterm_once_training(["--out", str(tmp_path / "runs"), "--executor", "submitit", "--config", str(toml)],
+                                  "*/init.pt", 180)
+    err = grid.stderr
     assert grid.returncode == 143 and "Traceback" not in err, err
     runs = [p.parent for p in tmp_path.glob("runs/*/config.json")]
     assert runs
