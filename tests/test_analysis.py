@@ -94,6 +94,7 @@ def test_overlap_of_a_run_and_across_seeds(runs, tmp_path):
     assert (tmp_path / "o.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.render
 def test_run_profile_and_histograms(runs, tmp_path):
     p = sparsity_profile(runs[0])
     assert p.levels == [0, 1, 2] and p.layers == ["fc1.weight", "fc2.weight"] and p.values[0].tolist() == [0, 0]

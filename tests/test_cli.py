@@ -25,6 +25,7 @@ def _one_line_error(capsys, argv, *needles):
     return err
 
 
+@pytest.mark.render
 def test_run_prints_table_and_writes_plots_then_report_repeats_it(tmp_path, capsys):
     assert main(["run", *TINY, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -116,6 +117,7 @@ def test_python_dash_m_entry_point(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.render
 def test_report_over_several_seeds_prints_mean_and_std(tmp_path, capsys):
     for seed in ("0", "1"):
         assert main(["run", *TINY, "--controls", "random_mask", "--seed", seed, "--out", str(tmp_path / "r")]) == 0

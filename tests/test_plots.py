@@ -14,6 +14,8 @@ from lottery.masks import Mask
 from lottery.reporting.tables import write_plots
 from tests.engine_helpers import tiny
 
+pytestmark = pytest.mark.render  # these tests look at the pixels
+
 
 def assert_png(path):
     data = path.read_bytes()
