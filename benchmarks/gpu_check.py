@@ -280,13 +280,13 @@ def main(argv=None) -> int:
                         n_train=n_train)
     # ResNet-20 against the plain loop, one IMP level, host syncs; the convnet K sweep (Conv-4)
     data = _data((3, 32, 32), n_train, device)
-    n = 2 if args.smoke else 200
+    n = 1 if args.smoke else 200
     plain = {f"{lay}{bits}": resnet_plain_loop(device, data, n, lay == "cl", bits == "16", 1 if args.smoke else 3)
              for lay in ("default", "cl") for bits in ("32", "16")}
     ours = {"fp32": rows[-1]["fp32"], "bf16": rows[-1]["bf16"]}
     print(f"resnet20 plain loop: {plain}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        imp = imp_level_resnet(device, Path(tmp), 4 if args.smoke else 400, n_train)
+        imp = imp_level_resnet(device, Path(tmp), 2 if args.smoke else 400, n_train)
     print(f"resnet20 IMP level: {imp}", flush=True)
     syncs = (sync_count(device, data, 10), sync_count(device, data, 30)) if cuda else None
     conv_sweep = fused_sweep("conv4", {"scale": 0.125} if args.smoke else {}, (3, 32, 32), 60, "adam", 3e-4,

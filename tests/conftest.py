@@ -3,7 +3,8 @@
 Figures: every test that writes plots builds them with the real plotting code on its own data, but only the tests
 marked ``render`` (test_plots.py and one end-to-end run per kind of figure) pay for matplotlib's layout and PNG
 encoding — about 0.4 s a figure, 2-3 s for each in-process ``lottery run``, which was a third of the quick tier.
-Elsewhere ``Figure.tight_layout`` does nothing and ``Figure.savefig`` writes a fixed 1x1 PNG: the file a test
+Elsewhere ``Figure.tight_layout`` does nothing and ``Figure.savefig`` (and the Agg canvas's ``print_png``, which
+the demo draws with) write a fixed 1x1 PNG: the file a test
 looks for is still written (atomically, by the project's own code), and a plotting function that fails on a
 test's data still fails the test."""
 import io
@@ -31,9 +32,11 @@ def _stub_savefig(self, fname, *args, **kwargs):
 
 @pytest.fixture(autouse=True)
 def _figures_built_not_rendered(request, monkeypatch):
-    if request.node.get_closest_marker("render") or request.node.get_closest_marker("slow"):
-        return  # the slow tier renders for real (subprocesses do in any case: the patch is this process only)
+    if request.node.get_closest_marker("render"):
+        return  # (subprocesses a test starts render for real in any case: the patch is this process only)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     monkeypatch.setattr(Figure, "savefig", _stub_savefig)
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", lambda self, fname, *a, **k: _stub_savefig(None, fname))
     monkeypatch.setattr(Figure, "tight_layout", lambda self, *a, **k: None)

@@ -46,23 +46,24 @@ def _sigterm_once_training(extra: list, started: str, wait: float) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def serial(tmp_path_factory):
+def serial_run(tmp_path_factory):
+    """The grid run one trunk after another in this process: its runs directory and per-level tables."""
     out = tmp_path_factory.mktemp("serial")
     assert main(["compare-inits", *FLAGS, "--out", str(out)]) == 0
-    return _levels(out)
+    return out, _levels(out)
 
 
-@pytest.mark.slow
-def test_jobs_2_equals_one_at_a_time(serial, tmp_path):
-    r = _cli(tmp_path, "--jobs", "2")
-    assert r.returncode == 0, r.stderr
-    assert "grid: 0 of 4 runs finished already, 4 to run (local, 2 workers)" in r.stderr
-    assert _levels(tmp_path) == serial  # one thread per worker, as in the serial run: bit-identical
+@pytest.fixture(scope="module")
+def serial(serial_run):
+    return serial_run[1]
 
 
 @pytest.mark.slow
 def test_worker_killed_mid_run_resumes(serial, tmp_path):
+    """--jobs 2 with a worker SIGKILLed mid-run: one error line; run again, it finishes the grid, and every level
+    equals the serial run's bit for bit (one thread per worker, as in the serial run)."""
     r = _cli(tmp_path, "--jobs", "2", env={"LOTTERY_CRASH_AT": "train:level1#5"})
+    assert "grid: 0 of 4 runs finished already, 4 to run (local, 2 workers)" in r.stderr
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("lottery: error: a grid worker died")
     assert not list(tmp_path.glob("compare-*/summary.json"))  # no summary from half a grid
     r = _cli(tmp_path, "--jobs", "2")
@@ -82,10 +83,13 @@ def test_two_grids_on_one_runs_directory(serial, tmp_path):
         assert all(line.endswith(("waiting for it to finish, then reusing it", "reusing it now"))
                    for line in err.splitlines() if "in use" in line)
     assert _levels(tmp_path) == serial
-    r = _cli(tmp_path, "--jobs", "2")
-    assert r.returncode == 0, r.stderr
-    assert "grid: 4 of 4 runs finished already, 0 to run" in r.stderr
-    assert _levels(tmp_path) == serial
+
+
+def test_a_finished_grid_trains_nothing(serial_run, capsys):
+    out, serial = serial_run
+    assert main(["compare-inits", *FLAGS, "--out", str(out), "--jobs", "2"]) == 0
+    assert "grid: 4 of 4 runs finished already, 0 to run" in capsys.readouterr().err
+    assert _levels(out) == serial
 
 
 @pytest.mark.slow

@@ -73,6 +73,7 @@ import sys, tempfile
 from pathlib import Path
 import lottery, lottery.cli, lottery.drivers.imp, lottery.drivers.compare_inits, lottery.executors.grid, lottery.executors.lockstep
 assert "matplotlib" not in sys.modules, "importing lottery loaded matplotlib"
+assert "scipy.optimize" not in sys.modules, "importing lottery loaded scipy.optimize (0.3 s of every CLI start)"
 from lottery.config import from_dict
 out = Path(tempfile.mkdtemp())
 base = from_dict(dict(dataset="synthetic", model_options={"hidden": [8]}, steps=20, eval_every=10, levels=1,
@@ -87,6 +88,7 @@ print(sorted(p.name for p in out.rglob("*.png")))
 @pytest.mark.slow
 def test_matplotlib_loads_only_to_plot():
     """``import lottery`` and the trunks of a comparison never import matplotlib (seconds of a grid worker's start)
+    nor the CLI scipy's optimizer (transfer's weight matching imports it when it matches)
     and draw no per-run plots: the comparison draws its own, ``lottery report RUN`` a run's."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", _NO_PLOTS], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -150,31 +150,16 @@ def test_a_trunk_held_by_another_process_is_waited_for(pack, tmp_path):
 
 
 @pytest.mark.slow
-def test_jobs_and_pack_run_lockstep_in_each_worker(unpacked, tmp_path):
-    """--jobs 2 --pack 3: two workers, each with two of the four trunks in lockstep (level 0: its 2 dense runs in
-    one pass; then 2 trunks x 3 arms in passes of 3); the results equal the unpacked grid's within the --pack
-    promise, and the grid line says how it runs."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("LOTTERY_CRASH_AT", None)
-    argv = [sys.executable, "-m", "lottery", *CLI[:-1], "3", "--jobs", "2", "--out", str(tmp_path)]
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    assert ("grid: 0 of 4 runs finished already, 4 to run (local, 2 workers, each in lockstep with up to 3 networks "
-            "per fused pass)") in r.stderr
-    (summary,) = [load_summary(p.parent) for p in tmp_path.glob("compare-*/summary.json")]
-    _assert_same(unpacked, summary)
-    # a worker killed mid-grid: the same command resumes and reuses what finished
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "grid: 4 of 4 runs finished already" in r.stderr, r.stderr
-
-
-@pytest.mark.slow
 def test_a_killed_packed_grid_resumes(unpacked, tmp_path):
-    """A worker of --jobs 2 --pack 3 killed mid-level: one clear line, and the same command finishes the grid
-    with the unpacked grid's results."""
+    """--jobs 2 --pack 3: two workers, each with two of the four trunks in lockstep (level 0: its 2 dense runs in
+    one pass; then 2 trunks x 3 arms in passes of 3), and the grid line says so. A worker killed mid-level: one
+    clear line, and the same command finishes the grid with the unpacked grid's results (within the --pack
+    promise)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LOTTERY_CRASH_AT": "write:results.json#4"}
     argv = [sys.executable, "-m", "lottery", *CLI[:-1], "3", "--jobs", "2", "--out", str(tmp_path)]
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert ("grid: 0 of 4 runs finished already, 4 to run (local, 2 workers, each in lockstep with up to 3 networks "
+            "per fused pass)") in r.stderr
     assert r.returncode != 0 and "a grid worker died mid-run" in r.stderr, r.stderr
     env.pop("LOTTERY_CRASH_AT")
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbclient
@@ -34,7 +35,11 @@ def execute(path: Path, workdir: Path, env: dict | None = None, timeout: int = 6
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     client = nbclient.NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(workdir)}})
-    client.execute(env=env)
+    try:
+        client.execute(env=env)
+    finally:  # nbclient leaves a kernel it was handed running: stop it, or it lives until this process ends
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     return nb
 
 
@@ -64,9 +69,13 @@ def executed(path: Path) -> Path:
 
 @event_priority(50)  # before mkdocs-jupyter's on_files, which picks up the .ipynb pages
 def on_files(files, config):
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        if path.name not in NOT_IN_DOCS:
-            # a plain File (src_dir = the cache folder): mkdocs-jupyter's wrapper reads the path from src_dir
-            files.append(File(f"notebooks/{path.name}", src_dir=str(executed(path)), dest_dir=config.site_dir,
-                              use_directory_urls=config.use_directory_urls))
+    paths = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name not in NOT_IN_DOCS]
+    # one kernel per core at a time (each runs one thread): the notebooks are independent, and on a cold cache
+    # they are most of the build's time
+    with ThreadPoolExecutor(max_workers=max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+        folders = list(pool.map(executed, paths))
+    for path, folder in zip(paths, folders):
+        # a plain File (src_dir = the cache folder): mkdocs-jupyter's wrapper reads the path from src_dir
+        files.append(File(f"notebooks/{path.name}", src_dir=str(folder), dest_dir=config.site_dir,
+                          use_directory_urls=config.use_directory_urls))
     return files

@@ -17,7 +17,6 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from lottery.errors import ConfigError
@@ -84,6 +83,8 @@ def weight_matching(reference: Mapping[str, torch.Tensor], other: Mapping[str, t
     Layer l's assignment scores reference unit i against other unit j by ``<A_l[i], B_l[j] (inputs permuted)> +
     a_l[i] b_l[j] + <A_{l+1}[:, i], B_{l+1}[:, j] (outputs permuted)>`` and solves it exactly
     (``scipy.optimize.linear_sum_assignment``). Sweeps go first to last layer, deterministically."""
+    from scipy.optimize import linear_sum_assignment  # 0.3 s: imported when matching, not by every CLI start
+
     a_w = [_f64(reference, f"{n}.weight") for n in layers]
     b_w = [_f64(other, f"{n}.weight") for n in layers]
     a_b = [_f64(reference, f"{n}.bias") for n in layers]
