@@ -20,6 +20,7 @@ from pathlib import Path
 import lottery as lt
 from lottery.export import measure_latency
 from lottery.export_physical import physical_tensors, shrink_to
+from lottery.session import load_data
 from lottery.storage.rundir import RunDir
 
 
@@ -47,8 +48,9 @@ def network(run_dir: Path, level: int, structure: str):
     """The network a level's ticket runs as on a CPU, its input shape, and a key naming its shape."""
     run = RunDir(run_dir)
     cfg = run.config()
-    data = lt.load_dataset(cfg.dataset, root=cfg.data_root)
-    model = lt.build_model(cfg.model, data.input_shape, data.num_classes).eval()
+    data = load_data(cfg)
+    model = lt.build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation,
+                           **cfg.model_options).eval()
     units = {}
     if structure.startswith("neuron"):
         _, units = physical_tensors(model, run.load_mask(level))
@@ -57,9 +59,9 @@ def network(run_dir: Path, level: int, structure: str):
     return model, data.input_shape, key
 
 
-def latency(model, shape, batches) -> dict:
-    """CPU ms per forward (one thread's CPU time; the best of 3 medians)."""
-    return {b: min(measure_latency(model, shape, b, 0.2, clock="cpu") * 1e3 for _ in range(3)) for b in batches}
+def latency(model, shape, batches, seconds: float = 0.2) -> dict:
+    """CPU ms per forward (one thread's CPU time; the best of 3 medians of about ``seconds`` of calls each)."""
+    return {b: min(measure_latency(model, shape, b, seconds, clock="cpu") * 1e3 for _ in range(3)) for b in batches}
 
 
 def mean_std(values) -> str:
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--figure", type=Path, default=None)
     p.add_argument("--batches", default="1,256")
     p.add_argument("--figure-min-seeds", type=int, default=1, help="plot only structures run with this many seeds")
+    p.add_argument("--seconds", type=float, default=0.2, help="timing budget per measurement")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     groups = collect(args.runs)
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
         for level, entries in sorted(group["levels"].items()):
             model, shape, key = network(seed0, level, name)
             if key not in timed:
-                timed[key] = latency(model, shape, batches)
+                timed[key] = latency(model, shape, batches, args.seconds)
             ms = timed[key]
             ticket = [e["test_accuracy"] for e in entries]
             control = [e["controls"].get("random_mask", {}).get("test_accuracy") for e in entries]
@@ -98,12 +101,13 @@ def main(argv=None) -> int:
         print(f"| {r['structure']} | {r['level']} | {r['seeds']} | {r['density']:.1%} | {mean_std(r['ticket'])} | "
               f"{mean_std(r['random'])} | " + " | ".join(f"{r['ms'][b]:.3f}" for b in batches) + " |")
     if args.figure:
+        cfg = RunDir(next(iter(next(iter(groups.values()))["runs"].values()))).config()
         plot([r for r in rows if len(groups[r["structure"]]["runs"]) >= args.figure_min_seeds], max(batches),
-             args.figure)
+             args.figure, f"{cfg.model} on {cfg.dataset}")
     return 0
 
 
-def plot(rows, batch: int, path: Path) -> None:
+def plot(rows, batch: int, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,7 +135,7 @@ def plot(rows, batch: int, path: Path) -> None:
     axes[0].set_ylabel("test accuracy (%), mean over seeds")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
-    fig.suptitle("LeNet-300-100 on Fashion-MNIST: structured tickets vs structured random masks")
+    fig.suptitle(f"{title}: structured tickets vs structured random masks")
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

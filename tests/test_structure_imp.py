@@ -56,3 +56,32 @@ def test_find_tickets_under_a_structure(tmp_path):
     mask = RunDir(neuron["run_dir"]).load_mask(1)
     check_structure(make_model(), mask, "neuron")
     assert torch.equal(mask["fc2.weight"].any(0), mask["fc1.weight"].any(1))  # fc2 reads only kept units
+
+
+def test_the_study_script_tables_each_structure_with_its_latency(tmp_path, capsys):
+    """experiments/structured_tickets.py over one run per structure: a row per (structure, level) with weights kept,
+    ticket and random-mask accuracy and the CPU latency of the network the ticket runs as (a neuron ticket's
+    physical export is faster than the dense network it came from; a 2:4 ticket runs dense)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "structured_tickets", Path(__file__).resolve().parents[1] / "experiments" / "structured_tickets.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    wide = {**TINY, "model_options": {"hidden": [256, 128]}, "levels": 2, "out": str(tmp_path / "runs")}
+    for structure in ("neuron", "2:4"):
+        assert lt.run_imp({**wide, "structure": structure})["status"] == "complete"
+    assert script.main([str(tmp_path / "runs"), "--batches", "64", "--seconds", "0.02",
+                        "--figure", str(tmp_path / "f.png")]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| 2:4") or
+            line.startswith("| neuron")]
+    assert [(r[0], r[1]) for r in rows] == [("| 2:4", l) for l in "012"] + [("| neuron", l) for l in "012"]
+    ms = {(r[0][2:], int(r[1])): float(r[-1].rstrip(" |")) for r in rows}
+    assert ms[("2:4", 2)] == ms[("2:4", 0)] > 0  # the same dense network, timed once
+    neuron_run = next(p.parent for p in (tmp_path / "runs").glob("*/results.json")
+                      if RunDir(p.parent).config().structure == "neuron")
+    sizes = [sum(t.numel() for t in script.network(neuron_run, level, "neuron")[0].parameters()) for level in (0, 2)]
+    assert sizes[1] < 0.7 * sizes[0]  # what level 2 is timed as: the physical export, 64 % of the hidden units
+    assert rows[3][4] != "-" and rows[4][5] != "-"  # ticket and random-mask accuracy filled in
+    assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")
