@@ -228,9 +228,15 @@ def test_apply_to_a_model_it_does_not_fit():
     wrapped.net = mlp()
     with pytest.raises(MaskMismatchError, match="not parameters"):
         mask.apply(wrapped)
+    # Many unknown names: three are named, the rest elided; the line says what to do.
+    many = lt.Mask({f"extra{i}.weight": torch.ones(2, dtype=B) for i in range(5)})
+    with pytest.raises(MaskMismatchError) as err:
+        many.apply(model)
+    assert str(err.value) == ("mask names ['extra0.weight', 'extra1.weight', 'extra2.weight']… are not parameters of "
+                              "this model; the mask was made for another architecture — build the model it came from")
     # The right names, another size.
     wider = lt.Mask.ones_like(nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 4)))
-    with pytest.raises(MaskMismatchError, match=r"shape \(32, 20\).*\(16, 20\)"):
+    with pytest.raises(MaskMismatchError, match=r"shape \(32, 20\).*\(16, 20\); the mask was made for another model size$"):
         wider.apply(model)
     # Nothing was zeroed by a refused apply.
     assert all(bool((p != 0).all()) for n, p in model.named_parameters() if n in mask)
@@ -330,6 +336,45 @@ def _corrupt_files() -> dict[str, bytes]:
 
 
 CORRUPT = _corrupt_files()
+
+
+def test_load_against_a_model_checks_names_and_shapes_before_reading_bits(tmp_path):
+    """``Mask.load(path, like=model)``: the file's layer names and shapes are checked against the model (or a
+    ``{name: shape}`` map) from the header alone, and a mismatch names the first difference."""
+    from tests.mask_helpers import mlp
+
+    model = mlp()
+    path = tmp_path / "m.npz"
+    lt.Mask.ones_like(model).save(path)
+    assert lt.Mask.load(path, like=model) == lt.Mask.ones_like(model)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if n.endswith("weight")}
+    assert lt.Mask.load(path, like=shapes) == lt.Mask.ones_like(model)
+    wider = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 4))
+    with pytest.raises(CorruptFileError, match=r"\('0\.weight' has shape \[16, 20\], the model's is \[32, 20\]\)"):
+        lt.Mask.load(path, like=wider)
+    wrapped = nn.Module()
+    wrapped.net = mlp()
+    with pytest.raises(CorruptFileError) as err:
+        lt.Mask.load(path, like=wrapped)
+    assert ("(its layers ['0.weight', '2.weight', '4.weight'] are not the model's ['net.0.weight', 'net.2.weight', "
+            "'net.4.weight'])") in str(err.value)
+    # the bits are never read: a file whose bits are garbage is refused for its shapes, not its bits
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data if n == "header.npy" else b"garbage")
+    with pytest.raises(CorruptFileError, match="the model's is"):
+        lt.Mask.load(path, like=wider)
+
+
+def test_a_mask_file_with_an_extra_member_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    hand_mask().save(path)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("payload.npy", b"x")
+    with pytest.raises(CorruptFileError, match=r"\(unexpected members\)"):
+        lt.Mask.load(path)
 
 
 @pytest.mark.parametrize("name", list(CORRUPT))

@@ -480,3 +480,16 @@ def test_fraction_rounds_to_the_nearest_count():
         out = lt.prune_by_scores({"w": torch.arange(7.0)}, mask, fraction)
         assert out.num_kept == 7 - round(fraction * 7)
         assert math.isclose(out.density, (7 - round(fraction * 7)) / 7)
+
+
+def test_lowest_positions_counts_only_live_weights_and_refuses_more_than_live():
+    """The selection under every pruner: signed scores unless told ``absolute``; ``n`` at most the live count."""
+    from lottery.pruning.topk import lowest_positions
+
+    values = {"w": torch.tensor([-3.0, 1.0, -0.5, 2.0])}
+    mask = {"w": torch.tensor([True, True, True, False])}
+    assert lowest_positions(values, mask, ["w"], 0) == {}
+    assert lowest_positions(values, mask, ["w"], 1)["w"].tolist() == [True, False, False, False]  # signed: -3
+    assert lowest_positions(values, mask, ["w"], 1, absolute=True)["w"].tolist() == [False, False, True, False]
+    with pytest.raises(ValueError, match=r"^cannot remove 4 of 3 live weights$"):
+        lowest_positions(values, mask, ["w"], 4)
