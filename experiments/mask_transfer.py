@@ -25,7 +25,8 @@ def draws_table(results: list[dict], level: int) -> str:
     of the source ticket's advantage (pooled over each scheme's random masks), and of the advantage the *target
     scheme's* own ticket (its source's reference row) has over random masks on that scheme."""
     every = [r for res in results for r in res["rows"] if r["level"] == level]
-    refs = {res["source"]["init"]: reference_row(res, level) for res in results}
+    # "of target": against the target scheme's own ticket from the same seed (its source run, when given)
+    refs = {(res["source"]["init"], res["source"]["seed"]): reference_row(res, level) for res in results}
     lines = [f"{'source':<18} {'target':<15} {'draw':<5} {'align':<22} {'n':>2} {'mask %':>10} {'random %':>10} "
              f"{'of source':>9} {'of target':>9}"]
     for res in results:
@@ -43,7 +44,8 @@ def draws_table(results: list[dict], level: int) -> str:
             acc = mean_std([100 * r["test_accuracy"] for r in rows])
             rnd = mean_std([100 * r["controls"]["random_mask"]["test_accuracy"] for r in rows])
             of_source = pooled_restored(rows, every, ref)
-            of_target = pooled_restored(rows, every, refs[init]) if init in refs else None
+            target_ref = refs.get((init, src["seed"]))
+            of_target = pooled_restored(rows, every, target_ref) if target_ref else None
             lines.append(f"{'':<18} {init:<15} {draw:<5} {align + ('/' + match if match else ''):<22} {len(rows):>2} "
                          f"{acc['mean']:>6.1f}±{acc['std']:<3.1f} {rnd['mean']:>6.1f}±{rnd['std']:<3.1f} "
                          f"{_share(of_source):>9} {_share(of_target):>9}")
@@ -68,8 +70,9 @@ def main() -> None:
     out = Path(args.figures)
     print(plot_transfer_matrix(results, args.level, path=out / "mask_transfer_matrix.png"))
     for run, res in zip(args.runs, results):
-        print(plot_transfer_accuracy(res, RunDir(run).load_results(),
-                                     path=out / f"mask_transfer_{res['source']['init']}.png"))
+        src = res["source"]
+        name = src["init"] + (f"_s{src['seed']}" if src["seed"] else "")  # seed 0 keeps the name it had
+        print(plot_transfer_accuracy(res, RunDir(run).load_results(), path=out / f"mask_transfer_{name}.png"))
 
 
 if __name__ == "__main__":
