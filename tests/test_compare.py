@@ -54,6 +54,21 @@ def test_seeds_and_duplicates():
     assert mean_std([None]) == {"mean": None, "std": None, "n": 0}
 
 
+def test_one_seed_alone_is_a_list_with_a_trailing_comma(tmp_path, capsys):
+    """--seeds 4 is a count (seeds 0..3); --seeds 4, is seed 4 alone (transfer's same-draw row of a seed-4 source)."""
+    from lottery.cli import build_parser
+    from lottery.drivers.compare_inits import read_seeds
+
+    assert parse_seeds(read_seeds("4")) == [0, 1, 2, 3] and parse_seeds(read_seeds("4,")) == [4]
+    assert parse_seeds(read_seeds("4,7,")) == [4, 7]
+    for cmd in ("compare-inits", "transfer"):
+        args = build_parser().parse_args([cmd, *(["run_dir"] if cmd == "transfer" else []), "--seeds", "4,"])
+        assert args.seeds == (4,)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare-inits", "--seeds", ","])
+    assert "--seeds" in capsys.readouterr().err
+
+
 def _results(accs, dense_status="ok", controls=None):
     """Fake results.json: level L has ticket accuracy accs[L]."""
     levels = []
