@@ -64,9 +64,11 @@ def test_one_seed_alone_is_a_list_with_a_trailing_comma(tmp_path, capsys):
     for cmd in ("compare-inits", "transfer"):
         args = build_parser().parse_args([cmd, *(["run_dir"] if cmd == "transfer" else []), "--seeds", "4,"])
         assert args.seeds == (4,)
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["compare-inits", "--seeds", ","])
-    assert "--seeds" in capsys.readouterr().err
+    from lottery.cli import main
+
+    assert main(["compare-inits", "--inits", "normal", "--seeds", ",", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds" in err[0], err
 
 
 def _results(accs, dense_status="ok", controls=None):

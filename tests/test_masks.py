@@ -236,7 +236,8 @@ def test_apply_to_a_model_it_does_not_fit():
                               "this model; the mask was made for another architecture — build the model it came from")
     # The right names, another size.
     wider = lt.Mask.ones_like(nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 4)))
-    with pytest.raises(MaskMismatchError, match=r"shape \(32, 20\).*\(16, 20\); the mask was made for another model size$"):
+    with pytest.raises(MaskMismatchError,
+                       match=r"shape \(32, 20\).*\(16, 20\); the mask was made for another model size$"):
         wider.apply(model)
     # Nothing was zeroed by a refused apply.
     assert all(bool((p != 0).all()) for n, p in model.named_parameters() if n in mask)

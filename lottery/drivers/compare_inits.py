@@ -94,10 +94,11 @@ def parse_seeds(value: int | str | Sequence[int], base_seed: int = 0) -> list[in
 def read_seeds(v: Any) -> int | tuple:
     """compare-inits' ``--seeds``: a count (3) or the seeds themselves (0,4,7; one seed alone with a trailing
     comma: 4, — a bare 4 is a count)."""
-    if isinstance(v, str) and v.strip().endswith(",") and v.strip() != ",":
+    if isinstance(v, int) or (isinstance(v, str) and "," not in v):
+        return read_int(v)
+    if isinstance(v, str) and v.strip().endswith(","):  # "4," is seed 4 alone
         v = v.strip()[:-1]
-        return read_list(int)(v) if "," in v else (read_int(v),)
-    return read_int(v) if isinstance(v, int) or (isinstance(v, str) and "," not in v) else read_list(int)(v)
+    return read_list(int)(v)
 
 
 def check_seeds(v: int | tuple) -> None:
@@ -117,8 +118,8 @@ class CompareOptions(Options):
     top_level: ClassVar[bool] = True
     inits: tuple = option((), "comma-separated init variants SCHEME[:KEY=VALUE...][*SCALE] (see above); required",
                           parse=read_list(str), check=check_variants, metavar="A,B,...")
-    seeds: int | tuple = option(1, "number of seeds (from --seed up) or a list of seeds (0,4,7; seed 4 alone: 4,)", parse=read_seeds,
-                                check=check_seeds, metavar="N|S1,S2,...")
+    seeds: int | tuple = option(1, "number of seeds (from --seed up) or a list of seeds (0,4,7; seed 4 alone: 4,)",
+                                parse=read_seeds, check=check_seeds, metavar="N|S1,S2,...")
     match_tolerance: float = option(0.01, "with one seed: a ticket matches dense within this accuracy (0.01 = 1 "
                                     "point)", parse=read_number, check=in_unit, metavar="FRACTION")
     stall_margin: float = option(0.05, "a scheme is 'stalled' when its dense accuracy is below chance + this",

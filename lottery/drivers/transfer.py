@@ -76,8 +76,8 @@ class TransferOptions(Options):
     level: int | None = int_option(None, "level whose mask to transfer (required)", least=1, metavar="N")
     inits: tuple = option((), "target init variants SCHEME[:KEY=VALUE...][*SCALE] (default: the run's own)",
                           parse=read_list(str), check=check_variants, metavar="A,B,...")
-    seeds: int | tuple = option(1, "target seeds: a count (3 = seeds 0,1,2) or a list (0,4,7; seed 4 alone: 4,)", parse=read_seeds,
-                                check=check_seeds, metavar="N|S1,S2,...")
+    seeds: int | tuple = option(1, "target seeds: a count (3 = seeds 0,1,2) or a list (0,4,7; seed 4 alone: 4,)",
+                                parse=read_seeds, check=check_seeds, metavar="N|S1,S2,...")
     align: tuple = option(ALIGNMENTS, "none (the mask as found), sign (the source init's signs on the kept "
                           "weights), permute (units aligned by weight matching)", parse=read_alignments,
                           check=known(ALIGNMENTS, "alignments from"), metavar="A1,A2")
