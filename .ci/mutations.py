@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,20 @@ class Mutation:
     old: str  # must occur exactly once in ``path``
     new: str
     tests: tuple = ()  # quick tests expected to kill it (``--hinted``)
+
+
+FUSED_TWINS = {"early-stop-last-step": "early-stop-fused", "lr-schedule-ignored": "lr-schedule-fused",
+               "data-order-unseeded": "data-order-fused", "nonfinite-loss-ok": "nonfinite-loss-fused"}
+
+
+def _with_fused_twins(*mutations: Mutation) -> list[Mutation]:
+    """Each mutation of the bookkeeping that train and the fused trainer share (lottery/train.py: Record,
+    Bookkeeping), and its twin: the same break, expected to be caught by the fused trainer's own tests too."""
+    out = []
+    for m in mutations:
+        out += [m, replace(m, name=FUSED_TWINS[m.name], breaks=f"{m.breaks} (fused passes)",
+                           tests=("tests/test_fused.py",))]
+    return out
 
 
 MUTATIONS = [
@@ -65,34 +79,24 @@ MUTATIONS = [
              'fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")',
              "fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), str(path)",
              ("tests/test_storage.py",)),
-    # train and the fused trainer share one bookkeeping (lottery/train.py: Record, Bookkeeping): each of these
-    # breaks it once, and the "-fused" twin checks that the fused trainer's own tests notice it as well
-    Mutation("early-stop-last-step", "early_stop_step is the step of minimum validation loss", "lottery/train.py",
-             "if val_loss < self.best[0] and step >= self.best_from:", "if step >= self.best_from:",
-             ("tests/test_train.py",)),
+    *_with_fused_twins(
+        Mutation("early-stop-last-step", "early_stop_step is the step of minimum validation loss",
+                 "lottery/train.py", "if val_loss < self.best[0] and step >= self.best_from:",
+                 "if step >= self.best_from:", ("tests/test_train.py",)),
+        Mutation("lr-schedule-ignored", "the lr schedule (warmup, step, cosine) is applied", "lottery/train.py",
+                 'g["lr"] = base * factor', 'g["lr"] = base', ("tests/test_train.py",)),
+        Mutation("data-order-unseeded", "the data order follows the seed", "lottery/train.py",
+                 "self.orders = [torch.Generator().manual_seed(int(s)) for s in seeds]",
+                 "self.orders = [torch.Generator().manual_seed(0) for s in seeds]", ("tests/test_train.py",)),
+        Mutation("nonfinite-loss-ok", "a non-finite validation loss is recorded as diverged", "lottery/train.py",
+                 "if not math.isfinite(val_loss):", "if False:", ("tests/test_train.py",)),
+    ),
     Mutation("early-stop-late-eval", "early_stop_step is the step of minimum validation loss (not one later)",
              "lottery/train.py", "self.best, self.kept = (val_loss, step, val_acc), True",
              "self.best, self.kept = (val_loss, step + 1, val_acc), True", ("tests/test_train.py",)),
-    Mutation("early-stop-fused", "early_stop_step in fused passes", "lottery/train.py",
-             "if val_loss < self.best[0] and step >= self.best_from:", "if step >= self.best_from:",
-             ("tests/test_fused.py",)),
-    Mutation("lr-schedule-ignored", "the lr schedule (warmup, step, cosine) is applied", "lottery/train.py",
-             'g["lr"] = base * factor', 'g["lr"] = base', ("tests/test_train.py",)),
-    Mutation("lr-schedule-fused", "the lr schedule in fused passes", "lottery/train.py",
-             'g["lr"] = base * factor', 'g["lr"] = base', ("tests/test_fused.py",)),
-    Mutation("data-order-unseeded", "the data order follows the seed", "lottery/train.py",
-             "self.orders = [torch.Generator().manual_seed(int(s)) for s in seeds]",
-             "self.orders = [torch.Generator().manual_seed(0) for s in seeds]", ("tests/test_train.py",)),
-    Mutation("data-order-fused", "the data order follows the seed in fused passes", "lottery/train.py",
-             "self.orders = [torch.Generator().manual_seed(int(s)) for s in seeds]",
-             "self.orders = [torch.Generator().manual_seed(0) for s in seeds]", ("tests/test_fused.py",)),
-    Mutation("nonfinite-loss-ok", "a non-finite validation loss is recorded as diverged", "lottery/train.py",
-             "if not math.isfinite(val_loss):", "if False:", ("tests/test_train.py",)),
     Mutation("nonfinite-weights-ok", "non-finite weights at the end are recorded as diverged", "lottery/train.py",
              'if self.status == "ok" and not all(torch.isfinite(t).all() for t in tensors):', "if False:",
              ("tests/test_train.py",)),
-    Mutation("nonfinite-loss-fused", "a non-finite loss is recorded as diverged in fused passes", "lottery/train.py",
-             "if not math.isfinite(val_loss):", "if False:", ("tests/test_fused.py",)),
     Mutation("data-root-unhashed", "--data-root is part of the run's hash", "lottery/config.py",
              'if not f.metadata["hashed"]:', 'if not f.metadata["hashed"] or f.name == "data_root":',
              ("tests/test_bad_input.py::test_the_hash_covers_the_data_root_and_dataset_options",)),
