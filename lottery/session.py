@@ -19,6 +19,7 @@ import torch
 from lottery import distributed
 from lottery.config import Config
 from lottery.data import load_dataset
+from lottery.data.augment import check_inputs
 from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
 from lottery.testing import crash_progress
 from lottery import fused
@@ -45,6 +46,7 @@ def data_key(cfg: Config) -> tuple:
 def load_data(cfg: Config):
     """``cfg``'s data set, loaded and moved to its device (hand it to several Sessions with the same data_key)."""
     data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+    check_inputs(cfg.augment, data.input_shape, cfg.dataset)
     return data.to(resolve_device(cfg.device))
 
 
@@ -77,8 +79,10 @@ class Session:
         ).to(self.device)
         self.total_steps = budget_steps(cfg, len(self.data.train[0]))
         self.rewind_step = cfg.rewind_step()
-        if self.rewind_step is not None and self.rewind_step > self.total_steps:
-            raise ConfigError(f"rewind step {self.rewind_step} is beyond the {self.total_steps} training steps")
+        if self.rewind_step is not None and self.rewind_step >= self.total_steps:  # K = T: later levels train 0 steps
+            where = "beyond" if self.rewind_step > self.total_steps else "at the end of"
+            raise ConfigError(f"rewind step {self.rewind_step} is {where} the {self.total_steps} training steps: later "
+                              f"levels would train no steps; pick step:K with K below {self.total_steps}")
         prunable = list(Mask.ones_like(self.model))  # fail now, not after level 0 has trained
         unknown = [k for k in cfg.layer_fractions if k not in prunable]
         if unknown:

@@ -43,6 +43,14 @@ def check(augment: str | None, options: dict) -> dict:
     return full
 
 
+def check_inputs(augment: str | None, input_shape: tuple, dataset: str = "this data set") -> None:
+    """Refuse ``augment`` on inputs that are not images (channels, height, width) when the data is loaded, before a
+    run directory holds anything, not at the first training step."""
+    if augment is not None and len(input_shape) != 3:
+        raise ConfigError(f"augment {augment} crops and flips images (channels, height, width), but {dataset} gives "
+                          f"inputs of shape {tuple(input_shape)}; drop --augment for this data set")
+
+
 def draw(seed: int, step: int, n: int, pad: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row offsets, column offsets (each in [0, 2 * pad]) and flips of step ``step``'s ``n`` samples, on the CPU.
 

@@ -20,7 +20,7 @@ from lottery.imp_engine import Arm, Engine, ImpSettings, Pending, Trained, Train
 from lottery.fused import even_passes
 from lottery.masks import Mask
 from lottery.storage.rundir import RunDir, RunLockedError
-from lottery.session import Session
+from lottery.session import Session, load_data
 from lottery.train import derived_seed  # noqa: F401  (prune_at_init imports it from here)
 from lottery.reporting.trackers import Tracker, open_tracker
 
@@ -37,10 +37,11 @@ def run_imp(config: Config | dict) -> dict:
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
     dist = distributed.from_env(cfg.device)  # under torchrun: this process's rank; otherwise a world of one
+    data = load_data(cfg)  # data the config cannot use (--augment on non-images) is refused before the run directory
     run = dist.main_first(lambda: RunDir.for_config(cfg))
     if not dist.is_main:  # rank 0 alone holds the lock and writes the run directory
-        return Experiment(cfg, distributed.Follower(run.path), dist).run()
-    with open_experiment(cfg, run, dist) as experiment:
+        return Experiment(cfg, distributed.Follower(run.path), dist, data=data).run()
+    with open_experiment(cfg, run, dist, data=data) as experiment:
         return experiment.run()
 
 
