@@ -28,6 +28,7 @@ from lottery.inits import INIT_SCHEMES
 from lottery.models import MODELS
 from lottery.options import load_toml, option, parse_list, parse_options  # noqa: F401  (load_toml: Config files)
 from lottery.pruning import PRUNERS, SCOPES, check_fraction, check_structured_config
+from lottery.pruning.structure import structure_options
 from lottery.reporting.trackers import TRACKERS
 
 CONTROLS = ("reinit", "random_mask")
@@ -214,6 +215,8 @@ def from_dict(d: dict, source: str = "config") -> Config:
     _check_types(d, source)
     if d.get("augment") is not None:  # defaults filled in: {} and {pad = 4, flip = true} are one run
         d["augment_options"] = check_augment(d["augment"], d.get("augment_options") or {})
+    if d.get("structure_options"):  # defaults dropped: neuron and neuron with norm = "l2" are one run
+        d["structure_options"] = structure_options(d.get("structure", "unstructured"), d["structure_options"])
     cfg = Config(**d)
     validate(cfg)
     return cfg

@@ -42,7 +42,7 @@ from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.export_checks import SEP as _SEP
 from lottery.export_checks import check_sizes, check_tensors, expected_state, parse_field
-from lottery.export_physical import physical_tensors, shrink_to
+from lottery.export_physical import check_physical, physical_tensors, shrink_to
 from lottery.storage.atomic import atomic_write
 from lottery.masks import Mask
 from lottery.models import build_model
@@ -100,6 +100,7 @@ def export_ticket(model: nn.Module, mask: Mask, path: str | os.PathLike, layout:
     units: dict = {}
     if layout == "physical":  # the smaller dense network, its units recorded to rebuild its shapes
         (tensors, units), sparse = physical_tensors(model, mask), {}
+        check_physical(model, mask, tensors, units, input_shape)  # before the file exists
     else:
         tensors, sparse = ticket_tensors(model, mask, layout)
     meta = {

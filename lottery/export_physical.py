@@ -9,7 +9,9 @@ hardware, no sparse kernels needed.
 
 ``physical_tensors(model, mask)`` gives the smaller state dict and the units kept per group; ``shrink_to(model,
 units)`` resizes a freshly built full model to those shapes so the state loads (``lottery.export.load_exported``
-does this for ``--format physical`` files). ``to_semi_structured`` is the GPU path for 2:4 tickets.
+does this for ``--format physical`` files); ``check_physical`` runs both networks on a batch before anything is
+written, so a model whose units cannot be cut (a sum this module does not see through) is refused, never shipped.
+``to_semi_structured`` is the GPU path for 2:4 tickets.
 
 >>> import torch, lottery as lt
 >>> from lottery.pruning import prune_structured
@@ -33,7 +35,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from lottery.errors import CorruptFileError
+from lottery.errors import ConfigError, CorruptFileError
 from lottery.masks import Mask, default_prunable
 from lottery.pruning.units import UnitGroup, unit_groups, unit_view
 
@@ -106,6 +108,27 @@ def physical_tensors(model: nn.Module, mask: Mask) -> tuple[dict[str, torch.Tens
     _resize(small, groups, kept)
     state = {k: v.detach().contiguous() for k, v in small.state_dict().items()}
     return state, {k: idx.tolist() for k, idx in kept.items() if len(idx) < _size(groups, k)}
+
+
+def check_physical(model: nn.Module, mask: Mask, state: dict[str, torch.Tensor], units: Mapping[str, list[int]],
+                   input_shape, batch: int = 4) -> None:
+    """The smaller network, rebuilt as ``load_exported`` rebuilds it, gives the masked ticket's outputs on a seeded
+    batch (eval mode, up to float rounding); otherwise a ConfigError: this ticket cannot be written physically."""
+    ticket = copy.deepcopy(model).cpu().eval()
+    mask.to("cpu").apply(ticket)
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        small = shrink_to(copy.deepcopy(model).cpu(), units)
+        small.load_state_dict(state)
+        with torch.no_grad():
+            want, got = ticket(x), small.eval()(x)
+        gap = float((got - want).abs().max())
+        why = None if gap <= 1e-4 * (1 + float(want.abs().max())) else f"outputs differ by up to {gap:.3g}"
+    except (RuntimeError, ValueError) as e:  # a shape that no longer fits: the cut units are still read somewhere
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if why is not None:
+        raise ConfigError(f"the smaller network does not compute this ticket's outputs ({why}): its units are used "
+                          "in a way the cut does not follow; export it with --format csr or bitmask")
 
 
 def _size(groups: list[UnitGroup], key: str) -> int:

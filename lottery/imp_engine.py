@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
+import torch
 from torch import nn
 
 from lottery.config import CONTROLS
@@ -28,6 +29,7 @@ from lottery.errors import CorruptFileError, MaskMismatchError
 from lottery.masks import Mask
 from lottery.errors import StructureExhausted
 from lottery.pruning import PRUNERS, collapsed_layers, prune_structured, random_mask_like, random_structured_like
+from lottery.pruning.structure import limit_note
 from lottery.rewind import rewind_state
 from lottery.storage.rundir import RunDir
 from lottery.testing import crash_point
@@ -71,6 +73,17 @@ def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: i
         seed=derived_seed(settings.seed, "prune", level), data=data,
         **({"min_kept": settings.min_kept} if settings.min_kept else {}),
     )
+
+
+def random_control(model: nn.Module, mask: Mask, seed: int, level: int, structure: str = "unstructured",
+                   options: Mapping[str, Any] | None = None, draw: int = 0) -> Mask:
+    """Level ``level``'s random-mask control of ``mask`` in a run of ``seed``: a random mask of the same structure
+    and per-layer counts, from the seed IMP derives for it. ``draw`` > 0: further independent draws (draw 0 is the
+    one IMP trains), for a caller that wants several (``lottery transfer --control-draws``)."""
+    seed = derived_seed(seed, "random_mask" if draw == 0 else f"random_mask/{draw}", level)
+    if structure == "unstructured":
+        return random_mask_like(mask, seed)
+    return random_structured_like(model, mask, seed, structure, dict(options or {}))
 
 
 @dataclass
@@ -229,9 +242,7 @@ class Engine:
             return Arm(name, t.share_state(lambda: t.redraw(seed)), mask)
         # random_mask: same per-layer counts (and structure), same rewind state (and step)
         def random_mask() -> Mask:
-            if self.s.structure == "unstructured":
-                return random_mask_like(mask, seed)
-            return random_structured_like(self.model, mask, seed, self.s.structure, dict(self.s.structure_options))
+            return random_control(self.model, mask, self.s.seed, level, self.s.structure, self.s.structure_options)
 
         return Arm(name, t.share_state(lambda: self.rewind_state(level)), t.share_mask(random_mask),
                    self.start_step(level))
@@ -355,7 +366,13 @@ class Engine:
             self.rundir.save_mask(0, mask)
         entry = {"level": level, "density": mask.density, "num_kept": mask.num_kept,
                  "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
-                 **trained.summary, "controls": {}, "level_wall_time": time.perf_counter() - started}
+                 **trained.summary, "controls": {}, "level_wall_time": time.perf_counter() - started,
+                 "threads": torch.get_num_threads()}  # sums over other thread counts round differently
+        limited = level > 0 and limit_note(self.mask(level - 1), self.s.prune_fraction, self.s.structure,
+                                           self.s.structure_options, self.s.layer_fractions)
+        if limited:  # an n:m level stopped at the structure's limit: said, and kept with the level
+            entry["limited"] = limited
+            self.trainer.say(f"level {level}: {limited}")
         self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
         self._save()
         self._track(level, "ticket", mask, entry)

@@ -26,6 +26,7 @@ from lottery import fused
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
+from lottery.pruning.structure import check_layer_fractions
 from lottery.reporting.progress import progress_bar
 from lottery.rewind import rewind, rewind_state, snapshot
 from lottery.storage.rundir import RunDir
@@ -87,6 +88,7 @@ class Session:
         unknown = [k for k in cfg.layer_fractions if k not in prunable]
         if unknown:
             raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
+        check_layer_fractions(self.model, cfg.structure, cfg.structure_options, cfg.layer_fractions)
         self.init_state = self.from_main(self._init_state)
         self.progress = cfg.progress and dist.is_main
         self.pack = fused.resolve_pack(cfg.pack, self.model)  # networks per fused pass (lottery/fused.py)

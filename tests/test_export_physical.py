@@ -118,3 +118,58 @@ def test_latency_on_the_cpu_clock():
     assert 0 < measure_latency(model, (40,), 4, min_run_time=0.01, clock="cpu") < 1
     with pytest.raises(ConfigError, match="clock must be wall or cpu"):
         measure_latency(model, (40,), 4, clock="gpu")
+
+
+class _Offset(torch.nn.Module):
+    """A sum of a layer's units and a parameter: dropping a unit would leave the parameter's value in its place."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(12, 16), torch.nn.Linear(16, 4)
+        self.off = torch.nn.Parameter(torch.randn(16))
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1)) + self.off))
+
+
+def _pad_resnet():
+    torch.manual_seed(0)
+    model = lt.build_model("resnet20", (3, 16, 16), 10, shortcut="pad")
+    mask = lt.Mask.ones_like(model)
+    for _ in range(2):
+        mask = prune_structured(model, mask, 0.3, "neuron", scope="layer")
+    mask.apply(model)
+    return model.eval(), mask
+
+
+def test_sums_with_something_else_than_units_freeze_their_groups_and_export_exactly(tmp_path):
+    from lottery.pruning.units import unit_groups
+
+    groups = {g.key: g for g in unit_groups(_Offset(), ["fc1.weight", "fc2.weight"])}
+    assert "parameter off" in groups["fc1.weight"].frozen
+    model, mask = _pad_resnet()
+    frozen = {g.key: g.frozen for g in unit_groups(model, list(mask))}
+    assert "call_function pad" in frozen["layer3.0.conv2.weight"] and frozen["layer1.0.conv1.weight"] is None
+    path = export_ticket(model, mask, tmp_path / "t.safetensors", "physical", model_name="resnet20",
+                         model_options={"shortcut": "pad"}, input_shape=(3, 16, 16), num_classes=10)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert (load_exported(path)(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_an_export_that_would_not_compute_the_ticket_is_refused_in_one_line(tmp_path, monkeypatch):
+    import lottery.export_physical as physical
+    import lottery.pruning.structure as structure
+    from lottery.pruning.units import UnitGroup, unit_groups
+
+    def as_before(m, w):  # the groups as they were: whatever else is added into a sum, ignored
+        return [UnitGroup(g.producers, g.size, g.consumers, g.norms, None if "added to" in (g.frozen or "")
+                          else g.frozen) for g in unit_groups(m, w)]
+
+    for module in (physical, structure):
+        monkeypatch.setattr(module, "unit_groups", as_before)
+    model, mask = _pad_resnet()
+    with pytest.raises(ConfigError, match="does not compute this ticket's outputs.*--format csr") as e:
+        export_ticket(model, mask, tmp_path / "t.safetensors", "physical", model_name="resnet20",
+                      model_options={"shortcut": "pad"}, input_shape=(3, 16, 16), num_classes=10)
+    assert "\n" not in str(e.value) and not (tmp_path / "t.safetensors").exists()

@@ -5,10 +5,11 @@ from torch import nn
 
 import lottery as lt
 from lottery.cli import main
-from lottery.config import Config
+from lottery.config import Config, from_dict
 from lottery.errors import ConfigError, LotteryError, StructureCheckError, StructureExhausted
 from lottery.pruning import (STRUCTURES, check_structure, parse_structure, prune_structured,
                              random_structured_like)
+from lottery.pruning.structure import check_layer_fractions, limit_note
 from lottery.pruning.units import unit_groups
 
 SPELLING = {"unstructured": "unstructured", "neuron": "neuron", "n:m": "2:4"}
@@ -152,3 +153,50 @@ def test_structures_are_listed_and_public(capsys):
     assert main(["list"]) == 0
     assert "structures (N:M, e.g. 2:4): n:m, neuron, unstructured" in capsys.readouterr().out
     assert lt.prune_structured is prune_structured and lt.STRUCTURES is STRUCTURES
+
+
+def test_default_structure_options_are_one_run_and_runs_without_options_keep_their_hash():
+    plain = Config(structure="neuron")
+    assert plain.hashed_settings() == {**Config().hashed_settings(), "structure": "neuron"}  # as it always was
+    spellings = [{}, {"norm": "l2"}, {"norm": "l2", "refill": False}, {"refill": False}]
+    hashes = {from_dict({"structure": "neuron", "structure_options": o}).hash() for o in spellings}
+    assert hashes == {plain.hash()}
+    l1 = from_dict({"structure": "neuron", "structure_options": {"norm": "l1", "refill": False}})
+    assert l1.structure_options == {"norm": "l1"} and l1.hash() != plain.hash()
+    assert main(["run", "--structure", "neuron", "--structure-options", "norm=l3", "--levels", "0"]) == 2
+
+
+def test_a_layer_fraction_that_cannot_act_under_a_structure_is_refused(tmp_path):
+    from tests.engine_helpers import tiny
+
+    frozen = tiny(tmp_path, structure="neuron", scope="layer", layer_fractions={"fc3.weight": 0.9}, levels=1)
+    with pytest.raises(ConfigError, match=r"layer_fractions\['fc3.weight'\] cannot act under structure neuron.*"
+                                          r"model's outputs") as e:
+        lt.run_imp(frozen)
+    assert "\n" not in str(e.value) and not list(tmp_path.rglob("init.pt"))
+    model = models()[1]
+    with pytest.raises(ConfigError, match=r"'0.weight'\] cannot act under structure 2:4: its fan-in"):
+        check_layer_fractions(model, "2:4", {}, {"0.weight": 0.5})
+    check_layer_fractions(model, "2:4", {}, {"4.weight": 0.5})  # fan-in 72 splits into groups of 4
+    check_layer_fractions(model, "neuron", {}, {"4.weight": 0.5})
+
+
+def test_an_nm_level_past_the_limit_stops_at_it_and_says_so():
+    model = models()[1]
+    ones = lt.Mask.ones_like(model)
+    mask = prune_structured(model, ones, 0.75, "2:4")  # 4 -> 1 of every 4 wanted: 2 is the limit
+    assert int(mask["4.weight"].reshape(12, -1, 4).sum(-1).unique()) == 2
+    note = limit_note(ones, 0.75, "2:4")
+    assert "kept 2 of every 4 weights, the limit of 2:4" in note and "would keep 1 of 4" in note
+    assert limit_note(ones, 0.5, "2:4") is None and limit_note(ones, 0.9, "neuron") is None
+    with pytest.raises(StructureExhausted, match="below 2:4"):
+        prune_structured(model, mask, 0.75, "2:4")
+
+
+def test_run_imp_nm_past_the_limit_trains_one_level_at_it_then_stops(tmp_path):
+    from tests.engine_helpers import tiny
+
+    results = lt.run_imp(tiny(tmp_path, structure="2:4", prune_fraction=0.75, levels=3, controls=(), steps=20))
+    assert [round(e["density"], 3) for e in results["levels"]] == [1.0, 0.5]
+    assert "limit of 2:4" in results["levels"][1]["limited"] and "limited" not in results["levels"][0]
+    assert results["status"] == "exhausted" and "below 2:4" in results["exhausted"]

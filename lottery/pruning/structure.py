@@ -12,9 +12,14 @@ A structured level is still scores → budget → exact top-k, only over units o
   weights, re-grown whole. The output layer keeps all its units (one per class).
 - ``n:m`` (e.g. ``2:4``): in every layer whose fan-in splits into groups of ``m`` consecutive weights (the rest
   stay dense), every group keeps the same ``k`` largest-magnitude weights; each level sets
-  ``k = round(k_before * (1 - fraction))`` (at least one fewer) and the level that would go below ``n`` raises
-  :class:`StructureExhausted`, which ends IMP with status ``exhausted``. ``scope`` does not apply (``k`` is per
-  layer; ``layer_fractions`` still do).
+  ``k = round(k_before * (1 - fraction))`` (at least one fewer); a level that would go below ``n`` from above it
+  keeps ``n`` (the structure's limit; ``limit_note`` says so and IMP records it in the level's ``limited``), and
+  one that starts at ``n`` raises :class:`StructureExhausted`, which ends IMP with status ``exhausted``. ``scope``
+  does not apply (``k`` is per layer; ``layer_fractions`` still do).
+
+Options equal to a structure's defaults are dropped (``structure_options``), so ``neuron`` and ``neuron`` with
+``norm = "l2"`` are one run directory; a per-layer fraction that cannot act under a structure is refused
+(``check_layer_fractions``) rather than ignored.
 
 Every prune is checked: the returned mask satisfies its structure exactly (else ``StructureCheckError``). The
 random-mask control of a structure (``random_structured_like``) is a random mask of the same structure with the
@@ -79,6 +84,39 @@ def parse_structure(structure: object, options: Mapping | None = None) -> tuple[
     if "refill" in opts and not isinstance(opts["refill"], bool):
         raise ConfigError(f"structure option refill must be true or false, got {opts['refill']!r}")
     return name, opts
+
+
+def structure_options(structure: object, options: Mapping | None) -> dict:
+    """``options`` checked, without those equal to the structure's defaults: every spelling of one setting hashes
+    alike, and a run without options keeps the hash it always had."""
+    name, _ = parse_structure(structure, options)
+    defaults = STRUCTURES[name].defaults
+    return {k: v for k, v in dict(options or {}).items() if v != defaults[k]}
+
+
+def check_layer_fractions(model: nn.Module, structure: str, options: Mapping | None,
+                          layer_fractions: Mapping[str, float]) -> None:
+    """Refuse a per-layer fraction that cannot act under ``structure`` (it would change nothing, silently): under
+    neuron one on a layer whose units are never dropped, or two different ones on layers dropped together; under
+    n:m one on a layer whose fan-in does not split into groups of m."""
+    name, opts = parse_structure(structure, options)
+    if not layer_fractions or name == "unstructured":
+        return
+    ones = Mask.ones_like(model)
+    if name == "n:m":
+        dense = [k for k in layer_fractions if k in ones and k not in nm_layers(ones, opts["m"])]
+        if dense:
+            raise ConfigError(f"layer_fractions['{dense[0]}'] cannot act under structure {structure}: its fan-in does "
+                              f"not split into groups of {opts['m']}, so it stays dense; remove it")
+        return
+    for g in unit_groups(model, list(ones)):
+        given = {w: layer_fractions[w] for w in g.producers if w in layer_fractions}
+        if given and g.frozen is not None:
+            raise ConfigError(f"layer_fractions['{next(iter(given))}'] cannot act under structure neuron: the layer's "
+                              f"units are never dropped ({g.frozen}); remove it")
+        if len(set(given.values())) > 1:
+            raise ConfigError(f"layer_fractions give {' and '.join(given)} different fractions, but structure neuron "
+                              "drops their units together (a residual sum couples them); give them one fraction")
 
 
 def check_structured_config(structure: object, options: Mapping | None, strategy: str = "magnitude",
@@ -276,14 +314,38 @@ def _nm_names(mask: Mask, m: int) -> list[str]:
     return names
 
 
+def _nm_after(before: int, fraction: float) -> int:
+    """Weights of every group a level keeps before the structure's limit: ``round(before * (1 - fraction))``, at
+    least one fewer."""
+    after = round(before * (1 - fraction))
+    return before - 1 if fraction > 0 and after >= before else after
+
+
+def limit_note(previous: Mask, fraction: float, structure: str, options: Mapping | None = None,
+               layer_fractions: Mapping[str, float] | None = None) -> str | None:
+    """Why a level pruned less than ``fraction`` of ``previous``: the layers an n:m level stopped at the structure's
+    limit (n of every m), or None."""
+    name, opts = parse_structure(structure, options)
+    if name != "n:m":
+        return None
+    n, m, lf = opts["n"], opts["m"], dict(layer_fractions or {})
+    short = {k: _nm_after(before, lf.get(k, fraction)) for k in _nm_names(previous, m)
+             if _nm_after(before := group_count(k, previous[k], m), lf.get(k, fraction)) < n < before}
+    if not short:
+        return None
+    k, wanted = next(iter(short.items()))
+    return (f"{', '.join(short)} kept {n} of every {m} weights, the limit of {n}:{m} (prune fraction "
+            f"{lf.get(k, fraction)} would keep {wanted} of {m} in {k})")
+
+
 def _prune_nm(model, mask, fraction, scope, layer_fractions, *, n, m) -> Mask:
     params = mask.check_fits(model)
     out = {k: t.clone() for k, t in mask.items()}
     for k in _nm_names(mask, m):
-        f = layer_fractions.get(k, fraction)
         before = group_count(k, mask[k], m)
-        after = round(before * (1 - f))
-        after = before - 1 if f > 0 and after >= before else after
+        after = _nm_after(before, layer_fractions.get(k, fraction))
+        if after < n <= before - 1:  # from above the limit: stop at it (limit_note says so)
+            after = n
         if after < n:
             raise StructureExhausted(f"{k} would keep {after} of every {m} weights, below {n}:{m} "
                                      f"(it keeps {before}:{m} now)")

@@ -3,7 +3,9 @@
 A unit is an output row of a Linear weight or an output channel of a convolution. Dropping unit ``c`` of a layer
 also makes column ``c`` of every layer that reads it dead (its constant output, ``act(bias)``, would otherwise
 still reach them), and a residual sum couples the units of every layer that adds into it: channel ``c`` of the
-stream goes only when every one of them drops it. ``unit_groups`` finds this from the model's ``torch.fx`` graph:
+stream goes only when every one of them drops it, and only when everything added into the sum is such a layer's
+output (a parameter, the input or a padded shortcut added in would keep the channel: such groups are frozen).
+``unit_groups`` finds this from the model's ``torch.fx`` graph:
 from each prunable layer it follows the data through ops that keep channels apart (activations, pooling, batch
 norm, flatten, dropout, sums) to the prunable layers that read it. A path through anything else (a concatenation,
 a slice, a layer this mask does not prune) freezes the group: its units are never dropped, which is always safe.
@@ -83,6 +85,14 @@ def unit_groups(model: nn.Module, weights: list[str]) -> list[UnitGroup]:
             w = parent[w]
         return w
 
+    arrived: dict[fx.Node, set] = {}  # the operands of each sum that some layer's units reach it through
+    for r in reach.values():
+        for s, via in r["sums"].items():
+            arrived.setdefault(s, set()).update(via)
+    for r in reach.values():
+        other = next((a for s in r["sums"] for a in s.all_input_nodes if a not in arrived[s]), None)
+        if other is not None:
+            r["frozen"] = r["frozen"] or f"its units are added to {_describe(other, modules)}, which units cannot follow"
     by_sum: dict[fx.Node, str] = {}
     for w, r in reach.items():
         for s in r["sums"]:
@@ -118,10 +128,12 @@ def unit_groups(model: nn.Module, weights: list[str]) -> list[UnitGroup]:
 
 def _follow(start: fx.Node, modules: dict, owner: dict) -> dict:
     """Where one layer's output units go: consumers, norms, residual sums, and whether anything stops it."""
-    out = {"consumers": [], "norms": [], "sums": set(), "frozen": None}
-    todo, seen = list(start.users), set()
+    out = {"consumers": [], "norms": [], "sums": {}, "frozen": None}  # sums: {sum node: operands reached through}
+    todo, seen = [(user, start) for user in start.users], set()
     while todo:
-        node = todo.pop()
+        node, came = todo.pop()
+        if _is_sum(node):
+            out["sums"].setdefault(node, set()).add(came)
         if node in seen:
             continue
         seen.add(node)
@@ -134,16 +146,28 @@ def _follow(start: fx.Node, modules: dict, owner: dict) -> dict:
             continue
         if isinstance(module, NORMS):
             out["norms"].append(node.target)
-        elif node.op == "call_function" and node.target in _SUMS or node.op == "call_method" and node.target == "add":
-            out["sums"].add(node)
-        elif not (isinstance(module, _PASS_MODULES) or node.op == "call_function" and node.target in _PASS_FUNCTIONS
-                  or node.op == "call_method" and node.target in _PASS_METHODS):
-            what = type(module).__name__ if module is not None else \
-                f"{node.op} {getattr(node.target, '__name__', node.target)}"
-            out["frozen"] = out["frozen"] or f"its output goes through {what}, which units cannot follow"
+        elif not (_is_sum(node) or isinstance(module, _PASS_MODULES) or node.op == "call_function" and
+                  node.target in _PASS_FUNCTIONS or node.op == "call_method" and node.target in _PASS_METHODS):
+            out["frozen"] = out["frozen"] or f"its output goes through {_describe(node, modules)}, which units " \
+                                             "cannot follow"
             continue
-        todo.extend(node.users)
+        todo.extend((user, node) for user in node.users)
     return out
+
+
+def _is_sum(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in _SUMS or node.op == "call_method" and node.target == "add"
+
+
+def _describe(node: fx.Node, modules: dict) -> str:
+    """A graph node as a message names it: the module's class, the parameter, the input, or the function."""
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    if node.op == "get_attr":
+        return f"parameter {node.target}"
+    if node.op == "placeholder":
+        return "the model's input"
+    return f"{node.op} {getattr(node.target, '__name__', node.target)}"
 
 
 def unit_view(t: torch.Tensor, size: int) -> torch.Tensor:
