@@ -46,6 +46,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lottery.config import Config
 from lottery.data.augment import augment_stacked
@@ -130,7 +131,10 @@ class Stack:
         ``gates`` (parameter name -> stacked float mask): the bmm path multiplies those weight gradients by their
         mask inside backward, while they are still in cache (the caller then skips them)."""
         if self.method == "vmap":
-            return self._vmapped[shared](self.params, x)
+            # attention (the transformers) through its math kernel: torch's fused CPU attention kernel has no
+            # batching rule, and vmap would run it one network at a time (with a warning)
+            with sdpa_kernel([SDPBackend.MATH]):
+                return self._vmapped[shared](self.params, x)
         h = x.flatten(1) if shared else x.flatten(2)
         gates = gates or {}
         layers = self.layers

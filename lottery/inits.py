@@ -3,8 +3,12 @@
 ``init_weights(model, scheme, seed=None, scale=1.0, data=None, **options)`` re-initializes ``model`` in place:
 the weights of Linear and Conv1d/2d/3d layers by the scheme, then times ``scale`` (too small: barely learns; too
 large: diverges); their biases to 0 (``normal`` takes ``bias=``, e.g. AlexNet's 1); norm layers to weight 1,
-bias 0 and fresh running statistics. Other parameters (embeddings, custom ones) are left alone. ``checkpoint``
-is the exception: it loads every tensor from a file.
+bias 0 and fresh running statistics. ``nn.Embedding`` tables (the transformers' token and position embeddings)
+are drawn by the scheme's own formula as a ``(num_embeddings, dim)`` matrix (fan_in = dim, as torch counts it:
+Kaiming gives rows of norm ~ gain) and scaled with the weights. Other parameters (custom ones) are left alone.
+``checkpoint`` is the exception: it loads every tensor from a file. Transformer recipes: ``gpt2`` (N(0, 0.02),
+residual output projections / sqrt(their number)), ``transformer_xavier`` (the original Transformer's) and
+``pytorch_default`` (each module's own ``reset_parameters``).
 
 ``xavier_*`` is Glorot & Bengio's formula: gain 1, as ``torch.nn.init`` has it, whatever the nonlinearity
 (``gain="auto"`` follows the activation instead, which on a ReLU net is He's method in all but name). Kaiming
@@ -27,6 +31,7 @@ parameters are its options (anything else is refused with the list), and a ``dat
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import warnings
@@ -72,7 +77,7 @@ def init_weights(model: nn.Module, scheme: str, seed: int | None = None, scale: 
     fn(model, generator, **options)
     if scale != 1.0:
         with torch.no_grad():
-            for _, layer in _layers(model):
+            for _, layer in _layers(model) + _embeddings(model):
                 layer.weight.mul_(scale)
     return model
 
@@ -92,6 +97,11 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The Linear/Conv layers whose weights the schemes set (the same layers IMP prunes)."""
     return [(n, m) for n, m in model.named_modules()
             if isinstance(m, PRUNABLE_MODULES) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+
+
+def _embeddings(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The embedding tables the schemes draw besides the layers (none in the convnets and MLPs)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
 
 
 def activation_gain(model: nn.Module) -> float:
@@ -120,6 +130,8 @@ def _per_layer(model: nn.Module, generator, fill: Callable, bias: float = 0.0) -
         _fill(layer.weight, fill, generator)
         if layer.bias is not None:
             layer.bias.fill_(bias)
+    for _, table in _embeddings(model):
+        _fill(table.weight, fill, generator)
     for module in model.modules():
         if isinstance(module, NORM_LAYERS):
             module.reset_parameters()
@@ -180,6 +192,58 @@ def orthogonal(model, generator, *, gain=None):
     """gain × a random (semi-)orthogonal matrix per layer (conv kernels flattened), Saxe et al. 2014."""
     g = _gain_option(model, gain)
     _per_layer(model, generator, lambda t, gen: nn.init.orthogonal_(t, g, generator=gen))
+
+
+@INIT_SCHEMES.register("gpt2")
+def gpt2(model, generator, *, std=0.02):
+    """GPT-2's init (Radford et al. 2019): N(0, std²) weights and embeddings, biases 0, LayerNorm 1 and 0, and
+    the layers that add into the residual stream (``model.residual_outputs``: 2 per block) divided by
+    sqrt(their number), so the stream's variance does not grow with depth. A model that does not list them gets
+    plain N(0, std²)."""
+    std = _positive("std", std)
+    _per_layer(model, generator, lambda t, g: nn.init.normal_(t, 0.0, std, generator=g))
+    residual = list(getattr(model, "residual_outputs", ()))
+    with torch.no_grad():
+        for name in residual:
+            model.get_submodule(name).weight.div_(math.sqrt(len(residual)))
+
+
+@INIT_SCHEMES.register("transformer_xavier")
+def transformer_xavier(model, generator):
+    """The original Transformer's (Vaswani et al. 2017, as its reference code draws it): Glorot uniform (gain 1)
+    weights, biases 0, LayerNorm 1 and 0, embeddings N(0, 1/dim)."""
+    _per_layer(model, generator, lambda t, g: nn.init.xavier_uniform_(t, generator=g))
+    with torch.no_grad():
+        for _, table in _embeddings(model):
+            _fill(table.weight, lambda t, g: nn.init.normal_(t, 0.0, t.shape[1] ** -0.5, generator=g),
+                  generator)
+
+
+@INIT_SCHEMES.register("pytorch_default")
+def pytorch_default(model, generator):
+    """What torch draws when a module is built: each module's ``reset_parameters`` (Linear and Conv:
+    U(±1/sqrt(fan_in)) weights and biases; Embedding: N(0, 1); norms: 1 and 0), in module order.
+
+    Drawn on a CPU copy under ``generator``'s seed, so a seed gives the same bits on every device and the global
+    RNG is left as it was."""
+    if not any(callable(getattr(m, "reset_parameters", None)) for m in model.modules()):
+        raise ConfigError("the model has no modules with reset_parameters() to initialize")
+    if generator is None:  # the global RNG, on the model's device
+        _reset_all(model)
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator.initial_seed())
+        cpu = _reset_all(copy.deepcopy(model).cpu())
+    with torch.no_grad():
+        for mine, drawn in zip(model.state_dict().values(), cpu.state_dict().values()):
+            mine.copy_(drawn)
+
+
+def _reset_all(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+    return model
 
 
 @INIT_SCHEMES.register("zeros")

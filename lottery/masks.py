@@ -71,7 +71,13 @@ def _check_like(names: list[str], shapes: list[list[int]], like) -> None:
 
 
 def default_prunable(model: nn.Module) -> list[str]:
-    """Names of the ``weight`` of every Linear and Conv1d/2d/3d layer: what IMP prunes unless told otherwise."""
+    """Names of the ``weight`` of every Linear and Conv1d/2d/3d layer: what IMP prunes unless told otherwise.
+
+    A model with a ``prunable_parameters()`` method names them itself (the transformers: their Linear weights,
+    embeddings only on request; lottery/models/transformer.py).
+    """
+    if callable(getattr(model, "prunable_parameters", None)):
+        return list(model.prunable_parameters())
     names = []
     for mod_name, module in model.named_modules():
         if isinstance(module, PRUNABLE_MODULES) and isinstance(getattr(module, "weight", None), nn.Parameter):

@@ -8,7 +8,12 @@ from lottery.masks import Mask
 from lottery.models import MODELS, build_model, register_module
 
 # Small inputs keep the deep nets cheap; anything not listed is an image net taking (3, 16, 16).
-SHAPES = {"lenet_300_100": (1, 28, 28), "lenet5": (1, 28, 28), "mlp": (40,), "resnet56": (3, 8, 8)}
+SHAPES = {"lenet_300_100": (1, 28, 28), "lenet5": (1, 28, 28), "mlp": (40,), "resnet56": (3, 8, 8), "gpt": (4,)}
+TOKEN_MODELS = {"gpt"}  # inputs are token ids (below the vocabulary, num_classes + 2 by default)
+
+
+def example(name, shape, batch=2):
+    return torch.randint(0, 10, (batch, *shape)).float() if name in TOKEN_MODELS else torch.randn(batch, *shape)
 
 
 def prunable(model):
@@ -21,7 +26,7 @@ def test_every_model_builds_and_backpropagates(name):
     torch.manual_seed(0)
     model = build_model(name, shape, 10)
     assert model.activation == "relu"
-    out = model(torch.randn(2, *shape))
+    out = model(example(name, shape))
     assert out.shape == (2, 10)
     out.square().mean().backward()
     for pname, p in model.named_parameters():

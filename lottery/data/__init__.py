@@ -18,7 +18,7 @@ from lottery.data.base import DATASETS, DataNotFoundError, Dataset, Source, cach
 from lottery.errors import ConfigError
 
 # each import registers its data sets
-from lottery.data import cifar, fashion_mnist, image_folder, mnist, mnist1d, synthetic  # noqa: E402,F401  isort: skip
+from lottery.data import cifar, fashion_mnist, image_folder, mnist, mnist1d, modular, synthetic  # noqa: E402,F401  isort: skip
 
 __all__ = ["DATASETS", "Dataset", "DataNotFoundError", "Source", "cache_dir", "load_dataset", "split_train_val"]
 

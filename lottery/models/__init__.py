@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from lottery.errors import ConfigError
-from lottery.models import convnets, deep, lenet, mlp, resnet, vgg  # noqa: F401  (each registers its models)
+from lottery.models import convnets, deep, gpt, lenet, mlp, resnet, vgg, vit  # noqa: F401  (each registers its models)
 from lottery.models.common import (
     ACTIVATIONS, MODELS, check_activation, check_input_shape, check_num_classes, check_options,
 )
