@@ -28,10 +28,12 @@ from lottery.inits import INIT_SCHEMES
 from lottery.models import MODELS
 from lottery.options import load_toml, option, parse_list, parse_options  # noqa: F401  (load_toml: Config files)
 from lottery.pruning import PRUNERS, SCOPES, check_fraction, check_structured_config
+from lottery.pruning.level_plan import check_level_plan
 from lottery.pruning.structure import structure_options
 from lottery.reporting.trackers import TRACKERS
 
 CONTROLS = ("reinit", "random_mask")
+CONTROL_INITS = ("dense", "sparse")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine")
 _REWIND = re.compile(r"^(init|lr|step:(\d+))$")
@@ -79,7 +81,9 @@ class Config:
     momentum: float = _training(0.9, "SGD momentum")
     weight_decay: float = _training(0.0, "weight decay")
     batch_size: int = _training(100, "training batch size")
-    steps: int | None = _training(2000, "training steps per run (overridden by --epochs)")
+    steps: int | str | None = _training(2000, "training steps per run (overridden by --epochs); auto: train dense "
+                                        "until validation stops improving (lottery/train.py, AUTO_PATIENCE) and "
+                                        "give every later run that many steps")
     epochs: float | None = _training(None, "training epochs per run; sets --steps from the training-set size")
     schedule: str = _training("constant", "learning-rate schedule: constant, step (x gamma at milestones) or cosine")
     milestones: tuple = _training((), "steps at which the step schedule multiplies the rate by --gamma",
@@ -109,6 +113,26 @@ class Config:
     rewind: str = _pruning("init", "rewind survivors to: init, step:K (weights at step K of level 0; levels >= 1 then "
                            "train its steps K..T), or lr")
     controls: tuple = _pruning(CONTROLS, "controls per level: reinit,random_mask or none")
+    early_bird: bool = _pruning(False, "early-bird levels: stop each level's training once the mask it would prune to "
+                                "has stabilised (a mask search, no accuracy reported), then train the deepest mask "
+                                "fully (lottery/pruning/level_plan.py)", switch=True)
+    early_bird_epsilon: float = _pruning(0.1, "early-bird: normalised Hamming distance between consecutive candidate "
+                                         "masks below which they count as the same, in (0, 1)")
+    early_bird_window: int = _pruning(5, "early-bird: checks in a row (one per --eval-every) the distance must stay "
+                                      "below epsilon")
+    prune_schedule: str = _pruning("fixed", "fixed (--prune-fraction every level) or adaptive (prune more per level "
+                                   "while levels match dense, half as much from the last matching level when one "
+                                   "falls short)")
+    target_density: float | None = _pruning(None, "stop pruning at this density, in (0, 1); unset = no target")
+    budget: float | None = _pruning(None, "stop pruning before the cost exceeds this many dense trainings (> 1: "
+                                    "the dense run costs 1); unset = no budget")
+    barrier_points: int = _pruning(0, "measure the error barrier between each level's and its parent's trained "
+                                   "weights at this many points on the line (validation split); 0 = off")
+    barrier_stop: float | None = _pruning(None, "stop pruning once the barrier exceeds this error (e.g. 0.02); needs "
+                                          "--barrier-points")
+    control_init: str = _pruning("dense", "init of the controls: dense (as drawn for the dense network) or sparse "
+                                 "(each unit's weights scaled by sqrt(fan-in / surviving fan-in): the calibrated "
+                                 "control, whose signal does not shrink with density)")
 
     # -- run: seed, naming and where it runs (only the seed changes results) ---------------------------------
     seed: int = _run(0, "random seed (init, data order, controls)")
@@ -276,6 +300,7 @@ def validate(cfg: Config) -> None:
     check_augment(cfg.augment, cfg.augment_options)
     check_fraction(cfg.prune_fraction, "prune_fraction")
     check_structured_config(cfg.structure, cfg.structure_options, cfg.strategy, cfg.min_kept_per_layer)
+    check_level_plan(cfg)
     for k, f in cfg.layer_fractions.items():
         check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)
     _check(cfg.scope in SCOPES, f"scope must be one of {', '.join(SCOPES)}, got '{cfg.scope}'")
@@ -300,7 +325,13 @@ def validate(cfg: Config) -> None:
     for name in ("batch_size", "eval_every"):
         v = getattr(cfg, name)
         _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{name} must be an integer > 0, got {v!r}")
-    _check(cfg.steps is None or (isinstance(cfg.steps, int) and cfg.steps > 0), f"steps must be > 0, got {cfg.steps!r}")
+    _check(cfg.steps is None or cfg.steps == "auto" or (isinstance(cfg.steps, int) and cfg.steps > 0),
+           f"steps must be > 0 or auto, got {cfg.steps!r}")
+    _check(cfg.steps != "auto" or cfg.epochs is None, "steps auto and epochs both set the budget; give one")
+    _check(cfg.steps != "auto" or cfg.schedule != "cosine",
+           "steps auto cannot run a cosine schedule (it needs the budget in advance); use constant or step")
+    _check(cfg.control_init in CONTROL_INITS,
+           f"control_init must be one of {', '.join(CONTROL_INITS)}, got '{cfg.control_init}'")
     _check(cfg.epochs is None or (isinstance(cfg.epochs, (int, float)) and 0 < cfg.epochs < 1e9),
            f"epochs must be > 0 and finite, got {cfg.epochs!r}")
     for name in ("momentum", "gamma", "weight_decay"):

@@ -30,7 +30,10 @@ from lottery.masks import Mask
 from lottery.errors import StructureExhausted
 from lottery.pruning import PRUNERS, collapsed_layers, prune_structured, random_mask_like, random_structured_like
 from lottery.pruning.structure import limit_note
-from lottery.rewind import rewind_state
+from lottery.pruning.calibrate import scale_to_fan_in
+from lottery.pruning.early_bird import EarlyBird
+from lottery.pruning.level_plan import LevelPlan, plan_level, scaled_layer_fractions
+from lottery.rewind import rewind_state, snapshot
 from lottery.storage.rundir import RunDir
 from lottery.testing import crash_point
 from lottery.train import derived_seed
@@ -53,6 +56,22 @@ class ImpSettings:
     min_kept: int = 0
     structure: str = "unstructured"  # or neuron, N:M (lottery/pruning/structure.py)
     structure_options: Mapping[str, Any] = field(default_factory=dict)
+    # cheaper tickets (lottery/pruning/level_plan.py): early-bird searches, adaptive steps, where pruning ends
+    early_bird: bool = False
+    early_bird_epsilon: float = 0.1
+    early_bird_window: int = 5
+    prune_schedule: str = "fixed"
+    target_density: float | None = None
+    budget: float | None = None
+    barrier_points: int = 0
+    barrier_stop: float | None = None
+
+    @property
+    def planned(self) -> bool:
+        """Whether levels follow a plan other than the fixed one (their entries then record it)."""
+        return self.early_bird or self.prune_schedule != "fixed" or self.target_density is not None \
+            or self.budget is not None or self.barrier_points > 0
+    control_init: str = "dense"  # or sparse: the controls' weights scaled to their surviving fan-in
 
     @property
     def rewind_step(self) -> int | None:
@@ -61,15 +80,21 @@ class ImpSettings:
         return int(m.group(2)) if m and m.group(2) else None
 
 
-def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: int, data=None) -> Mask:
+def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: int, data=None,
+               fraction: float | None = None) -> Mask:
     """Level ``level``'s mask: the strategy removes ``prune_fraction`` of what ``previous`` keeps, scored on the
     weights ``model`` holds (level ``level - 1``'s trained ones). Deterministic, so a lost mask is recomputed.
-    Under a structure (neuron, N:M) whole units or groups go, checked exact (lottery/pruning/structure.py)."""
+    Under a structure (neuron, N:M) whole units or groups go, checked exact (lottery/pruning/structure.py).
+    ``fraction`` (a planned level's) replaces ``prune_fraction``; 0 keeps ``previous`` as it is."""
+    fraction = settings.prune_fraction if fraction is None else fraction
+    if fraction == 0:
+        return previous.clone()
+    layer_fractions = scaled_layer_fractions(dict(settings.layer_fractions), settings.prune_fraction, fraction)
     if settings.structure != "unstructured":
-        return prune_structured(model, previous, settings.prune_fraction, settings.structure, settings.scope,
-                                dict(settings.layer_fractions), dict(settings.structure_options))
+        return prune_structured(model, previous, fraction, settings.structure, settings.scope,
+                                layer_fractions, dict(settings.structure_options))
     return PRUNERS.get(settings.strategy)(
-        model, previous, settings.prune_fraction, scope=settings.scope, layer_fractions=dict(settings.layer_fractions),
+        model, previous, fraction, scope=settings.scope, layer_fractions=layer_fractions,
         seed=derived_seed(settings.seed, "prune", level), data=data,
         **({"min_kept": settings.min_kept} if settings.min_kept else {}),
     )
@@ -96,6 +121,7 @@ class Arm:
     mask: Mask
     start_step: int = 0
     snapshot_step: int | None = None
+    early_bird: EarlyBird | None = None  # an early-bird search: stop once the next mask settles (step_hook)
 
 
 @dataclass
@@ -136,6 +162,16 @@ class Trainer(ABC):
         return False
 
     def prune_data(self):
+        return None
+
+    def barrier(self, start: dict, end: dict, points: int) -> dict | None:
+        """The error barrier on the line from ``start`` to ``end`` (lottery/barrier.py), or None when this trainer
+        cannot evaluate (a user's own loop)."""
+        return None
+
+    def step_flops(self, mask: Mask) -> tuple[float, float] | None:
+        """(mask-aware, dense-equivalent) training FLOPs of one step under ``mask`` (lottery/cost.py), or None
+        when unknown (a user's own loop): the cost of a run is then counted in its steps alone."""
         return None
 
     def share(self, make: Callable[[], Any]) -> Any:  # several processes: rank 0 decides, the others receive
@@ -198,8 +234,14 @@ class Engine:
             raise CorruptFileError(str(e)) from None
         return mask.to(next(iter(prunable.values())).device)
 
+    def plan(self, level: int) -> LevelPlan | str:
+        """Level ``level``'s plan (its parent level and fraction; lottery/pruning/level_plan.py), or why IMP ends
+        before it, from the finished entries before it."""
+        return plan_level(self.s, [e for e in self.results["levels"] if e["level"] < level], level)
+
     def mask(self, level: int) -> Mask:
-        """Level 0 is dense; level L prunes level L-1's final weights (saved, so recomputing is deterministic)."""
+        """Level 0 is dense; level L prunes its parent's final weights (level L-1 unless planned otherwise; saved,
+        so recomputing is deterministic)."""
         if level == 0:
             return self.trainer.prunable()
         try:
@@ -208,9 +250,10 @@ class Engine:
                 return stored
         except CorruptFileError as e:
             self.trainer.say(f"level {level}: {e}; recomputing the mask")
-        previous = self.mask(level - 1)
-        self.model.load_state_dict(self._final(level - 1))
-        mask = level_mask(self.s, self.model, previous, level, self.trainer.prune_data())
+        plan = self.plan(level)
+        previous = self.mask(plan.parent)
+        self.model.load_state_dict(self._final(plan.parent))
+        mask = level_mask(self.s, self.model, previous, level, self.trainer.prune_data(), plan.fraction)
         crash_point(f"prune:level{level}")
         self.rundir.save_mask(level, mask)
         return mask
@@ -236,16 +279,33 @@ class Engine:
         mask = t.share_mask(lambda: self.mask(level))
         if name == "ticket":
             snap = self.rewind_step if level == 0 else None
-            return Arm(name, t.share_state(lambda: self.rewind_state(level)), mask, self.start_step(level), snap)
+            return Arm(name, t.share_state(lambda: self.rewind_state(level)), mask, self.start_step(level), snap,
+                       self._early_bird(level, mask))
         seed = derived_seed(self.s.seed, name, level)
         if name == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
-            return Arm(name, t.share_state(lambda: t.redraw(seed)), mask)
+            return Arm(name, self._control_start(lambda: t.redraw(seed), mask), mask)
         # random_mask: same per-layer counts (and structure), same rewind state (and step)
         def random_mask() -> Mask:
             return random_control(self.model, mask, self.s.seed, level, self.s.structure, self.s.structure_options)
 
-        return Arm(name, t.share_state(lambda: self.rewind_state(level)), t.share_mask(random_mask),
-                   self.start_step(level))
+        drawn = t.share_mask(random_mask)
+        return Arm(name, self._control_start(lambda: self.rewind_state(level), drawn), drawn, self.start_step(level))
+
+    def _control_start(self, make: Callable[[], dict], mask: Mask) -> dict:
+        """A control's start state; under ``control_init = "sparse"`` scaled to the mask's surviving fan-in."""
+        if self.s.control_init == "sparse":
+            return self.trainer.share_state(lambda: scale_to_fan_in(make(), mask))
+        return self.trainer.share_state(make)
+
+    def _early_bird(self, level: int, mask: Mask) -> EarlyBird | None:
+        """A search level's stopping rule: the candidate is the mask the next level would prune to from the current
+        weights (the same pruner; the level's own fraction, the adaptive schedule's next one being unknown)."""
+        plan = self.plan(level) if level > 0 and self.s.early_bird else None
+        if not isinstance(plan, LevelPlan) or not plan.search:
+            return None
+        data = self.trainer.prune_data()
+        return EarlyBird(lambda model: level_mask(self.s, model, mask, level + 1, data, plan.fraction),
+                         self.s.early_bird_epsilon, self.s.early_bird_window)
 
     # -- what is finished ---------------------------------------------------------------------------------
     def finished(self, level: int) -> dict | None:
@@ -279,7 +339,8 @@ class Engine:
     def unfinished(self, level: int, entry: dict | None) -> list[str]:
         """The level's runs still to train, in recording order: the ticket, then the controls (level 0 has none;
         a diverged ticket gets none)."""
-        controls = list(self.s.controls) if level > 0 else []
+        search = level > 0 and self.s.early_bird and getattr(self.plan(level), "search", False)
+        controls = list(self.s.controls) if level > 0 and not search else []  # a mask search has no ticket
         if entry is None:
             return ["ticket", *controls]
         return [c for c in controls if c not in entry["controls"]] if entry["status"] == "ok" else []
@@ -292,13 +353,17 @@ class Engine:
         if entry.get("collapsed_layers"):
             layer = entry["collapsed_layers"][0]
             return f"layer {layer} has no weights left (layer collapse){self.trainer.collapse_hint}"
+        plan = self.plan(level + 1)
+        if plan.fraction == 0:  # a searched mask trained again: prunes nothing by design
+            return None
         try:
             following = self.mask(level + 1)
         except StructureExhausted as e:  # an n:m mask cannot go below n of every m
             return str(e)
-        if following.num_kept == entry.get("num_kept", -1):
-            return (f"level {level + 1} would prune nothing ({entry.get('num_kept')} weights left, too few for "
-                    f"prune fraction {self.s.prune_fraction} to remove one)")
+        parent = next(e for e in self.results["levels"] if e["level"] == plan.parent)
+        if following.num_kept == parent.get("num_kept", -1):
+            return (f"level {level + 1} would prune nothing ({parent.get('num_kept')} weights left, too few for "
+                    f"prune fraction {plan.fraction:.3g} to remove one)")
         return None
 
     # -- the loop -----------------------------------------------------------------------------------------
@@ -315,9 +380,9 @@ class Engine:
         then prunes — the same files, in the same order, as when nothing was trained ahead. ``self.results`` holds
         the outcome when the loop ends: status ``complete``, ``diverged`` (a ticket's weights or loss went
         non-finite: their magnitudes mean nothing, pruning stops) or ``exhausted`` (nothing left to prune)."""
-        t, why = self.trainer, None
+        t, why, level = self.trainer, None, 0
         with t.level_bar(self.s.levels + 1) as levels_bar:
-            for level in range(self.s.levels + 1):
+            while True:
                 entry = t.share(lambda: self.finished(level))
                 names = self.unfinished(level, entry)
                 if names:
@@ -329,10 +394,16 @@ class Engine:
                     levels_bar.set_postfix(density=f"{entry['density']:.3f}", acc=f"{entry['test_accuracy'] or 0:.3f}")
                 if entry["status"] != "ok":
                     break
-                why = t.share(lambda: self.exhausted(level, entry)) if level < self.s.levels else None
+                ends = t.share(lambda: self.plan(level + 1))
+                if isinstance(ends, str):  # the plan ends here (the fixed one: after `levels` levels)
+                    if self.s.planned:
+                        self.results["plan_end"] = ends
+                    break
+                why = t.share(lambda: self.exhausted(level, entry))
                 if why:
                     t.say(f"IMP stops after level {level}: {why}")
                     break
+                level += 1
         diverged = any(e["status"] != "ok" for e in self.results["levels"])
         self.results["status"] = "diverged" if diverged else "exhausted" if why else "complete"
         if why:
@@ -346,7 +417,13 @@ class Engine:
         for name in pending.names:
             if entry is not None and entry["status"] != "ok":
                 break
-            trained = pending.trained.pop(name, None) or self.trainer.train(level, self.arm(level, name))
+            trained = pending.trained.pop(name, None)
+            if trained is None:
+                arm = self.arm(level, name)
+                trained = self.trainer.train(level, arm)
+                if arm.early_bird is not None:
+                    trained.summary["early_bird"] = arm.early_bird.record()
+            self._count_flops(trained)
             if name == "ticket":
                 if trained.rewind_state is not None:  # level 0's step-K weights: what later levels rewind to
                     self.rundir.save_state("rewind.pt", trained.rewind_state)
@@ -357,6 +434,14 @@ class Engine:
                 self._track(level, name, trained.mask, entry["controls"][name])
         pending.trained.clear()
         return entry
+
+    def _count_flops(self, trained: Trained) -> None:
+        """Add the run's training FLOPs (mask-aware and dense-equivalent) to its summary, when the trainer knows
+        them: the cost every report shows (lottery/stats.py ``run_costs``)."""
+        per_step = self.trainer.step_flops(trained.mask)
+        if per_step is not None and trained.summary.get("steps") is not None:
+            trained.summary["flops"] = per_step[0] * trained.summary["steps"]
+            trained.summary["dense_flops"] = per_step[1] * trained.summary["steps"]
 
     def _record_ticket(self, level: int, trained: Trained, started: float) -> dict:
         """Save the trained ticket (final.pt, then its results entry); returns the entry."""
@@ -373,10 +458,25 @@ class Engine:
         if limited:  # an n:m level stopped at the structure's limit: said, and kept with the level
             entry["limited"] = limited
             self.trainer.say(f"level {level}: {limited}")
+        if self.s.planned and level > 0:
+            self._record_plan(level, entry, trained)
         self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
         self._save()
         self._track(level, "ticket", mask, entry)
         return entry
+
+    def _record_plan(self, level: int, entry: dict, trained: Trained) -> None:
+        """A planned level's entry: its parent and fraction; a search's stopped weights are no trained ticket, so
+        their test figures move under ``early_bird`` and the entry reports none; the barrier to its parent."""
+        plan = self.plan(level)
+        entry.update(plan.record())
+        if plan.search:
+            search = {k: entry.pop(k, None) for k in ("test_accuracy", "test_loss", "early_stop_test_accuracy")}
+            entry["early_bird"] = {**entry.get("early_bird", {}), "search_test": search}
+            entry.update({k: None for k in search})
+        if self.s.barrier_points:
+            entry["barrier"] = self.trainer.barrier(self._final(plan.parent), snapshot(trained.model),
+                                                    self.s.barrier_points)
 
     def _track(self, level: int, name: str, mask: Mask, summary: dict) -> None:
         if self.trainer.tracker is not None:

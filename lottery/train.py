@@ -29,6 +29,9 @@ from lottery.rewind import snapshot
 from lottery.layer_signal import SignalProbe
 
 
+STOP = "stop"  # what a step hook returns to end the run at this step
+
+
 @dataclass
 class TrainResult:
     """What one training run produced. ``status`` is ``ok`` or ``diverged`` (a result, not a crash)."""
@@ -59,11 +62,21 @@ def derived_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+# --steps auto: dense trains until its validation loss has not improved for AUTO_PATIENCE evaluations AND its best
+# (early-stop) step lies in the first AUTO_SETTLED of the steps so far — so the dense baseline a ticket is compared
+# with has finished learning by the rule the reports check (early stop before 70 % of the budget). Its step count
+# is then every later run's budget. AUTO_MAX_STEPS caps a run that never settles.
+AUTO_PATIENCE = 5
+AUTO_SETTLED = 0.7
+AUTO_MAX_STEPS = 200_000
+
+
 def budget_steps(cfg: Config, n_train: int) -> int:
-    """--epochs wins over --steps; an epoch is every full batch of the training set (the last partial is dropped)."""
+    """--epochs wins over --steps; an epoch is every full batch of the training set (the last partial is dropped).
+    ``steps = "auto"``: the cap (the run stops when validation settles, ``Bookkeeping.settled``)."""
     if cfg.epochs is not None:
         return max(1, round(cfg.epochs * (n_train // cfg.batch_size)))
-    return int(cfg.steps)
+    return AUTO_MAX_STEPS if cfg.steps == "auto" else int(cfg.steps)
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -143,6 +156,7 @@ def train(
 
     ``step_hook(step, optimizer)`` runs before each step's evaluation and update; a ``Mask`` it returns replaces
     ``mask`` from that step on (gradual pruning: the hook zeroes the removed weights and their optimizer state).
+    A hook that returns ``STOP`` ends the run at that step, evaluated as the final one (early-bird mask search).
     ``early_stop_from`` ignores earlier evaluations for the early-stop step (they belong to denser networks).
     """
     device = data.train[0].device
@@ -243,6 +257,13 @@ class Bookkeeping:
         i = step % self.per_epoch
         return self._perm[:, i * self.batch: (i + 1) * self.batch]
 
+    def settled(self, step: int, i: int = 0) -> bool:
+        """Under ``steps = "auto"``: whether network ``i`` has stopped improving (AUTO_PATIENCE, AUTO_SETTLED)."""
+        if self.cfg.steps != "auto":
+            return False
+        best = self.records[i].best[1]
+        return step - best >= AUTO_PATIENCE * self.cfg.eval_every and best <= AUTO_SETTLED * step
+
     def set_lr(self, step: int) -> None:
         """The schedule's rate for update ``step`` (written to the optimizer only when it changes)."""
         factor = lr_factor(self.cfg, step, self.total)
@@ -296,12 +317,16 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
     rewind_state = None
     model.train()
     for step in book.steps():
+        stop = False
         if step_hook is not None and (new_mask := step_hook(step, optimizer)) is not None:
-            mask = new_mask
-            masked, gates = _gates(params, mask, device)
+            if new_mask is STOP:  # the hook ends the run here (early-bird): these weights are the final ones
+                stop = True
+            else:
+                mask = new_mask
+                masked, gates = _gates(params, mask, device)
         if snapshot_step is not None and step == snapshot_step:
             rewind_state = snapshot(model)
-        if book.evaluates(step):  # step 0 is the init, step `total` the final weights
+        if book.evaluates(step) or stop:  # step 0 is the init, step `total` the final weights
             if dist is not None:  # BatchNorm statistics from rank 0: every rank evaluates the same network
                 dist.sync_buffers(model)
             val_loss, val_acc = evaluate(model, x_val, y_val)
@@ -313,7 +338,9 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
                 break
             if progress is not None:
                 progress.set_postfix(val_acc=f"{val_acc:.3f}", refresh=False)
-        if step == book.total:
+            if book.settled(step):  # --steps auto: validation stopped improving; this step is the budget
+                break
+        if step == book.total or stop:
             break
 
         # Gather one batch per step rather than the whole shuffled set per epoch: the same batches, without a

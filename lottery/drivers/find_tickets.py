@@ -28,6 +28,7 @@ from lottery.errors import ConfigError, CorruptFileError
 from lottery.imp_engine import Arm, Engine, ImpSettings, Trained, Trainer
 from lottery.masks import Mask
 from lottery.pruning import SCOPES, check_fraction, check_structured_config
+from lottery.pruning.early_bird import check_early_bird
 from lottery.reporting.trackers import TRACKERS, open_tracker
 from lottery.rewind import Held, rewind, snapshot
 from lottery.drivers.ticket_metrics import TrainFnError, check_metrics
@@ -36,7 +37,7 @@ from lottery.storage.rundir import RunDir
 ARMS = ("ticket", *CONTROLS)
 DEFAULTS = {"levels": 5, "prune_fraction": 0.2, "scope": "global", "rewind": "init", "controls": list(CONTROLS),
             "layer_fractions": {}, "seed": 0, "structure": "unstructured",
-            "structure_options": {}}
+            "structure_options": {}, "early_bird": None}
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TicketRun:
     rewind_state: dict | None = field(default=None, repr=False)
     saved_at: int | None = field(default=None, repr=False)  # the step save_rewind_state was told it was called at
     _saves: int = field(default=0, repr=False)
+    early_bird: Any = field(default=None, repr=False)  # the level's stopping rule (lottery/pruning/early_bird.py)
 
     def save_rewind_state(self, model: nn.Module, step: int | None = None) -> None:
         """Call once, at step K of your loop, with ``rewind="step:K"`` (pass ``step`` and it is checked and recorded
@@ -73,6 +75,13 @@ class TicketRun:
         self.saved_at = step
         if self.level == 0 and self.arm == "ticket" and self.rewind_step is not None:
             self.rewind_state = snapshot(model)
+
+    def stop_early(self, model: nn.Module, step: int) -> bool:
+        """Early-bird levels (``find_tickets(early_bird=True)``): call at each validation check of your loop; True
+        once the mask this level would prune to has stabilised — stop training and return (the run is a mask
+        search; return ``steps``, the updates made, so its cost is counted). Always False otherwise."""
+        return self.early_bird is not None and self.early_bird.stop_step is None \
+            and self.early_bird.observe(step, self.early_bird.candidate(model))
 
     def log(self, step: int, **scalars: float) -> None:
         """Send per-step scalars (e.g. ``val_loss=..., val_accuracy=...``) to the tracker chosen with ``log=``."""
@@ -136,6 +145,9 @@ def find_tickets(
     progress: bool = True,
     structure: str = "unstructured",
     structure_options: Mapping[str, Any] | None = None,
+    early_bird: bool = False,
+    early_bird_epsilon: float = 0.1,
+    early_bird_window: int = 5,
 ) -> dict:
     """IMP around your own loop; returns ``results.json``'s content (plus ``run_dir``, the directory's path).
 
@@ -158,7 +170,10 @@ def find_tickets(
     chooses the prunable weights (default: Linear and Conv weights); ``layer_fractions`` overrides the fraction
     per layer; ``dataset`` is a label for reports; ``log`` = ``tensorboard`` or ``mlflow`` writes tracker files.
     ``structure`` = ``neuron`` or ``N:M`` (with ``structure_options``) prunes whole units or n:m groups, and the
-    random-mask control follows it (lottery/pruning/structure.py).
+    random-mask control follows it (lottery/pruning/structure.py). ``early_bird=True`` makes every level after
+    the dense one a mask search that your loop ends when ``run.stop_early(model, step)`` says so, then trains the
+    deepest searched mask once more in full (lottery/pruning/level_plan.py; ``early_bird_epsilon`` and
+    ``early_bird_window`` as ``lottery run``'s flags).
 
     The run lives in ``out/<name>-<hash>`` (``name`` defaults to the model's class name). Each level's trained
     weights are in ``level_NN/final.pt``; when this returns (or raises, your own exception unchanged) the model
@@ -182,6 +197,12 @@ def find_tickets(
     settings = _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed)
     check_structured_config(structure, structure_options)
     settings.update(structure=structure, structure_options=dict(structure_options or {}))
+    if early_bird or (early_bird_epsilon, early_bird_window) != (0.1, 5):  # in the hash only when set
+        if not early_bird:
+            raise ConfigError("early_bird_epsilon and early_bird_window are early-bird settings; pass "
+                              "early_bird=True or drop them")
+        check_early_bird(early_bird_epsilon, early_bird_window)
+        settings["early_bird"] = {"epsilon": early_bird_epsilon, "window": early_bird_window}
     if log is not None:
         TRACKERS.get(log)  # an unknown name fails before the run directory is made
     held = Held(model)  # put back whatever happens: the user's model is theirs
@@ -216,6 +237,13 @@ def find_tickets(
     finally:
         held.restore()
     return {**results, "run_dir": str(run.path)}
+
+
+def _early_bird_settings(early_bird: dict | None) -> dict:
+    """The engine's early-bird settings from find_tickets' (none when it is off)."""
+    if not early_bird:
+        return {}
+    return {"early_bird": True, "early_bird_epsilon": early_bird["epsilon"], "early_bird_window": early_bird["window"]}
 
 
 def _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed) -> dict:
@@ -263,7 +291,8 @@ class _UserTrainer(Trainer):
         self.imp = ImpSettings(levels=settings["levels"], prune_fraction=settings["prune_fraction"],
                                scope=settings["scope"], layer_fractions=settings["layer_fractions"],
                                rewind=settings["rewind"], controls=tuple(settings["controls"]), seed=settings["seed"],
-                               structure=settings["structure"], structure_options=settings["structure_options"])
+                               structure=settings["structure"], structure_options=settings["structure_options"],
+                               **_early_bird_settings(settings.get("early_bird")))
         self._prunable = Mask.ones_like(model, include=include)
         self.init_state = self._init_state(init_state)
         self.engine: Engine | None = None
@@ -306,7 +335,8 @@ class _UserTrainer(Trainer):
         rewind(self.model, arm.start, arm.mask)
         params = dict(self.model.named_parameters())
         handed = Mask({k: t.to(params[k].device, copy=True) for k, t in arm.mask.items()})  # writes stay in the copy
-        run = TicketRun(level, arm.name, self.s["seed"], self.imp.rewind_step, self.rundir.path, self.tracker)
+        run = TicketRun(level, arm.name, self.s["seed"], self.imp.rewind_step, self.rundir.path, self.tracker,
+                        early_bird=arm.early_bird)
         started = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=_cuda_devices(self.model)):
@@ -332,6 +362,8 @@ class _UserTrainer(Trainer):
             if run.saved_at is not None:
                 metrics["rewind_state_step"] = run.saved_at
         metrics["wall_time"] = time.perf_counter() - started
+        if arm.early_bird is not None and arm.early_bird.stop_step is not None:
+            metrics.setdefault("steps", arm.early_bird.stop_step)
         acc = metrics["test_accuracy"]
         self.say(f"{where}: density {arm.mask.density:.4f}, test accuracy {'-' if acc is None else f'{acc:.4f}'}"
                  f"{'' if metrics['status'] == 'ok' else ' (diverged)'}")

@@ -17,11 +17,13 @@ from lottery import __version__
 from lottery.config import Config, from_dict, validate
 from lottery import distributed
 from lottery.imp_engine import Arm, Engine, ImpSettings, Pending, Trained, Trainer
+from lottery.cost import layer_macs, step_flops
+from lottery.barrier import error_barrier
 from lottery.fused import even_passes
 from lottery.masks import Mask
 from lottery.storage.rundir import RunDir, RunLockedError
 from lottery.session import Session, load_data
-from lottery.train import derived_seed  # noqa: F401  (prune_at_init imports it from here)
+from lottery.train import STOP, derived_seed  # noqa: F401  (prune_at_init imports derived_seed from here)
 from lottery.reporting.trackers import Tracker, open_tracker
 
 
@@ -86,6 +88,7 @@ class Experiment(Session, Trainer):
     it alone (with ``pack`` > 1, each level's runs in fused passes)."""
 
     collapse_hint = "; --min-kept-per-layer keeps some in every layer"
+    auto_steps = True  # --steps auto: level 0's dense run sets the budget of every later run
 
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
         super().__init__(cfg, run, dist, data)
@@ -93,7 +96,11 @@ class Experiment(Session, Trainer):
         settings = ImpSettings(levels=cfg.levels, prune_fraction=cfg.prune_fraction, scope=cfg.scope,
                                layer_fractions=cfg.layer_fractions, rewind=cfg.rewind, controls=tuple(cfg.controls),
                                seed=cfg.seed, strategy=cfg.strategy, min_kept=cfg.min_kept_per_layer,
-                               structure=cfg.structure, structure_options=cfg.structure_options)
+                               structure=cfg.structure, structure_options=cfg.structure_options,
+                               control_init=cfg.control_init, early_bird=cfg.early_bird,
+                               early_bird_epsilon=cfg.early_bird_epsilon, early_bird_window=cfg.early_bird_window,
+                               prune_schedule=cfg.prune_schedule, target_density=cfg.target_density,
+                               budget=cfg.budget, barrier_points=cfg.barrier_points, barrier_stop=cfg.barrier_stop)
         self.engine = Engine(self, run, settings, {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__})
 
     @property
@@ -111,8 +118,10 @@ class Experiment(Session, Trainer):
 
     # -- the engine's trainer -----------------------------------------------------------------------------
     def train(self, level: int, arm: Arm) -> Trained:
+        hook = arm.early_bird.step_hook(self.model, self.cfg.eval_every, STOP) if arm.early_bird else None
         result = self.train_from(arm.start, arm.mask, f"level {level} {arm.name}", snapshot_step=arm.snapshot_step,
-                                 start_step=arm.start_step,
+                                 step_hook=hook,
+                                 start_step=arm.start_step, steps=self.level_budget(level),
                                  point=f"train:level{level}" + ("" if arm.name == "ticket" else f":{arm.name}"))
         return Trained(self.model, result.summary(), arm.mask, result.rewind_state)
 
@@ -122,10 +131,30 @@ class Experiment(Session, Trainer):
     def prunable(self) -> Mask:
         return Mask.ones_like(self.model)
 
+    def barrier(self, start: dict, end: dict, points: int) -> dict:
+        """The error barrier between two levels' trained weights on the validation split."""
+        return error_barrier(self.model, start, end, *self.data.val, points, batchnorm_x=self.data.train[0])
+
+    def level_budget(self, level: int) -> int | None:
+        """Under ``--steps auto``, the steps dense trained until it settled (every run after it gets as many);
+        None otherwise (the config's budget)."""
+        if self.cfg.steps != "auto" or level == 0:
+            return None
+        dense = next(e for e in self.engine.results["levels"] if e["level"] == 0)
+        return dense["steps"]
+
+    def step_flops(self, mask: Mask) -> tuple[float, float]:
+        if getattr(self, "_macs", None) is None:
+            self._macs = layer_macs(self.model, self.data.train[0][:1])
+        batch = min(self.cfg.batch_size, len(self.data.train[0]))
+        return step_flops(self._macs, mask, batch), step_flops(self._macs, None, batch)
+
     def fusable(self, level: int, name: str) -> bool:
         """Whether the run can train in a fused pass: one process, from step 0, no snapshot mid-run (late
         rewinding's continued runs and level 0's rewind snapshot train alone)."""
-        if self.dist.active:
+        if self.dist.active or self.cfg.steps == "auto":  # auto: each run's budget is its trunk's own
+            return False
+        if name == "ticket" and level > 0 and self.cfg.early_bird:  # a search stops on its own (step hook)
             return False
         return name == "reinit" or (self.engine.start_step(level) == 0 and (level > 0 or self.rewind_step is None))
 

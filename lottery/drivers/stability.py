@@ -12,10 +12,8 @@ run starts at step 0 with fresh optimizer state, so the learning
 rate schedule restarts at k and the Adam moments are reset: exact for the default constant schedule without
 warmup, an approximation otherwise (the result records a note).
 
-Interpolation uses ``torch.lerp``, which returns the endpoints bit for bit at α = 0 and α = 1. BatchNorm: running
-statistics of the two networks do not interpolate meaningfully, so for networks with BatchNorm every point's
-statistics (endpoints included) are recomputed from the training set (cumulative average over batches in training
-mode) before evaluation; networks without BatchNorm are evaluated as they are.
+The line between them is measured with lottery/barrier.py (the same code as IMP's barrier between levels), on
+the test set; BatchNorm statistics are recomputed from the training set at every point.
 """
 from __future__ import annotations
 
@@ -25,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from torch import nn
 
 from lottery import distributed
+from lottery.barrier import barrier_height, has_batchnorm, interpolation_errors, recompute_batchnorm  # noqa: F401
 from lottery.errors import ConfigError
 from lottery.fused import train_fused
 from lottery.masks import Mask
@@ -38,7 +36,6 @@ from lottery.session import Session, check_pruned_zero
 from lottery.storage.atomic import finite, save_json
 from lottery.storage.rundir import RunDir, check_writable, valid_values
 from lottery.testing import crash_progress
-from lottery.train import evaluate
 
 RESULTS_FILE = "stability.json"
 
@@ -63,42 +60,9 @@ class StabilityOptions(Options):
     progress: bool = progress_option()
 
 
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-@torch.no_grad()
-def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch: int = 500) -> None:
-    """Reset BatchNorm running statistics and re-estimate them over ``x`` (cumulative average)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch weighs the same
-    was_training = model.training
-    model.train()
-    for i in range(0, len(x), batch):
-        model(x[i : i + batch])
-    model.train(was_training)
-    for m, momentum in zip(bns, saved):
-        m.momentum = momentum
-
-
-@torch.no_grad()
 def interpolate_errors(model: nn.Module, state_a: dict, state_b: dict, data, points: int = 21) -> tuple[list, list]:
     """Test error of ``(1 - α) a + α b`` at ``points`` evenly spaced α in [0, 1] (both ends included)."""
-    if points < 2:
-        raise ConfigError(f"points must be >= 2 (α = 0 and α = 1 at least), got {points}")
-    alphas = [i / (points - 1) for i in range(points)]
-    bn = _has_batchnorm(model)
-    errors = []
-    for alpha in alphas:
-        mixed = {k: torch.lerp(a, state_b[k], alpha) if a.is_floating_point() else a for k, a in state_a.items()}
-        model.load_state_dict(mixed)
-        if bn:
-            recompute_batchnorm(model, data.train[0])
-        errors.append(1.0 - evaluate(model, *data.test)[1])
-    return alphas, errors
+    return interpolation_errors(model, state_a, state_b, *data.test, points, batchnorm_x=data.train[0])
 
 
 def instability(session: Session, start_state: dict, mask: Mask | None = None, k: int = 0, *,
@@ -142,8 +106,8 @@ def instability(session: Session, start_state: dict, mask: Mask | None = None, k
     exact = k == 0 or (cfg.schedule == "constant" and not cfg.warmup_steps)
     return {
         "k": k, "seeds": list(seeds), "points": points, "alphas": alphas, "errors": errors, "copies": copies,
-        "instability": max(errors) - (errors[0] + errors[-1]) / 2,
-        "batchnorm_recomputed": _has_batchnorm(model),
+        "instability": barrier_height(errors),
+        "batchnorm_recomputed": has_batchnorm(model),
         "note": None if exact else "lr schedule and optimizer state restart at step k (approximation)",
     }
 

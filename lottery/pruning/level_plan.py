@@ -1,0 +1,187 @@
+"""Which level IMP trains next: the level it prunes from, how much it removes, and whether it is a mask search.
+
+The fixed schedule (the default) prunes ``prune_fraction`` of level L-1's mask at every level L up to ``levels``:
+nothing here changes a run that sets none of the options below. The options make IMP cheaper:
+
+- **adaptive** steps: while levels match dense, each level removes two levels' worth (a keep fraction of
+  (1 - f)² instead of 1 - f); once one falls short, the next starts again from the deepest matching level and goes
+  halfway (in log density) to the shallowest level that fell short, halving the step each time it misses; IMP
+  ends at the target density or when the step has shrunk below half of ``prune_fraction`` (the frontier is then
+  between the deepest matching level and the shallowest one that fell short). Whether
+  a level matches is decided with ``lottery.stats``' verdict over the seeds available; one run directory holds one
+  seed, so the rule used is the one-seed rule, labelled as such: ticket − dense ≥ −tolerance.
+- **early-bird** levels (lottery/pruning/early_bird.py): every level after the dense one stops once its mask has
+  stabilised — a mask search with no reported accuracy. Its match is judged on what it has: validation accuracy
+  at the stop step against dense's at that same step. When pruning ends, one more level trains the deepest
+  (matching) searched mask fully from the rewind state (``prune_fraction`` 0): that is the reported ticket.
+- a **target density**, a **budget** in dense trainings (costs from ``lottery.stats.run_costs``, counted with the
+  steps actually trained) and a **barrier** threshold end pruning early.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lottery import stats
+from lottery.errors import ConfigError
+from lottery.pruning.budgets import check_fraction
+from lottery.pruning.early_bird import check_early_bird
+
+PRUNE_SCHEDULES = ("fixed", "adaptive")
+METRIC = "early_stop"  # what the adaptive schedule compares: test accuracy at the early-stop step
+SHRINK_FLOOR = 0.5  # adaptive: a step smaller than this share of prune_fraction means the frontier is found
+SEARCH_GUESS = 0.25  # budget: cost of an early-bird search before one has been measured, in dense trainings
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """Level L's plan: prune ``fraction`` of level ``parent``'s mask, scored on its trained weights (0: the parent's
+    mask trained again); ``search``: an early-bird mask search. ``judged`` says how the previous level was judged
+    (adaptive). ``stop`` (on the plan that ends IMP, instead of a level) says why it ends."""
+
+    parent: int | None
+    fraction: float
+    search: bool = False
+    judged: dict | None = None
+
+    def record(self) -> dict:
+        """What the level's results entry keeps of its plan."""
+        out = {"parent": self.parent, "prune_fraction": self.fraction}
+        if self.search:
+            out["search"] = True
+        if self.judged:
+            out["previous_level"] = self.judged
+        return out
+
+
+def check_level_plan(cfg) -> None:
+    """The options' bad values, each one line naming the fix."""
+    if cfg.prune_schedule not in PRUNE_SCHEDULES:
+        raise ConfigError(f"prune_schedule must be one of {', '.join(PRUNE_SCHEDULES)}, got '{cfg.prune_schedule}'")
+    check_early_bird(cfg.early_bird_epsilon, cfg.early_bird_window)
+    if not cfg.early_bird and (cfg.early_bird_epsilon, cfg.early_bird_window) != (0.1, 5):
+        raise ConfigError("early_bird_epsilon and early_bird_window are early-bird settings; add --early-bird "
+                          "(early_bird = true) or drop them")
+    if cfg.target_density is not None:
+        check_fraction(cfg.target_density, "target_density")
+    if cfg.budget is not None and (isinstance(cfg.budget, bool) or not isinstance(cfg.budget, (int, float))
+                                   or not 1 < cfg.budget < math.inf):
+        raise ConfigError(f"budget must be a number of dense trainings > 1 (the dense run alone costs 1), got "
+                          f"{cfg.budget!r}")
+    points = cfg.barrier_points
+    if isinstance(points, bool) or not isinstance(points, int) or points == 1 or points < 0:
+        raise ConfigError(f"barrier_points must be 0 (off) or an integer >= 2 (both ends included), got {points!r}")
+    if cfg.barrier_stop is not None:
+        if isinstance(cfg.barrier_stop, bool) or not isinstance(cfg.barrier_stop, (int, float)) \
+                or not 0 < cfg.barrier_stop < 1:
+            raise ConfigError(f"barrier_stop must be an error in (0, 1), got {cfg.barrier_stop!r}")
+        if not points:
+            raise ConfigError("barrier_stop needs the barrier measured: add --barrier-points 5")
+
+
+def matches(ticket: dict, dense: dict, tolerance: float = stats.TOLERANCE) -> tuple[bool, str]:
+    """Whether a level matches dense, from its values by seed (``{seed: value}``), and the rule used: the verdict
+    of lottery/stats.py with two or more seeds, else the one-seed rule ticket − dense ≥ −tolerance."""
+    diff = stats.paired_interval(ticket, dense)
+    verdict = stats.verdict(diff, tolerance)
+    if verdict == "one seed":
+        return diff["mean"] >= -tolerance, f"one seed: ticket − dense >= −{100 * tolerance:g} points"
+    return verdict in ("beats", "matches"), f"verdict over {diff['n']} seeds: {verdict}"
+
+
+def judge(entry: dict, dense: dict, seed: int = 0) -> dict:
+    """How a level compares with dense: ``{"level", "matched", "rule", "difference"}``. A search level has no test
+    accuracy: its validation accuracy at the stop step is compared with dense's at that step."""
+    if entry.get("status") != "ok":
+        return {"level": entry["level"], "matched": False, "rule": "diverged", "difference": None}
+    if entry.get("search"):
+        step, acc = entry["curve"][-1][0], entry["curve"][-1][2]
+        dense_acc = max((c for c in dense.get("curve", []) if c[0] <= step), key=lambda c: c[0], default=None)
+        ticket, base = {seed: acc}, {seed: dense_acc[2] if dense_acc else None}
+        what = "validation accuracy at the search's stop step vs dense's at that step"
+    else:
+        ticket = {seed: stats.arm_value(entry, "ticket", METRIC)}
+        base = {seed: stats.arm_value(dense, "ticket", METRIC)}
+        what = stats.METRIC_NAMES[METRIC]
+    if None in ticket.values() or None in base.values():
+        return {"level": entry["level"], "matched": False, "rule": f"no value to compare ({what})", "difference": None}
+    ok, rule = matches(ticket, base)
+    return {"level": entry["level"], "matched": ok, "rule": f"{rule}; {what}", "difference": ticket[seed] - base[seed]}
+
+
+def grow(fraction: float) -> float:
+    """Two levels' worth of ``fraction`` in one: keep (1 - f)² of the weights."""
+    return 1 - (1 - fraction) ** 2
+
+
+def plan_level(s, entries: list[dict], level: int) -> LevelPlan | str:
+    """Level ``level``'s plan from the finished entries of the levels before it (``s``: the engine's ImpSettings),
+    or the reason IMP ends there (a string). Deterministic in its inputs, so a resumed run plans the same levels."""
+    if level == 0:
+        return LevelPlan(None, 0.0)
+    by_level = {e["level"]: e for e in entries}
+    last, dense = by_level[level - 1], by_level[0]
+    if last.get("prune_fraction") == 0:  # the final retraining of a searched mask: nothing follows
+        return "the deepest searched mask is trained fully"
+    adaptive = s.prune_schedule == "adaptive"
+    judged = judge(last, dense, s.seed) if adaptive and level > 1 else None
+    parent, fraction = level - 1, s.prune_fraction
+    if judged is not None:
+        parent, fraction = _adaptive_step(entries, dense, s.seed, judged, last)
+    stop = _stop(s, entries, level, by_level[parent], fraction)
+    if stop is None and s.target_density is not None:  # do not overshoot the target
+        fraction = min(fraction, 1 - s.target_density / by_level[parent]["density"])
+    if stop is None:
+        return LevelPlan(parent, fraction, s.early_bird, judged)
+    if s.early_bird:  # the reported ticket: the deepest matching searched mask, trained fully
+        searched = [e for e in entries if e.get("search") and e["status"] == "ok"]
+        if adaptive:
+            searched = [e for e in searched if judge(e, dense, s.seed)["matched"]] or searched
+        if searched:
+            deepest = min(searched, key=lambda e: (e["density"], -e["level"]))
+            return LevelPlan(deepest["level"], 0.0, False, judged)
+    return stop
+
+
+def _adaptive_step(entries: list[dict], dense: dict, seed: int, judged: dict, last: dict) -> tuple[int, float]:
+    """(parent, fraction): prune from the deepest matching level (dense when none matched); two levels' worth
+    while nothing below it has fallen short, else halfway (in log density) to the shallowest level that did."""
+    verdicts = {e["level"]: (judged if e is last else judge(e, dense, seed))["matched"] for e in entries[1:]}
+    matched = [e for e in entries[1:] if verdicts[e["level"]]]
+    parent = min(matched, key=lambda e: (e["density"], -e["level"])) if matched else dense
+    short = [e["density"] for e in entries[1:] if not verdicts[e["level"]] and e["density"] < parent["density"]]
+    if short:
+        return parent["level"], 1 - math.sqrt(max(short) / parent["density"])
+    return parent["level"], grow(last["prune_fraction"])
+
+
+def _stop(s, entries: list[dict], level: int, parent: dict, fraction: float) -> str | None:
+    """Why pruning ends before ``level``, or None."""
+    if level > s.levels:
+        return f"{s.levels} levels trained"
+    if s.target_density is not None and parent["density"] <= s.target_density * 1.02:  # per-layer rounding
+        return f"target density {s.target_density:g} reached"
+    if s.prune_schedule == "adaptive" and fraction < SHRINK_FLOOR * s.prune_fraction:
+        return (f"the frontier: between level {parent['level']} (matches) and the next step down, {fraction:.3g} "
+                f"of its weights (< {SHRINK_FLOOR:g} x prune_fraction)")
+    barrier = (entries[-1].get("barrier") or {}).get("barrier")
+    if s.barrier_stop is not None and barrier is not None and barrier > s.barrier_stop:
+        return f"level {entries[-1]['level']}'s barrier {barrier:.4f} exceeds {s.barrier_stop:g}"
+    if s.budget is not None:
+        spent = stats.run_costs({"levels": entries}).get(level - 1, {}).get("ticket", 0.0)
+        dense_steps = entries[0].get("steps") or 1
+        searches = [e["steps"] / dense_steps for e in entries if e.get("search") and e.get("steps")]
+        next_cost = (sum(searches) / len(searches) if searches else SEARCH_GUESS) if s.early_bird else 1.0
+        final = 1.0 if s.early_bird else 0.0  # the searched mask's full training still has to fit
+        if spent + next_cost + final > s.budget:
+            return f"budget: {spent:.2f} of {s.budget:g} dense trainings spent, the next level would exceed it"
+    return None
+
+
+def scaled_layer_fractions(layer_fractions: dict, base: float, fraction: float) -> dict:
+    """Per-layer overrides scaled to a level's ``fraction``: the same number of ``base`` levels' worth in each layer
+    (keep (1 - f_layer)^(log(1 - fraction) / log(1 - base)))."""
+    if fraction == base or not layer_fractions:
+        return dict(layer_fractions)
+    power = math.log1p(-fraction) / math.log1p(-base)
+    return {k: 1 - (1 - f) ** power for k, f in layer_fractions.items()}
