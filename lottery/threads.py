@@ -10,6 +10,7 @@ cores that the 1-minute load average leaves idle, at least one.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -47,3 +48,16 @@ def fit_threads() -> int:
         torch.set_num_threads(min(torch.get_num_threads(), free_cores()))
     _fitted = True
     return torch.get_num_threads()
+
+
+@contextmanager
+def using_threads(n: int | None):
+    """Run the block on ``n`` threads (None: as it is), then restore the count: to retrain a recorded run bit for
+    bit, whose sums were split over that many threads (another count rounds them differently)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

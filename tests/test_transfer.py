@@ -9,12 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import lottery as lt
 from lottery.cli import main
-from lottery.drivers.transfer import format_table, pooled_restored, restored, transfer_mask
+from lottery.drivers.transfer import (format_table, pooled_restored, random_accuracy, reference_row, restored,
+                                      restored_interval, transfer_mask)
 from lottery.errors import ConfigError, LotteryError
+from lottery.imp_engine import random_control
+from lottery.pruning import check_structure
 from lottery.session import Session
+from lottery.storage.rundir import RunDir
 from tests.engine_helpers import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,3 +217,87 @@ def test_the_study_script_tables_several_sources(run, tmp_path):
                                      ["xavier_normal", "new", "sign"]]
     assert all(b[3] == "1" for b in body)  # seeds 0, 1: one row each, the source's seed 0 its own ("same") line
     assert body[0][4].split("±")[0] == lines[1].split()[6]  # its own signs: the reference ticket again
+
+
+def test_a_structured_sources_reference_control_is_the_engines_structured_draw(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, levels=1, controls=("random_mask",), structure="neuron", scope="layer", steps=40)
+    lt.run_imp(cfg)
+    run = tmp_path / "runs" / cfg.run_name()
+    masks = []
+    real = Session.train_many
+    monkeypatch.setattr(Session, "train_many", lambda self, runs, done: masks.extend(m for _, m, *_ in runs) or
+                        real(self, runs, done))
+    stored = transfer_mask(run, 1, seeds=[0], align="none")
+    source = json.loads((run / "results.json").read_text())["levels"][1]
+    ref = _rows(stored)[(cfg.init, 0, "none")]
+    for key in ("test_accuracy", "test_loss", "early_stop_step"):  # the source's control, bit for bit
+        assert ref["controls"]["random_mask"][key] == source["controls"]["random_mask"][key], key
+    session = Session(cfg, RunDir(run))
+    check_structure(session.model, masks[-1], "neuron")  # whole units, as IMP's control keeps them
+    want = random_control(session.model, RunDir(run).load_mask(1), cfg.seed, 1, "neuron")
+    assert all(torch.equal(masks[-1][k].cpu(), want[k]) for k in want)
+
+
+def test_rows_are_keyed_by_the_parsed_init_and_the_sources_own_draw_is_not_pooled(run, monkeypatch):
+    drawn = []
+    real = Session.fresh_init
+    monkeypatch.setattr(Session, "fresh_init", lambda self, seed, cfg=None: drawn.append((cfg.init, seed)) or
+                        real(self, seed, cfg))
+    stored = transfer_mask(run, 1, inits="normal:std=0.05*2,normal:std=0.050*2.0,kaiming_normal", seeds=2,
+                           align="none,sign", controls=False)
+    labels = {r["init"] for r in stored["rows"]}
+    assert labels == {"kaiming_normal", "normal:std=0.05*2"} and drawn.count(("normal", 1)) == 2  # none, sign
+    rows = _rows(stored)
+    own = rows[("kaiming_normal", 0, "sign")]
+    assert own["same_draw"] and own["signs_changed"] == 0 and not rows[("kaiming_normal", 1, "sign")]["same_draw"]
+    table = format_table(stored, 1)
+    pooled = next(line for line in table.splitlines() if line.split()[:2] == ["kaiming_normal", "sign"])
+    assert pooled.split()[2] == "1"  # seed 1 alone: seed 0's sign row is the source ticket again
+    assert "sign (same draw)" in table and "the source's own draw under another alignment" in table
+
+
+def test_several_control_draws_trained_signs_and_paired_restored_intervals(run):
+    stored = transfer_mask(run, 1, seeds=3, align="none,trained_sign", control_draws=2)
+    rows = _rows(stored)
+    ref = rows[("kaiming_normal", 0, "none")]
+    assert set(ref["controls"]) == {"random_mask", "random_mask_1"}
+    assert ref["controls"]["random_mask"]["test_accuracy"] == json.loads(
+        (run / "results.json").read_text())["levels"][1]["controls"]["random_mask"]["test_accuracy"]
+    assert random_accuracy(ref) == pytest.approx(sum(c["test_accuracy"] for c in ref["controls"].values()) / 2)
+    trained = rows[("kaiming_normal", 1, "trained_sign")]
+    assert 0.2 < trained["signs_changed"] < 0.8
+    assert 0 < rows[("kaiming_normal", 0, "trained_sign")]["signs_changed"] < 0.5  # training flips a few signs
+    group = [rows[("kaiming_normal", s, "none")] for s in (1, 2)]
+    share = restored_interval(group, ref)
+    advantage = ref["test_accuracy"] - random_accuracy(ref)
+    diffs = [r["test_accuracy"] - random_accuracy(r) for r in group]
+    assert share["n"] == 2 and share["mean"] == pytest.approx(sum(diffs) / 2 / advantage)
+    assert share["lo"] < share["mean"] < share["hi"]
+    assert "restored [95 % interval]" in format_table(stored, 1) and "mean of 2 random" in format_table(stored, 1)
+
+
+def test_both_trained_records_the_dense_barrier_before_and_after_matching(run):
+    stored = transfer_mask(run, 1, seeds=[0, 1], align="permute", match="both_trained", controls=False)
+    row = _rows(stored)[("kaiming_normal", 1, "permute")]
+    assert 0 <= row["barrier_after"] <= 1 and row["barrier_before"] == stored["dense"]["kaiming_normal s1"][
+        "barrier_before"]
+    assert row["barrier_after"] < row["barrier_before"]  # aligned units lower the barrier between the two
+    assert "barrier_before" not in _rows(stored)[("kaiming_normal", 0, "permute")]  # the source's own: no line
+    assert " -> " in format_table(stored, 1)
+
+
+def test_the_reference_trains_on_the_sources_thread_count_and_says_why_not_otherwise(run, monkeypatch):
+    source = json.loads((run / "results.json").read_text())
+    assert source["levels"][1]["threads"] == torch.get_num_threads()  # IMP records it with every level
+    seen = []
+    real = Session.train_from
+    monkeypatch.setattr(Session, "train_from", lambda self, *a, **k: seen.append(torch.get_num_threads()) or
+                        real(self, *a, **k))
+    source["levels"][1]["threads"] = 2  # as if the source trained on 2 threads
+    (run / "results.json").write_text(json.dumps(source))
+    stored = transfer_mask(run, 1, seeds=[0], align="none", controls=False)
+    ref = reference_row(stored, 1)
+    assert seen == [2] and torch.get_num_threads() == 1 and ref["threads"] == 2 and ref["source_threads"] == 2
+    old = {**ref, "reproduces_source": False, "source_threads": None, "threads": 1}
+    stored["rows"] = [old]
+    assert "did not record its thread count; the reference trained on 1 threads" in format_table(stored, 1)

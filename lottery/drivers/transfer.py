@@ -5,24 +5,30 @@ under up to three alignments of the target init to the source:
 
 - ``none``: the target init as drawn, the mask as found;
 - ``sign``: on the kept weights, the target's magnitudes with the source init's signs (pruned weights are 0);
+- ``trained_sign``: the same with the signs of the source ticket's *trained* weights (level N's final.pt);
 - ``permute``: the target's hidden units reordered by weight matching (lottery/analysis/matching.py), then the
   mask applied; the permuted network computes the same function as the target init it came from. ``match`` says
   what is matched: ``"trained"`` the target init to the source's dense trained weights (level_00/final.pt),
   ``"init"`` the target init to the source's init, ``"both_trained"`` the target's dense network trained with the
   source's config (once per target, kept in ``transfer_dense/``) to the source's, as unit-alignment studies of
-  tickets do; the permutation found is then applied to the target's init.
+  tickets do; the permutation found is then applied to the target's init. There the error barrier on the line
+  between the two dense networks is measured before and after the permutation (``barrier_before``,
+  ``barrier_after``): a barrier that stays high says the alignment failed, not the transfer.
 
-Every row trains with the source's config and data order (only the init differs) and, as IMP's control does, a
-random mask of the same per-layer counts on the same start state (the seed IMP uses for this level's
-random-mask control, so the reference row's control is the source's). The target of the source's own scheme and
-seed with ``none`` is the reference row: it is the source ticket retrained, trained alone and compared with the
-stored ticket (``reproduces_source``: accuracy, early-stop step and final weights bit for bit).
+Every row trains with the source's config and data order (only the init differs) and, as IMP's control does,
+random masks of the same structure and per-layer counts on the same start state: ``control_draws`` of them, the
+first drawn by the engine's own ``random_control`` (so the reference row's first control is the source's). The
+target of the source's own scheme and seed with ``none`` is the reference row: the source ticket retrained, alone,
+on the thread count the source recorded, and compared with the stored ticket (``reproduces_source``: accuracy,
+early-stop step and final weights bit for bit). Rows keyed by the parsed init, so one scheme spelled two ways is
+one row; the source's own draw under another alignment (``same_draw``) is the source ticket again, shown apart and
+never pooled.
 
-``restored`` of a row = (row's accuracy - its random mask's) / (reference's accuracy - reference's random mask's):
-the share of the ticket's advantage over a random mask that the transferred mask keeps (1: all of it; 0: none).
-One random mask is a noisy baseline where random masks nearly collapse, so a group of rows (one init, one
-alignment, several seeds) is summarized by ``pooled_restored``: the same ratio of means, each random baseline the
-mean over every random-mask control on inits of that scheme at that level.
+``restored`` of a row = (row's accuracy - its random masks' mean) / (the reference's advantage over its random
+masks): the share of the ticket's advantage over a random mask that the transferred mask keeps (1: all of it; 0:
+none). A group of rows (one init, one alignment, several target seeds) is summarized by ``restored_interval``: the
+paired 95 % t interval over target seeds of accuracy minus random-mask accuracy (lottery/stats.py), divided by
+the reference's advantage (taken as fixed: its own noise is not in the interval).
 
 Rows accumulate in ``transfer.json`` in the run directory, under that file's own lock; each finished training run
 is written at once, so a killed study resumes where it stopped, and a damaged file is set aside and recomputed.
@@ -39,25 +45,28 @@ import torch
 
 from lottery import distributed
 from lottery.analysis.matching import linear_chain, permute_units, weight_matching
+from lottery.barrier import error_barrier
 from lottery.config import Config
 from lottery.drivers.compare_inits import check_seeds, check_variants, parse_inits, parse_seeds, read_seeds
 from lottery.errors import ConfigError
+from lottery.imp_engine import random_control
 from lottery.init_variant import InitVariant
 from lottery.masks import Mask
 from lottery.options import (Options, int_option, known, option, progress_option, read_list, read_text,
                              switch_option)
-from lottery.pruning import random_mask_like
 from lottery.rewind import snapshot
 from lottery.session import Session
-from lottery.stats import mean_std
+from lottery.stats import mean_std, paired_interval
 from lottery.storage.atomic import finite, save_json
 from lottery.storage.rundir import RunDir, check_writable, refuse_symlink, valid_run, valid_values
-from lottery.train import derived_seed
+from lottery.threads import using_threads
 
 RESULTS_FILE = "transfer.json"
-ALIGNMENTS = ("none", "sign", "permute")
+ALIGNMENTS = ("none", "sign", "trained_sign", "permute")
+DEFAULT_ALIGN = ("none", "sign", "permute")
 MATCH_TO = ("trained", "init", "both_trained")
 DENSE_DIR = "transfer_dense"  # the targets' trained dense weights (match="both_trained")
+BARRIER_POINTS = 11  # points on the line between two dense networks (both ends included)
 KEPT = ("test_accuracy", "test_loss", "early_stop_step", "early_stop_test_accuracy", "status", "steps", "wall_time")
 
 
@@ -78,12 +87,15 @@ class TransferOptions(Options):
                           parse=read_list(str), check=check_variants, metavar="A,B,...")
     seeds: int | tuple = option(1, "target seeds: a count (3 = seeds 0,1,2) or a list (0,4,7; seed 4 alone: 4,)",
                                 parse=read_seeds, check=check_seeds, metavar="N|S1,S2,...")
-    align: tuple = option(ALIGNMENTS, "none (the mask as found), sign (the source init's signs on the kept "
-                          "weights), permute (units aligned by weight matching)", parse=read_alignments,
+    align: tuple = option(DEFAULT_ALIGN, "none (the mask as found), sign (the source init's signs on the kept "
+                          "weights), trained_sign (the trained source ticket's signs), permute (units aligned by "
+                          "weight matching)", parse=read_alignments,
                           check=known(ALIGNMENTS, "alignments from"), metavar="A1,A2")
     match: str = option("trained", "what permute aligns the target's units to: the source's dense trained weights "
                         "or its init", parse=read_text, check=known(MATCH_TO))
     controls: bool = switch_option(True, "no random-mask control per row")
+    control_draws: int = int_option(1, "random masks per row (the first is IMP's own draw); their mean is the row's "
+                                    "baseline", least=1, metavar="D")
     pack: int = int_option(1, "train up to K runs in one fused pass (the same results up to float rounding; the "
                            "reference row always alone)", least=1, metavar="K")
     plot: bool = switch_option(True, "no figures")
@@ -106,14 +118,30 @@ def sign_aligned(state: dict, signs: dict, mask: Mask) -> tuple[dict, float]:
 
 
 def variant_label(cfg: Config) -> str:
-    """The init variant a config draws, written as ``--inits`` reads it (``normal:std=0.1*2``)."""
-    opts = "".join(f":{k}={v}" for k, v in sorted(cfg.init_options.items()))
+    """The init variant a config draws, written as ``--inits`` reads it (``normal:std=0.1*2``) and the same for
+    every spelling of it (``normal:std=0.050*2.0`` too): what rows are keyed by."""
+    def text(v) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    opts = "".join(f":{k}={text(v)}" for k, v in sorted(cfg.init_options.items()))
     return cfg.init + opts + (f"*{cfg.init_scale:g}" if cfg.init_scale != 1.0 else "")
 
 
-def _same_init(v: InitVariant, cfg: Config) -> bool:
-    drawn = v.apply(cfg)
-    return (drawn.init, drawn.init_options, drawn.init_scale) == (cfg.init, cfg.init_options, cfg.init_scale)
+def same_draw(row: dict, source: dict) -> bool:
+    """A row that starts from the source's own draw (its scheme and seed): under ``sign`` or a matching that finds
+    the identity, the source ticket itself, not a transfer."""
+    return not row.get("reference") and (row["init"], row["seed"]) == (source["init"], source["seed"])
+
+
+def control_name(draw: int) -> str:
+    """Key of a row's ``draw``-th random-mask control (the first is IMP's own name)."""
+    return "random_mask" if draw == 0 else f"random_mask_{draw}"
+
+
+def random_accuracy(row: dict) -> float | None:
+    """Mean test accuracy of a row's random-mask controls (None when none finished with one)."""
+    return mean_std([c.get("test_accuracy") for k, c in row["controls"].items()
+                     if k == "random_mask" or k.startswith("random_mask_")])["mean"]
 
 
 # -- results file -----------------------------------------------------------------------------------------------
@@ -135,20 +163,38 @@ def valid_results(stored: object) -> bool:
 def restored(row: dict, reference: dict | None) -> float | None:
     """Share of the reference ticket's advantage over its random mask that ``row`` keeps over its own; None
     when a control is missing, a run diverged, or the reference ticket does not beat its random mask."""
-    try:
-        own = row["test_accuracy"] - row["controls"]["random_mask"]["test_accuracy"]
-        ref = reference["test_accuracy"] - reference["controls"]["random_mask"]["test_accuracy"]
-    except (KeyError, TypeError):
+    advantage = _advantage(reference)
+    own = None if row["test_accuracy"] is None or random_accuracy(row) is None else \
+        row["test_accuracy"] - random_accuracy(row)
+    return own / advantage if own is not None and advantage else None
+
+
+def _advantage(reference: dict | None) -> float | None:
+    """The reference ticket's accuracy over its random masks' mean, when it is positive."""
+    if reference is None or reference["test_accuracy"] is None or random_accuracy(reference) is None:
         return None
-    return own / ref if ref > 0 else None
+    advantage = reference["test_accuracy"] - random_accuracy(reference)
+    return advantage if advantage > 0 else None
+
+
+def restored_interval(group: list[dict], reference: dict | None) -> dict | None:
+    """``{"mean", "lo", "hi", "n"}`` of restored over ``group``'s target seeds: the paired t interval of accuracy
+    minus random-mask accuracy (lottery/stats.py) over the reference's advantage; None when undefined."""
+    advantage = _advantage(reference)
+    if advantage is None:
+        return None
+    diff = paired_interval({r["seed"]: r["test_accuracy"] for r in group},
+                           {r["seed"]: random_accuracy(r) for r in group})
+    if diff["mean"] is None:
+        return None
+    return {k: None if diff[k] is None else diff[k] / advantage for k in ("mean", "lo", "hi")} | {"n": diff["n"]}
 
 
 def pooled_restored(group: list[dict], rows: list[dict], reference: dict | None) -> float | None:
     """(mean accuracy of ``group`` - R(its init)) / (reference's accuracy - R(the reference's init)), where R(init)
     is the mean random-mask accuracy over the ``rows`` (one level's) of that init; None when undefined."""
     def random(init: str) -> float | None:
-        return mean_std([r["controls"].get("random_mask", {}).get("test_accuracy") for r in rows
-                         if r["init"] == init])["mean"]
+        return mean_std([random_accuracy(r) for r in rows if r["init"] == init])["mean"]
 
     accs = mean_std([r["test_accuracy"] for r in group])["mean"]
     if reference is None or reference["test_accuracy"] is None or accs is None or not group:
@@ -165,16 +211,20 @@ def reference_row(stored: dict, level: int) -> dict | None:
 
 # -- the driver -------------------------------------------------------------------------------------------------
 def transfer_mask(run_dir: str | Path, level: int, inits: str | Iterable[str] | None = None,
-                  seeds: int | str | Sequence[int] = 1, align: Iterable[str] = ALIGNMENTS, *,
-                  match: str = "trained", controls: bool = True, pack: int = 1, progress: bool = False) -> dict:
+                  seeds: int | str | Sequence[int] = 1, align: Iterable[str] = DEFAULT_ALIGN, *,
+                  match: str = "trained", controls: bool = True, control_draws: int = 1, pack: int = 1,
+                  progress: bool = False) -> dict:
     """Train level ``level``'s mask of the IMP run ``run_dir`` on fresh inits of each scheme in ``inits``
-    (default: the source's own) and seed (``3`` = seeds 0, 1, 2), under each alignment in ``align``; returns
-    transfer.json's content (every row so far, all levels). ``pack`` > 1 trains up to that many runs in one fused
-    pass (the reference ticket always alone). Figures: ``lottery.reporting.plots.transfer.transfer_plots``."""
+    (default: the source's own) and seed (``3`` = seeds 0, 1, 2), under each alignment in ``align``, each row with
+    ``control_draws`` random-mask controls; returns transfer.json's content (every row so far, all levels).
+    ``pack`` > 1 trains up to that many runs in one fused pass (the reference ticket always alone). Figures:
+    ``lottery.reporting.plots.transfer.transfer_plots``."""
     distributed.refuse_processes("transfer")
     aligns = _check_aligns(align)
     if match not in MATCH_TO:
         raise ConfigError(f"match must be one of {', '.join(MATCH_TO)}, got {match!r}")
+    if isinstance(control_draws, bool) or not isinstance(control_draws, int) or control_draws < 1:
+        raise ConfigError(f"control_draws must be an integer >= 1, got {control_draws!r}")
     run = RunDir(run_dir)
     cfg = run.config().replace(pack=pack, progress=progress)
     if cfg.rewind != "init":
@@ -193,10 +243,10 @@ def transfer_mask(run_dir: str | Path, level: int, inits: str | Iterable[str] | 
         mask = run.load_mask(level, like=session.model).to(session.device)
         plan = _plan(cfg, variants, seed_list, aligns, match, level)
         done = {row_key(r): r for r in stored["rows"]}
-        if any(row_key(r) not in done or controls and "random_mask" not in done[row_key(r)]["controls"]
-               for r in plan):
+        arms = [control_name(d) for d in range(control_draws)] if controls else []
+        if any(row_key(r) not in done or any(a not in done[row_key(r)]["controls"] for a in arms) for r in plan):
             check_writable(run.path)  # before the training, not after it
-            _Study(session, run, stored, done, mask, layers, source, level).train(plan, controls)
+            _Study(session, run, stored, done, mask, layers, source, level).train(plan, arms)
     return stored
 
 
@@ -221,17 +271,21 @@ def _source_entry(run: RunDir, level: int) -> dict:
     return entry
 
 
-def _plan(cfg: Config, variants, seeds, aligns, match, level) -> list[dict]:
-    """The rows asked for, the reference first (always: every row is measured against it)."""
-    label = variant_label(cfg)
-    rows = [{"level": level, "init": label, "seed": cfg.seed, "align": "none", "match": None, "reference": True}]
+def _plan(cfg: Config, variants: Sequence[InitVariant], seeds, aligns, match, level) -> list[dict]:
+    """The rows asked for, the reference first (always: every row is measured against it). Variants are keyed by
+    the init they parse to: two spellings of one scheme are one variant."""
+    source = {"init": variant_label(cfg), "seed": cfg.seed}
+    rows = [{"level": level, **source, "align": "none", "match": None, "reference": True}]
+    by_label: dict[str, InitVariant] = {}
     for v in variants:
+        by_label.setdefault(variant_label(v.apply(cfg)), v)  # the first spelling given wins
+    for label, v in by_label.items():
         for seed in seeds:
             for a in aligns:
-                ref = _same_init(v, cfg) and seed == cfg.seed and a == "none"
-                if not ref:
-                    rows.append({"level": level, "init": v.label, "seed": seed, "align": a,
-                                 "match": match if a == "permute" else None, "reference": False, "variant": v})
+                row = {"level": level, "init": label, "seed": seed, "align": a,
+                       "match": match if a == "permute" else None, "reference": False, "variant": v}
+                if not (same_draw(row, source) and a == "none"):  # that one is the reference
+                    rows.append({**row, "same_draw": same_draw(row, source)})
     return rows
 
 
@@ -242,26 +296,36 @@ class _Study:
                  source: dict, level: int):
         self.s, self.run, self.stored, self.done = session, run, stored, done
         self.mask, self.layers, self.source, self.level = mask, layers, source, level
-        cfg = session.cfg
-        self.random = random_mask_like(mask, derived_seed(cfg.seed, "random_mask", level)).to(session.device)
         self._starts: dict[tuple, tuple[dict, dict]] = {}
-        self._match_to = None
+        self._finals: dict[str, dict] = {}  # the source's trained weights, read once
 
-    def train(self, plan: list[dict], controls: bool) -> None:
+    def random(self, draw: int) -> Mask:
+        """The row's ``draw``-th random mask: the engine's control draw for this level (the same for every row)."""
+        cfg = self.s.cfg
+        return random_control(self.s.model, self.mask, cfg.seed, self.level, cfg.structure, cfg.structure_options,
+                              draw).to(self.s.device)
+
+    def train(self, plan: list[dict], arms: list[str]) -> None:
         ref = plan[0]
-        if row_key(ref) not in self.done:  # alone, unfused: the source ticket retrained bit for bit
-            self._record(ref, "ticket", self.s.train_from(self.s.init_state, self.mask, "transfer reference",
-                                                             point="train:transfer:reference"))
+        if row_key(ref) not in self.done:  # alone, unfused, on the source's threads: the source ticket bit for bit
+            with using_threads(self.source.get("threads")):
+                result = self.s.train_from(self.s.init_state, self.mask, "transfer reference",
+                                           point="train:transfer:reference")
+                threads = torch.get_num_threads()
+            self._record(ref, "ticket", result, threads=threads, source_threads=self.source.get("threads"),
+                         reproduces_source=self._reproduces(result.summary()))
+        randoms = {a: self.random(d) for d, a in enumerate(arms)}
         runs, owners = [], []
         for row in plan:
             have = self.done.get(row_key(row))
             if have is None:
                 runs.append((lambda row=row: self._start(row), self.mask, f"transfer {_name(row)}", "train:transfer"))
                 owners.append((row, "ticket"))
-            if controls and (have is None or "random_mask" not in have["controls"]):
-                runs.append((lambda row=row: self._start(row), self.random, f"transfer {_name(row)} random_mask",
-                             "train:transfer:random_mask"))
-                owners.append((row, "random_mask"))
+            for arm in arms:
+                if have is None or arm not in have["controls"]:
+                    runs.append((lambda row=row: self._start(row), randoms[arm], f"transfer {_name(row)} {arm}",
+                                 "train:transfer:random_mask"))
+                    owners.append((row, arm))
         last = {row_key(row): i for i, (row, _) in enumerate(owners)}
 
         def record(i: int, result) -> None:
@@ -281,32 +345,51 @@ class _Study:
 
     def _draw(self, row: dict) -> tuple[dict, dict]:
         s, cfg = self.s, self.s.cfg
-        if row["reference"] or (_same_init(row["variant"], cfg) and row["seed"] == cfg.seed):
+        if row["reference"] or row["same_draw"]:
             state = s.init_state  # init.pt itself: the source's own draw, bit for bit
         else:
             state = s.fresh_init(row["seed"], row["variant"].apply(cfg))
-        if row["align"] == "sign":
-            state, flipped = sign_aligned(state, s.init_state, self.mask)
+        if row["align"] in ("sign", "trained_sign"):
+            signs = s.init_state if row["align"] == "sign" else self._source_final(self.level)
+            state, flipped = sign_aligned(state, signs, self.mask)
             return state, {"signs_changed": flipped}
         if row["align"] == "permute":
             ours = self._target_dense(row, state) if row["match"] == "both_trained" else state
-            theirs = self.s.init_state if row["match"] == "init" else self._source_final()
+            theirs = self.s.init_state if row["match"] == "init" else self._source_final(0)
             perms, sweeps = weight_matching(theirs, ours, self.layers)
             moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms) / sum(len(p) for p in perms)
-            return permute_units(state, self.layers, perms), {"units_moved": moved, "sweeps": sweeps}
+            facts = {"units_moved": moved, "sweeps": sweeps}
+            if row["match"] == "both_trained" and not row["same_draw"]:
+                facts.update(self._barriers(row, theirs, ours, perms))
+            return permute_units(state, self.layers, perms), facts
         return state, {}
 
-    def _source_final(self) -> dict:
-        if self._match_to is None:
-            self._match_to = self.run.load_state("level_00/final.pt", like=self.s.init_state)
-            if self._match_to is None:
-                raise ConfigError(f"{self.run.path} has no level_00/final.pt to match units to; use match=init")
-        return self._match_to
+    def _source_final(self, level: int) -> dict:
+        """The source's trained weights of ``level`` (0: the dense network units are matched to)."""
+        name = f"level_{level:02d}/final.pt"
+        if name not in self._finals:
+            final = self.run.load_state(name, like=self.s.init_state)
+            if final is None:
+                raise ConfigError(f"{self.run.path} has no {name}; use match=init" if level == 0 else
+                                  f"{self.run.path} has no {name}: the run directory is damaged")
+            self._finals[name] = {k: v.to(self.s.device) for k, v in final.items()}
+        return self._finals[name]
+
+    def _barriers(self, row: dict, theirs: dict, ours: dict, perms) -> dict:
+        """The error barrier between the source's and the target's dense networks, before and after the target's
+        units are permuted (kept per target in transfer.json: the same for every level)."""
+        dense = self.stored.setdefault("dense", {}).setdefault(f"{row['init']} s{row['seed']}", {})
+        if "barrier_after" not in dense:
+            x, y = self.s.data.test
+            for name, other in (("before", ours), ("after", permute_units(ours, self.layers, perms))):
+                dense[f"barrier_{name}"] = error_barrier(self.s.model, theirs, other, x, y, BARRIER_POINTS,
+                                                         batchnorm_x=self.s.data.train[0])["barrier"]
+        return {k: dense[k] for k in ("barrier_before", "barrier_after")}
 
     def _target_dense(self, row: dict, state: dict) -> dict:
         """The target init trained dense with the source's config: read from transfer_dense/, or trained now."""
         if state is self.s.init_state:  # the source's own draw: its dense network is level 0's
-            return self._source_final()
+            return self._source_final(0)
         name = re.sub(r"[^A-Za-z0-9_.=-]", "_", row["init"]) + f"_s{row['seed']}"
         stored = self.run.load_state(f"{DENSE_DIR}/{name}.pt", like=self.s.init_state)
         if stored is not None:
@@ -322,21 +405,20 @@ class _Study:
             k: v for k, v in result.summary().items() if k in KEPT}
         return final
 
-    def _record(self, row: dict, arm: str, result) -> None:
+    def _record(self, row: dict, arm: str, result, **facts) -> None:
         summary = {k: v for k, v in result.summary().items() if k in KEPT}
         key = row_key(row)
         if arm == "ticket":
             entry = {k: v for k, v in row.items() if k != "variant"}
-            entry.update(density=self.mask.density, **summary, controls={}, **(self._starts.get(key, ({}, {}))[1]))
-            if row["reference"]:
-                entry["reproduces_source"] = self._reproduces(summary)
+            entry.update(density=self.mask.density, **summary, controls={}, **(self._starts.get(key, ({}, {}))[1]),
+                         **facts)
             self.stored["rows"].append(entry)
             self.done[key] = entry
         else:
-            self.done[key]["controls"]["random_mask"] = summary
+            self.done[key]["controls"][arm] = summary
         save_json(refuse_symlink(self.run.path / RESULTS_FILE, self.run.path), self.stored)
 
-    def _reproduces(self, summary: dict) -> bool:
+    def _reproduces(self, summary: dict) -> bool:  # right after the reference trained: the model holds its weights
         """The retrained reference ticket equals the stored one: accuracy, early stop and weights, bit for bit."""
         final = self.run.load_state(f"level_{self.level:02d}/final.pt", like=self.s.init_state)
         same_weights = final is not None and all(torch.equal(v.cpu(), final[k]) for k, v in snapshot(self.s.model).items())
@@ -349,35 +431,69 @@ def _name(row: dict) -> str:
 
 # -- tables -----------------------------------------------------------------------------------------------------
 def format_table(stored: dict, level: int | None = None) -> str:
-    """Every row (of ``level``, default all), then the mean ± std over target seeds per (init, align)."""
+    """Every row (of ``level``, default all), then per (init, align) over target seeds: accuracy, random masks
+    and restored with its paired 95 % interval; the source's own draw apart; dense barriers where measured."""
     src = stored["source"]
     lines = []
     for lv in sorted({r["level"] for r in stored["rows"]} if level is None else [level]):
         rows = [r for r in stored["rows"] if r["level"] == lv]
         ref = reference_row(stored, lv)
         density = rows[0]["density"] if rows else math.nan
+        draws = max((sum(k == "random_mask" or k.startswith("random_mask_") for k in r["controls"]) for r in rows),
+                    default=0)
         lines += [f"level {lv}'s mask ({100 * density:.2f} % of weights) of {src['init']} seed {src['seed']}, "
-                  f"trained on other inits (data order of seed {src['seed']}); restored = share of the ticket's "
-                  "advantage over a random mask kept", ""]
-        head = f"{'init':<22} {'seed':>4} {'align':<26} {'mask %':>8} {'random %':>8} {'restored':>8} {'early stop':>10}"
+                  f"trained on other inits (data order of seed {src['seed']}); random % = mean of {draws} random "
+                  "mask(s) per row; restored = share of the ticket's advantage over a random mask kept", ""]
+        head = f"{'init':<22} {'seed':>4} {'align':<28} {'mask %':>8} {'random %':>8} {'restored':>8} {'early stop':>10}"
         lines += [head, "-" * len(head)]
         for r in rows:
-            align = r["align"] + (f"/{r['match']}" if r.get("match") else "") + (" (ref)" if r.get("reference") else "")
-            lines.append(f"{r['init']:<22} {r['seed']:>4} {align:<26} {_pct(r)} {_pct(r['controls'].get('random_mask'))} "
-                         f"{_num(restored(r, ref)):>8} {r.get('early_stop_step') or '-':>10}")
+            tag = " (ref)" if r.get("reference") else " (same draw)" if same_draw(r, src) else ""
+            lines.append(f"{r['init']:<22} {r['seed']:>4} {_align(r) + tag:<28} {_pct(r['test_accuracy'])} "
+                         f"{_pct(random_accuracy(r))} {_num(restored(r, ref)):>8} {r.get('early_stop_step') or '-':>10}")
         if ref is not None and "reproduces_source" in ref:
-            lines.append(f"reference reproduces the source ticket bit for bit: {'yes' if ref['reproduces_source'] else 'NO'}")
-        lines += ["", "mean ± std over target seeds (reference excluded); restored pooled: random baselines averaged "
-                  "over every random mask on that scheme", f"{'init':<22} {'align':<22} {'n':>2} "
-                  f"{'mask %':>12} {'random %':>12} {'restored':>9}"]
-        for (init, align), group in _groups(rows).items():
-            acc = mean_std([100 * r["test_accuracy"] for r in group if r["test_accuracy"] is not None])
-            rnd = mean_std([100 * r["controls"]["random_mask"]["test_accuracy"] for r in group
-                            if r["controls"].get("random_mask", {}).get("test_accuracy") is not None])
-            lines.append(f"{init:<22} {align:<22} {len(group):>2} {_ms(acc, '.1f'):>12} {_ms(rnd, '.1f'):>12} "
-                         f"{_num(pooled_restored(group, rows, ref)):>9}")
+            lines.append(f"reference reproduces the source ticket bit for bit: {_reproduced(ref)}")
+        lines += ["", "per init and alignment over target seeds (the reference and the source's own draw left out): "
+                  "mean ± std; restored: mean [95 % paired t interval of accuracy - random over seeds] / the "
+                  "reference's advantage", f"{'init':<22} {'align':<22} {'n':>2} {'mask %':>12} {'random %':>12} "
+                  f"{'restored [95 % interval]':>26} {'barrier before -> after':>24}"]
+        groups = _groups(rows)
+        for (init, align), group in groups.items():
+            fresh = [r for r in group if not same_draw(r, src)]
+            if fresh:
+                lines.append(_group_line(init, align, fresh, ref))
+        same = [(init, align, [r for r in group if same_draw(r, src)]) for (init, align), group in groups.items()]
+        if any(g for *_, g in same):
+            lines.append("the source's own draw under another alignment (the source ticket again, not pooled):")
+            lines += [_group_line(init, align, g, ref) for init, align, g in same if g]
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def _reproduced(ref: dict) -> str:
+    """'yes', or NO with what the thread counts say about it."""
+    if ref["reproduces_source"]:
+        return "yes"
+    threads, source = ref.get("threads"), ref.get("source_threads")
+    if source is None:
+        return (f"NO (the source run did not record its thread count; the reference trained on {threads} threads, "
+                "and sums split over another count round differently)") if threads else "NO"
+    return f"NO (on the source's {source} threads: a real difference, such as another torch version or device)"
+
+
+def _group_line(init: str, align: str, group: list[dict], ref: dict | None) -> str:
+    acc = mean_std([100 * r["test_accuracy"] for r in group if r["test_accuracy"] is not None])
+    rnd = mean_std([100 * a for a in map(random_accuracy, group) if a is not None])
+    share = restored_interval(group, ref)
+    text = "-" if share is None else f"{share['mean']:.2f}" + (
+        f" [{share['lo']:.2f}, {share['hi']:.2f}]" if share["lo"] is not None else " (one seed)")
+    before = mean_std([r.get("barrier_before") for r in group])["mean"]
+    after = mean_std([r.get("barrier_after") for r in group])["mean"]
+    barrier = f"{100 * before:.1f} -> {100 * after:.1f} %" if before is not None and after is not None else "-"
+    return f"{init:<22} {align:<22} {len(group):>2} {_ms(acc, '.1f'):>12} {_ms(rnd, '.1f'):>12} {text:>26} {barrier:>24}"
+
+
+def _align(row: dict) -> str:
+    return row["align"] + (f"/{row['match']}" if row.get("match") else "")
 
 
 def _groups(rows: list[dict]) -> dict:
@@ -386,12 +502,11 @@ def _groups(rows: list[dict]) -> dict:
     order = list(dict.fromkeys(r["init"] for r in rows))
     for r in sorted(rows, key=lambda r: (order.index(r["init"]), ALIGNMENTS.index(r["align"]))):
         if not r.get("reference"):
-            out.setdefault((r["init"], r["align"] + (f"/{r['match']}" if r.get("match") else "")), []).append(r)
+            out.setdefault((r["init"], _align(r)), []).append(r)
     return out
 
 
-def _pct(run: dict | None) -> str:
-    acc = (run or {}).get("test_accuracy")
+def _pct(acc: float | None) -> str:
     return f"{100 * acc:8.2f}" if acc is not None else f"{'-':>8}"
 
 

@@ -92,7 +92,8 @@ def unit_groups(model: nn.Module, weights: list[str]) -> list[UnitGroup]:
     for r in reach.values():
         other = next((a for s in r["sums"] for a in s.all_input_nodes if a not in arrived[s]), None)
         if other is not None:
-            r["frozen"] = r["frozen"] or f"its units are added to {_describe(other, modules)}, which units cannot follow"
+            r["frozen"] = r["frozen"] or \
+                f"its units are added to {_describe(other, modules)}, which units cannot follow"
     by_sum: dict[fx.Node, str] = {}
     for w, r in reach.items():
         for s in r["sums"]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lottery.drivers.transfer import ALIGNMENTS, reference_row, restored
+from lottery.drivers.transfer import ALIGNMENTS, random_accuracy, reference_row, restored, same_draw
 from lottery.reporting.plots.common import COLORS, density_axis, legend, save
 from lottery.stats import mean_std
 
@@ -67,7 +67,8 @@ def plot_transfer_matrix(results: list[dict], level: int, ax=None, path: str | P
 
 def plot_transfer_accuracy(stored: dict, source: dict | None, ax=None, path: str | Path | None = None):
     """Test accuracy vs weights remaining: the source's IMP ticket (and its controls, where the run has them),
-    then every (target init, alignment) as mean ± std over target seeds (filled) with its random mask (hollow)."""
+    then every (target init, alignment) as mean ± std over target seeds (filled) with its random masks (hollow);
+    the source's own draw under another alignment is the source ticket again and left out."""
     fig, ax = (plt.subplots(figsize=(7, 4.5)) if ax is None else (None, ax))
     levels = (source or {}).get("levels", [])
     pts = [(100 * e["density"], 100 * e["test_accuracy"]) for e in levels if e["test_accuracy"] is not None]
@@ -81,7 +82,7 @@ def plot_transfer_accuracy(stored: dict, source: dict | None, ax=None, path: str
             ax.plot(*zip(*cpts), color="black", ls=style, marker="x", ms=3, label=f"source {name}")
     groups: dict = {}
     for r in stored["rows"]:
-        if not r.get("reference"):
+        if not r.get("reference") and not same_draw(r, stored["source"]):
             groups.setdefault((r["init"], _align_name(r)), []).append(r)
     for n, ((init, align), rows) in enumerate(sorted(groups.items())):
         color = COLORS[n % len(COLORS)]
@@ -91,7 +92,7 @@ def plot_transfer_accuracy(stored: dict, source: dict | None, ax=None, path: str
         for k, (density, group) in enumerate(sorted(by_level.items())):
             x = 100 * density * (1 + 0.012 * (n - len(groups) / 2))  # side by side, not on top of each other
             for arm, filled in (("ticket", True), ("random_mask", False)):
-                accs = [(r if arm == "ticket" else r["controls"].get(arm, {})).get("test_accuracy") for r in group]
+                accs = [r["test_accuracy"] if arm == "ticket" else random_accuracy(r) for r in group]
                 stat = mean_std([100 * a for a in accs if a is not None])
                 if stat["mean"] is None:
                     continue
