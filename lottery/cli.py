@@ -29,7 +29,10 @@ from lottery.options import (Options, add_flags, experiment_settings, int_option
 from lottery.pruning import PRUNERS, STRUCTURES
 from lottery.reporting.frames import load_results
 from lottery.reporting import tables
-from lottery.reporting.tables import check_seed_runs, format_seeds_table, format_table
+from lottery.drivers.seeds import seeds_dir_in
+from lottery.reporting.tables import check_seed_runs, format_table, format_verdicts, seed_comparison
+from lottery.stats import METRICS, TOLERANCE
+from lottery.storage.atomic import save_json
 from lottery.storage.rundir import RunDir, refuse_run_file
 from lottery.storage.summary import load_summary
 from lottery.threads import fit_threads
@@ -129,23 +132,39 @@ def cmd_report(args: argparse.Namespace) -> int:
         plots = _plots_or_note(lambda: compare_plots(args.run_dir, summary), args.run_dir)
         print(f"\nplots: {', '.join(str(p) for p in plots) or 'none written'}")
         return 0
-    if args.more_runs:  # several seeds of one experiment: mean ± std table and bands
+    if args.more_runs:  # several seeds of one experiment: the verdict table, verdicts.json and interval bands
         from lottery.reporting.plots import seed_plots  # matplotlib: loaded only to plot
 
         dirs = [args.run_dir, *args.more_runs]
         check_seed_runs(dirs)
         results_list = [_run_results(d) for d in dirs]
-        out = Path(args.out or Path(args.run_dir).parent)
-        print(format_seeds_table(results_list))
-        plots = _plots_or_note(lambda: seed_plots(out, results_list), out)
-        print(f"\nplots: {', '.join(str(p) for p in plots) or 'none written'}")
+        comparison = seed_comparison(results_list, args.metric, args.tolerance)
+        first = Path(args.run_dir).resolve()
+        out = Path(args.out) if args.out else seeds_dir_in(first.parent, first.name.rpartition("-")[0] or first.name,
+                                                            [Path(d).resolve().name for d in dirs])
+        print(format_verdicts(comparison))
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(out / "verdicts.json", {**comparison, "run_dirs": [str(Path(d).resolve()) for d in dirs]})
+        plots = _plots_or_note(lambda: seed_plots(out, results_list, args.metric), out)
+        print(f"\nverdicts: {out / 'verdicts.json'}; plots: {', '.join(str(p) for p in plots) or 'none written'}")
         return 0
     results = _run_results(args.run_dir)
     run = RunDir(args.run_dir)
-    print(format_table(results))
-    plots = _plots_or_note(lambda: tables.write_plots(run.path, results), run.path)
+    print(format_table(results, args.metric, args.tolerance))
+    plots = _plots_or_note(lambda: tables.write_plots(run.path, results, args.metric), run.path)
     print(f"\nstatus: {results['status']}; plots: {', '.join(str(p) for p in plots) or 'none written'}")
     return 0
+
+
+def _tolerance(text: str) -> float:
+    """--tolerance: a fraction of accuracy in [0, 1) (argparse shows the message as one line, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction of accuracy in [0, 1), got {value:g}")
+    return value
 
 
 def _plots_or_note(draw, where) -> list:
@@ -207,8 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the table and write the plots of a run (or compare-inits) directory")
     p.add_argument("run_dir")
     p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
-                   help="more runs of the same experiment (other seeds): a mean ± std table and plots")
-    p.add_argument("--out", help="where the several-runs plots go (default: the first run's parent directory)")
+                   help="more runs of the same experiment (other seeds): the verdict table with 95 %% intervals, "
+                   "verdicts.json and plots")
+    p.add_argument("--out", help="where the several-runs verdicts.json and plots go (default: "
+                   "<first run's parent>/seeds-<name>-<hash>)")
+    p.add_argument("--metric", default="early_stop", choices=tuple(METRICS),
+                   help="accuracy compared: early_stop (at the step of minimum validation loss; default) or final")
+    p.add_argument("--tolerance", default=TOLERANCE, type=_tolerance, metavar="FRACTION",
+                   help="a ticket matches dense when the 95 %% interval of ticket - dense stays above -this "
+                   "(default 0.01, one point)")
     p.add_argument("--csv", metavar="FILE", help="also write one row per run x level x arm to FILE (needs pandas)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("list", help="registered models, data sets, init schemes, pruning strategies and drivers")

@@ -26,7 +26,7 @@ from lottery.errors import ConfigError
 from lottery.init_variant import parse_init_variant
 from lottery.inits import INIT_SCHEMES
 from lottery.models import MODELS
-from lottery.options import load_toml, option, parse_list, parse_options  # noqa: F401  (load_toml: Config files)
+from lottery.options import load_toml, option, parse_list, parse_options, read_int  # noqa: F401  (load_toml: Config files)
 from lottery.pruning import PRUNERS, SCOPES, check_fraction, check_structured_config
 from lottery.pruning.level_plan import check_level_plan
 from lottery.pruning.structure import structure_options
@@ -37,6 +37,16 @@ CONTROL_INITS = ("dense", "sparse")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine")
 _REWIND = re.compile(r"^(init|lr|step:(\d+))$")
+
+
+def read_steps(v: Any) -> int | str:
+    """--steps: an integer, or auto."""
+    if v == "auto":
+        return v
+    try:
+        return read_int(v)
+    except ConfigError:
+        raise ConfigError(f"expected an integer or auto, got {v!r}") from None
 
 
 # A setting belongs to one section, as open_lth groups its hyperparameters; what may differ between runs that
@@ -83,7 +93,7 @@ class Config:
     batch_size: int = _training(100, "training batch size")
     steps: int | str | None = _training(2000, "training steps per run (overridden by --epochs); auto: train dense "
                                         "until validation stops improving (lottery/train.py, AUTO_PATIENCE) and "
-                                        "give every later run that many steps")
+                                        "give every later run that many steps", parse=read_steps)
     epochs: float | None = _training(None, "training epochs per run; sets --steps from the training-set size")
     schedule: str = _training("constant", "learning-rate schedule: constant, step (x gamma at milestones) or cosine")
     milestones: tuple = _training((), "steps at which the step schedule multiplies the rate by --gamma",

@@ -180,6 +180,57 @@ def progress_option() -> Any:
     return switch_option(True, "no progress bars")
 
 
+def parse_seeds(value: int | str | Sequence[int], base_seed: int = 0) -> list[int]:
+    """``3`` -> base, base+1, base+2; ``'0,4,7'`` or ``[0, 4, 7]`` -> those seeds."""
+    if isinstance(value, str):
+        value = value.strip()
+        if "," not in value:
+            value = int(value) if value.isdigit() else value
+    if isinstance(value, bool):
+        raise ConfigError(f"seeds must be a count or a list of seeds, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {value}")
+        return [base_seed + i for i in range(value)]
+    try:
+        seeds = [int(s) for s in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--seeds takes a count (3) or a list (0,1,2), got {value!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must list distinct seeds >= 0, got {value!r}")
+    return seeds
+
+
+def read_seeds(v: Any) -> int | tuple:
+    """compare-inits' ``--seeds``: a count (3) or the seeds themselves (0,4,7; one seed alone with a trailing
+    comma: 4, — a bare 4 is a count)."""
+    if isinstance(v, int) or (isinstance(v, str) and "," not in v):
+        return read_int(v)
+    if isinstance(v, str) and v.strip().endswith(","):  # "4," is seed 4 alone
+        v = v.strip()[:-1]
+    return read_list(int)(v)
+
+
+def check_seeds(v: int | tuple) -> None:
+    parse_seeds(v)
+
+
+def seeds_option(default: Any, help: str) -> Any:
+    return option(default, help, parse=read_seeds, check=lambda v: check_seeds(v), metavar="N|S1,S2,...")
+
+
+def metric_option() -> Any:
+    """Which accuracy every table and verdict reads (lottery/stats.py METRICS)."""
+    return option("early_stop", "accuracy compared: early_stop (test accuracy at the step of minimum validation "
+                  "loss, as Frankle & Carbin report) or final (the weights at the last step)", parse=read_text,
+                  check=one_of("early_stop", "final"))
+
+
+def tolerance_option(default: float = 0.01) -> Any:
+    return option(default, "a ticket matches dense when the lower end of the 95 % interval of ticket - dense is "
+                  "above -this (0.01 = one point of accuracy)", parse=read_number, check=in_unit, metavar="FRACTION")
+
+
 class Options:
     """Base of the per-subcommand dataclasses: reading and checking every field (and the class's ``check``)
     happens on construction, so an options object is always valid, however it was made."""

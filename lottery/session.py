@@ -68,6 +68,8 @@ class Session:
     the driver's to hold (``with run:``); IMP (``lottery.drivers.imp.Experiment``) is a Session with a level loop.
     """
 
+    auto_steps = False  # whether this driver can take --steps auto (IMP: dense sets the budget)
+
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
         """``data``: the data set already loaded by ``load_data`` for a config of the same ``data_key`` (several
         sessions of one grid share it); None loads it."""
@@ -78,6 +80,13 @@ class Session:
         self.model = build_model(
             cfg.model, self.data.input_shape, self.data.num_classes, activation=cfg.activation, **cfg.model_options
         ).to(self.device)
+        if cfg.steps == "auto":
+            if not self.auto_steps:
+                raise ConfigError(f"--steps auto sets the budget from IMP's dense level; {type(self).__name__} has "
+                                  "none: give --steps N")
+            if len(self.data.val[0]) == 0:
+                raise ConfigError("--steps auto stops dense when its validation loss stops improving, but this data "
+                                  "set has no validation split: set --val-size N (> 0) or give --steps N")
         self.total_steps = budget_steps(cfg, len(self.data.train[0]))
         self.rewind_step = cfg.rewind_step()
         if self.rewind_step is not None and self.rewind_step >= self.total_steps:  # K = T: later levels train 0 steps

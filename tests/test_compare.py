@@ -77,24 +77,32 @@ def _results(accs, dense_status="ok", controls=None):
     for level, acc in enumerate(accs):
         ok = dense_status == "ok" or level > 0
         levels.append({"level": level, "density": 0.8 ** level, "test_accuracy": acc if ok else None,
-                       "early_stop_step": 10 * level, "status": "ok" if ok else "diverged",
+                       "early_stop_test_accuracy": acc if ok else None, "early_stop_step": 10 * level, "status": "ok" if ok else "diverged",
                        "controls": controls or {}, "curve": [[0, 1.0, 0.1], [10, 0.5, acc or 0.1]]})
     return {"status": "complete", "levels": levels}
 
 
-def test_matching_rule_one_std_over_seeds_and_contiguous():
-    # dense 0.80 / 0.82 (mean 0.81, std 0.0141); level 1 mean 0.80 matches, level 2 (0.70) fails, level 3 matches
-    # again but "smallest matching" stops at the first failure.
-    runs = {("a", 0): {"results": _results([0.80, 0.80, 0.70, 0.81]), "run_dir": "r0"},
-            ("a", 1): {"results": _results([0.82, 0.80, 0.70, 0.81]), "run_dir": "r1"}}
-    s = summarize([InitVariant("a", "normal")], [0, 1], runs, chance=0.25)
+def test_matching_rule_is_the_paired_verdict_and_contiguous():
+    # Three seeds; ticket - dense by seed: level 1 +1.0/+1.2/+1.1 points (beats), level 2 -0.5/-0.3/-0.4 (matches
+    # within one point), level 3 about -5 (below), level 4 matches again but "smallest matching" stops at level 3.
+    dense = [0.80, 0.82, 0.81]
+    offsets = [[0.010, 0.012, 0.011], [-0.005, -0.003, -0.004], [-0.050, -0.052, -0.048], [0.0, 0.0, 0.001]]
+    runs = {("a", s): {"results": _results([dense[s]] + [dense[s] + o[s] for o in offsets]), "run_dir": f"r{s}"}
+            for s in range(3)}
+    s = summarize([InitVariant("a", "normal")], [0, 1, 2], runs, chance=0.25)
     (a,) = s["schemes"]
-    assert [r.get("matches_dense") for r in a["levels"]] == [None, True, False, True]
-    assert a["smallest_matching_density"] == pytest.approx(0.8)
-    assert a["match_tolerance_used"] == pytest.approx(0.0141, abs=1e-4)
-    # one seed: the fixed tolerance applies
+    assert [r["verdict"] for r in a["levels"]] == ["dense", "beats", "matches", "below", "matches"]
+    assert [r.get("matches_dense") for r in a["levels"]] == [None, True, True, False, True]
+    assert a["smallest_matching_density"] == pytest.approx(0.8 ** 2)
+    assert a["levels"][1]["ticket_minus_dense"]["mean"] == pytest.approx(0.011)
+    assert "smallest matching density: 64.00 % (3 seeds" in format_summary(s)
+    # the old rule (within one std of dense) is gone: a noisy dense no longer widens the tolerance
+    assert a["match_tolerance_used"] == pytest.approx(0.01)
+    # one seed: no interval, so no verdict and no smallest matching density; the table says how to get one
     one = summarize([InitVariant("a", "normal")], [0], {("a", 0): runs[("a", 0)]}, chance=0.25, match_tolerance=0.2)
-    assert one["schemes"][0]["smallest_matching_density"] == pytest.approx(0.8 ** 3)
+    assert one["schemes"][0]["smallest_matching_density"] is None
+    assert {r["verdict"] for r in one["schemes"][0]["levels"][1:]} == {"one seed"}
+    assert "--seeds 3" in format_summary(one)
 
 
 def test_stalled_scheme_has_no_matching_density():
@@ -115,7 +123,7 @@ def test_later_divergence_marks_the_run_and_stops_the_match():
     assert a["status"] == "ok" and a["diverged_runs"] == [{"seed": 1, "level": 2}]
     assert a["runs"][1]["status"] == "diverged" and a["levels"][2]["diverged"] == 1
     assert a["levels"][2]["matches_dense"] is False and a["smallest_matching_density"] == pytest.approx(0.8)
-    assert "1 run diverged" in format_summary(s) and "(1 diverged)" in format_summary(s)
+    assert "1 run diverged" in format_summary(s) and "diverged (1 of 2 seeds)" in format_summary(s)
 
 
 def test_comparison_dir_hash_is_pinned(tmp_path):
@@ -146,8 +154,9 @@ def test_compare_inits_end_to_end_and_reuse(tmp_path, monkeypatch, capsys):
     assert xav["dense"]["early_stop_step"]["mean"] is not None
     level1 = xav["levels"][1]
     assert 0.79 < level1["density"] < 0.81
-    for key in ("ticket", "reinit", "random_mask", "ticket_minus_reinit", "ticket_minus_random_mask"):
+    for key in ("ticket", "reinit", "random_mask", "ticket_minus_dense", "ticket_minus_control", "verdict"):
         assert key in level1, key
+    assert level1["best_control"] in ("reinit", "random_mask") and level1["ticket"]["lo"] is not None
     assert isinstance(level1["matches_dense"], bool)
     assert len({r["run_dir"] for s in stored["schemes"] for r in s["runs"]}) == 4
     for name in ("compare_accuracy_vs_density.png", "compare_controls_vs_density.png",

@@ -20,7 +20,8 @@ from lottery.options import flag_name, options_from_args
 OPTIONS = {**{name: d.options for name, d in REGISTRY.items() if d.options is not None}, "export": ExportOptions}
 from tests.test_cli import _one_line_error
 
-DRIVERS = {"compare-inits": ("lottery.drivers.compare_inits", "compare_inits"), "prune-at-init": ("lottery.drivers.prune_at_init",
+DRIVERS = {"run": ("lottery.drivers.seeds", "run_command"),
+           "compare-inits": ("lottery.drivers.compare_inits", "compare_inits"), "prune-at-init": ("lottery.drivers.prune_at_init",
            "run_prune_at_init"), "gradual": ("lottery.drivers.gradual", "run_gradual"),
            "supermask": ("lottery.drivers.supermask", "supermask_run"),
            "stability": ("lottery.drivers.stability", "stability_run"), "export": ("lottery.export", "export_run"),

@@ -250,5 +250,6 @@ def test_results_and_report_name_both_accuracies(tmp_path):
     assert _run_dir(cfg).load_results() == results  # the results schema's validator accepts the new field
     from lottery.reporting.tables import format_table
 
-    table = format_table(results)
-    assert "final step" in table and "early_stop_test_accuracy" in table
+    table = format_table(results)  # the header names the accuracy the table shows, and how to pick the other
+    assert "early-stop step" in table and "--metric early_stop" in table
+    assert "weights at the final step" in format_table(results, metric="final")

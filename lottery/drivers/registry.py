@@ -17,10 +17,10 @@ from typing import Any, Callable
 
 from lottery.config import Config
 from lottery.distributed import is_main_process
-from lottery.drivers import compare_inits, gradual, imp, prune_at_init, stability, supermask, transfer
+from lottery.drivers import compare_inits, gradual, imp, prune_at_init, seeds, stability, supermask, transfer
 from lottery.registry import Registry
 from lottery.reporting import tables
-from lottery.reporting.tables import format_table
+from lottery.reporting.tables import format_table, format_verdicts
 from lottery.storage.rundir import RunDir
 
 
@@ -45,17 +45,24 @@ class Driver:
 DRIVERS = Registry("driver")
 
 
-def _imp_report(results: dict, cfg: Config, _) -> str:
+def _imp_report(outcome: dict, cfg: Config, _) -> str:
     if not is_main_process():  # under torchrun, rank 0 prints the table and writes the plots
         return ""
+    opts = outcome["options"]
+    if "seeds" in outcome:
+        c = outcome["seeds"]
+        dirs = "\n".join(f"  seed {s}: {d}" for s, d in c["run_dirs"].items())
+        return (f"{format_verdicts(c)}\n\nrun directories:\n{dirs}\nverdicts and plots: {c['comparison_dir']}")
+    results = outcome["single"]
     run_path = Path(cfg.out) / cfg.run_name()
-    plots = tables.write_plots(run_path, results)
-    return f"{format_table(results)}\n\nrun directory: {run_path}  (plots: {', '.join(p.name for p in plots)})"
+    plots = tables.write_plots(run_path, results, metric=opts.metric)
+    return (f"{format_table(results, opts.metric, opts.tolerance)}\n\nrun directory: {run_path}  "
+            f"(plots: {', '.join(p.name for p in plots)})")
 
 
 DRIVERS.register("run")(Driver(
-    "run (or resume) one IMP experiment; no flags = MNIST-1D MLP default",
-    run=lambda cfg, _: imp.run_imp(cfg), report=_imp_report))
+    "run (or resume) one IMP experiment over one or more seeds; no flags = MNIST-1D MLP default, 3 seeds",
+    run=lambda cfg, o: seeds.run_command(cfg, o), report=_imp_report, options=seeds.RunOptions))
 
 
 COMPARE_INITS_HELP = """\
@@ -69,15 +76,18 @@ init variants: SCHEME[:KEY=VALUE[:KEY=VALUE...]][*SCALE]
   xavier_normal*0.01       multiply the drawn weights by 0.01 (same as xavier_normal:scale=0.01); quote it
   e.g. --inits 'normal,normal:std=0.0001,normal:std=1.0,xavier_normal,kaiming_normal,orthogonal,zeros,lsuv'
 
-A ticket matches dense at a level when no seed diverged and its mean accuracy >= dense mean - one std over seeds
-(one seed: --match-tolerance). "smallest match" is the deepest level down to which every level matches. A scheme
-whose dense accuracy is below chance + --stall-margin is marked stalled; one whose dense run diverged, diverged.
+Accuracies are test accuracies at the early-stop step (--metric final: the last step's). Per level, ticket - dense
+is paired by seed with a 95 % t interval: beats (lower bound > 0), matches (lower bound >= -tolerance), below (upper
+bound < -tolerance), else inconclusive; one seed has no interval. "smallest match" is the deepest level down to
+which every level beats or matches. A scheme whose dense accuracy is below chance + --stall-margin is marked
+stalled; one whose dense run diverged, diverged.
 """
 
 
 def _compare(cfg: Config, opts: compare_inits.CompareOptions) -> dict:
     return compare_inits.compare_inits(
         cfg, opts.inits, opts.seeds, match_tolerance=opts.match_tolerance, stall_margin=opts.stall_margin,
+        metric=opts.metric,
         log=lambda line: print(line, file=sys.stderr), jobs=opts.jobs, executor=opts.executor,
         submitit=opts.submitit)
 
@@ -147,6 +157,7 @@ def _transfer_report(results: dict, run_dir, o: transfer.TransferOptions) -> str
 DRIVERS.register("transfer")(Driver(
     "train a level's mask on other inits (raw, sign-aligned, unit-permuted)",
     run=lambda run_dir, o: transfer.transfer_mask(run_dir, o.level, o.inits or None, o.seeds, o.align, match=o.match,
+                                                  control_draws=o.control_draws,
                                                   controls=o.controls, pack=o.pack, progress=o.progress),
     report=_transfer_report, options=transfer.TransferOptions))
 

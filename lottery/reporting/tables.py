@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from lottery.errors import CorruptFileError, LotteryError
-from lottery.stats import mean_std
+from lottery.stats import TOLERANCE, compare_levels, still_learning_note
 from lottery.storage.rundir import RunDir
 
 
@@ -13,57 +13,109 @@ def _pct(x: float | None) -> str:
     return "   -  " if x is None else f"{100 * x:6.2f}"
 
 
-ACCURACY_NOTE = ("accuracies: test set, weights at the final step; results.json also holds "
-                 "early_stop_test_accuracy (weights at the early-stop step)")
+def _ci(stat: dict | None) -> str:
+    """A mean in % with its 95 % half-width (``63.4±1.2``), the mean alone for one seed, ``-`` for none."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    if stat.get("lo") is None:
+        return f"{100 * stat['mean']:.2f}"
+    return f"{100 * stat['mean']:.1f}±{100 * (stat['hi'] - stat['mean']):.1f}"
 
 
-def format_table(results: dict) -> str:
-    """Level, weights remaining, test accuracy of ticket / reinit / random mask, early-stop step, status."""
-    head = f"{'level':>5} {'weights %':>9} {'ticket %':>8} {'reinit %':>8} {'random %':>8} {'early stop':>10}  status"
-    lines = [head, "-" * len(head)]
-    for e in results["levels"]:
-        c = e.get("controls", {})
-        statuses = [e["status"]] + [v["status"] for v in c.values()]
-        status = "ok" if all(s == "ok" for s in statuses) else "diverged"
-        if e.get("collapsed_layers"):  # a layer with no weights left: the network's output ignores its input
-            status += f" (collapsed: {', '.join(e['collapsed_layers'])})"
+def _diff(stat: dict | None) -> str:
+    """A paired difference in points with its 95 % interval (``+0.3 [-0.5,+1.1]``)."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    if stat.get("lo") is None:
+        return f"{100 * stat['mean']:+.2f}"
+    return f"{100 * stat['mean']:+.1f} [{100 * stat['lo']:+.1f},{100 * stat['hi']:+.1f}]"
+
+
+def _cost(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def verdict_header(comparison: dict) -> str:
+    """What the numbers are: seeds, measure, interval."""
+    seeds = comparison["seeds"]
+    how = (f"{len(seeds)} seeds {seeds}: mean ± 95 % t half-width; ticket − dense and ticket − best control paired "
+           "by seed (points, 95 % t interval)" if len(seeds) > 1 else
+           f"ONE seed ({seeds[0]}): no interval and no verdict — run with --seeds 3 (or more) for them")
+    return f"accuracy: {comparison['metric_name']} (--metric {comparison['metric']}); {how}"
+
+
+def format_verdicts(comparison: dict) -> str:
+    """Per level: weights left, ticket / reinit / random mask, the paired differences, the early-stop step, the
+    cumulative cost in dense trainings and the verdict; then the smallest matching density and any warning.
+    ``comparison``: ``lottery.stats.compare_levels``'s result (one seed or several)."""
+    head = (f"{'level':>5} {'weights %':>9} {'ticket %':>10} {'reinit %':>10} {'random %':>10} "
+            f"{'ticket-dense':>18} {'ticket-control':>18} {'stop':>6} {'cost':>5}  verdict")
+    lines = [verdict_header(comparison), head, "-" * len(head)]
+    for r in comparison["levels"]:
+        control = r.get("ticket_minus_control")
+        if control is not None and r.get("best_control"):
+            control_text = f"{_diff(control)}{'r' if r['best_control'] == 'reinit' else 'm'}"
+        else:
+            control_text = "-"
+        verdict = r["verdict"]
+        if verdict == "diverged":
+            verdict += f" ({r['diverged']} of {len(r['seeds'])} seeds)"
+        if verdict == "inconclusive" and r.get("seeds_to_decide"):
+            verdict += f" (~{r['seeds_to_decide']} seeds)"
+        stop = r["early_stop_step"]["mean"]
         lines.append(
-            f"{e['level']:>5} {100 * e['density']:9.2f} {_pct(e.get('test_accuracy')):>8} "
-            f"{_pct(c.get('reinit', {}).get('test_accuracy')):>8} {_pct(c.get('random_mask', {}).get('test_accuracy')):>8} "
-            f"{'-' if e.get('early_stop_step') is None else e['early_stop_step']:>10}  {status}"
-        )
+            f"{r['level']:>5} {100 * r['density']:9.2f} {_ci(r['ticket']):>10} {_ci(r.get('reinit')):>10} "
+            f"{_ci(r.get('random_mask')):>10} {_diff(r.get('ticket_minus_dense')):>18} {control_text:>18} "
+            f"{'-' if stop is None else f'{stop:.0f}':>6} {_cost(r['cost']):>5}  "
+            f"{verdict}")
+    lines += summary_lines(comparison)
+    return "\n".join(lines)
+
+
+def summary_lines(comparison: dict) -> list[str]:
+    """The lines under a verdict table: the answer, then what qualifies it."""
+    seeds = comparison["seeds"]
+    smallest = comparison["smallest_matching_density"]
+    tol = f"tolerance {100 * comparison['tolerance']:g} point{'s' if comparison['tolerance'] != 0.01 else ''}"
+    if len(seeds) < 2:
+        answer = "smallest matching density: needs at least 2 seeds (--seeds 3)"
+    elif smallest is None:
+        answer = f"smallest matching density: none — level 1 does not match dense ({len(seeds)} seeds, 95 %, {tol})"
+    else:
+        answer = f"smallest matching density: {100 * smallest:.2f} % ({len(seeds)} seeds, 95 %, {tol})"
+    lines = [answer, "columns: ticket-control is against the better control (r reinit, m random mask); stop = "
+             "ticket's early-stop step; cost = dense trainings spent on the ticket's lineage (levels 0..L)"]
+    note = still_learning_note(comparison.get("dense_still_learning"))
+    if note:
+        lines.append(note)
+    if comparison.get("exhausted"):
+        lines.append(f"stopped early: {comparison['exhausted']}")
+    return lines
+
+
+def format_table(results: dict, metric: str = "early_stop", tolerance: float = TOLERANCE) -> str:
+    """One run's table: the verdict table of its single seed (no intervals: it says so and how to get them)."""
+    seed = results.get("config", {}).get("seed", 0)
+    comparison = compare_levels({seed: results}, metric, tolerance)
     if results.get("exhausted"):
-        lines.append(f"stopped early: {results['exhausted']}")
-    lines.append(ACCURACY_NOTE)
-    return "\n".join(lines)
+        comparison["exhausted"] = results["exhausted"]
+    text = format_verdicts(comparison)
+    collapsed = [f"level {e['level']}: {', '.join(e['collapsed_layers'])}" for e in results.get("levels", [])
+                 if e.get("collapsed_layers")]
+    if collapsed:  # a layer with no weights left: the network's output ignores its input
+        text += "\ncollapsed layers (no weights left): " + "; ".join(collapsed)
+    return text
 
 
-def _pm(values, scale: float = 100, digits: int = 2) -> str:
-    s = mean_std(values)
-    return "-" if s["mean"] is None else f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+def format_seeds_table(results_list: list[dict], metric: str = "early_stop", tolerance: float = TOLERANCE) -> str:
+    """The verdict table over runs of one experiment under several seeds (``check_seed_runs`` first)."""
+    return format_verdicts(seed_comparison(results_list, metric, tolerance))
 
 
-def format_seeds_table(results_list: list[dict]) -> str:
-    """Mean ± sample std over runs (seeds) of one experiment, per level: the table RESULTS.md quotes."""
-    depth = min(len(r["levels"]) for r in results_list)
-    head = (f"{'level':>5} {'weights %':>9} {'ticket %':>15} {'reinit %':>15} {'random %':>15} "
-            f"{'early stop':>15}  runs")
-    lines = [head, "-" * len(head)]
-    for level in range(depth):
-        entries = [r["levels"][level] for r in results_list]
-
-        def acc(e, control=None):
-            src = e if control is None else e.get("controls", {}).get(control, {})
-            return src.get("test_accuracy") if src.get("status") == "ok" else None
-
-        lines.append(
-            f"{level:>5} {100 * entries[0]['density']:9.2f} {_pm([acc(e) for e in entries]):>15} "
-            f"{_pm([acc(e, 'reinit') for e in entries]):>15} "
-            f"{_pm([acc(e, 'random_mask') for e in entries]):>15} "
-            f"{_pm([e.get('early_stop_step') for e in entries], 1, 0):>15}  {len(entries)}"
-        )
-    lines.append(ACCURACY_NOTE)
-    return "\n".join(lines)
+def seed_comparison(results_list: list[dict], metric: str = "early_stop", tolerance: float = TOLERANCE) -> dict:
+    """``compare_levels`` over runs keyed by their seeds."""
+    by_seed = {r.get("config", {}).get("seed", i): r for i, r in enumerate(results_list)}
+    return compare_levels(dict(sorted(by_seed.items())), metric, tolerance)
 
 
 def check_seed_runs(dirs: list[str]) -> None:
@@ -94,8 +146,8 @@ def check_seed_runs(dirs: list[str]) -> None:
                                "report averages seeds of one experiment — report them separately")
 
 
-def write_plots(run_path: str | Path, results: dict) -> list[Path]:
+def write_plots(run_path: str | Path, results: dict, metric: str = "early_stop") -> list[Path]:
     """Write the run's PNG plots beside its results; returns their paths."""
     from lottery.reporting.plots import run_plots
 
-    return run_plots(Path(run_path), results)
+    return run_plots(Path(run_path), results, metric=metric)

@@ -39,7 +39,8 @@ def plain_log_ticks(axis) -> None:
 
 
 def band(ax, xs, means, stds, label=None, color=None, marker="o", **kw):
-    """A line through the means and, where some std is non-zero, a shaded ± std band."""
+    """A line through the means and, where some half-width is non-zero, a shaded ± band (``stds``: a std or an
+    interval's half-width, as the caller says)."""
     (line,) = ax.plot(xs, means, marker=marker, ms=3, label=label, color=color, **kw)
     if stds is not None and any(s for s in stds):
         lo = [m - s for m, s in zip(means, stds)]

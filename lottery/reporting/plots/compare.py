@@ -1,4 +1,4 @@
-"""Figures of an init-scheme comparison, drawn from ``summary.json`` (``lottery.drivers.compare_inits``): mean ± std over seeds."""
+"""Figures of an init-scheme comparison, drawn from ``summary.json`` (``lottery.drivers.compare_inits``): mean with a 95 % interval over seeds."""
 from __future__ import annotations
 
 import math
@@ -23,19 +23,22 @@ def _label(s: dict) -> str:
 
 
 def _series(s: dict, key: str, k: float = 100) -> tuple[list, list, list]:
-    xs, means, stds = [], [], []
+    """x (weights %), means and band half-widths: the 95 % interval where the row has one (lottery/stats.py),
+    else the std (an early-stop step's spread)."""
+    xs, means, halves = [], [], []
     for row in s["levels"]:
         stat = row.get(key)
         if stat and stat.get("mean") is not None:
             xs.append(100 * row["density"])
             means.append(k * stat["mean"])
-            stds.append(k * (stat["std"] or 0))
-    return xs, means, stds
+            half = stat["hi"] - stat["mean"] if stat.get("hi") is not None else (stat.get("std") or 0)
+            halves.append(k * half)
+    return xs, means, halves
 
 
 def _subtitle(summary: dict) -> str:
     n = len(summary["seeds"])
-    return f"{n} seed{'s' if n > 1 else ''}" + (", mean ± std" if n > 1 else "")
+    return f"{n} seed{'s' if n > 1 else ''}" + (", mean with 95 % interval" if n > 1 else "")
 
 
 def plot_compare_accuracy(summary: dict, ax=None):
@@ -60,7 +63,7 @@ def plot_compare_accuracy(summary: dict, ax=None):
 
 
 def plot_compare_relative(summary: dict, ax=None):
-    """Ticket accuracy minus the scheme's own dense accuracy (points), band: the ticket's std over seeds.
+    """Ticket minus the scheme's own dense accuracy (points): the paired difference by seed and its 95 % interval.
 
     Schemes whose dense accuracies differ by tens of points merge into one line on an absolute axis; relative to
     their own dense network the question "does a ticket match dense, down to which density?" is read directly.
@@ -69,10 +72,9 @@ def plot_compare_relative(summary: dict, ax=None):
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, s in enumerate(summary["schemes"]):
-        dense = s["dense"]["test_accuracy"]["mean"]
-        xs, means, stds = _series(s, "ticket")
-        if xs and dense is not None:
-            band(ax, xs, [m - 100 * dense for m in means], stds, label=_label(s), color=COLORS[i % len(COLORS)])
+        xs, means, halves = _series(s, "ticket_minus_dense")
+        if xs:
+            band(ax, xs, means, halves, label=_label(s), color=COLORS[i % len(COLORS)])
     ax.axhline(0, color="black", lw=0.8)
     density_axis(ax)
     ax.set_ylabel("ticket − dense test accuracy (points)")

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from lottery.data import DATASETS
 from lottery.reporting.plots.common import band, density_axis, legend, plain_log_ticks, save
 from lottery.reporting.plots.signal import plot_layer_signal
-from lottery.stats import mean_std
+from lottery.stats import METRICS, dense_still_learning, interval, still_learning_note
 from lottery.storage.rundir import RunDir
 
 SERIES = (("ticket", None), ("reinit", "reinit"), ("random mask", "random_mask"))
@@ -21,6 +21,7 @@ RUN_FILES = {
     "training_curves": "training_curves.png",
     "mask_pixels": "mask_pixels.png",  # image models only
     "layer_signal": "layer_signal.png",  # runs that recorded it (record_signal)
+    "barrier": "barrier.png",  # runs that measured it (--barrier-points)
 }
 SEED_FILES = {"accuracy": "seeds_accuracy_vs_density.png", "early_stop": "seeds_early_stop_vs_density.png"}
 # Loaders that read fixed-shape files: their shape is known without reading them (synthetic's comes from options).
@@ -38,22 +39,22 @@ def _title(results: dict, extra: str = "") -> str:
 
 
 def _by_level(results_list: list[dict], key: str, control: str | None) -> tuple[list, list, list]:
-    """x = weights remaining (%), mean and std over the results (seeds) of ``key`` at each level."""
-    xs, means, stds = [], [], []
+    """x = weights remaining (%), mean and 95 % t half-width over the results (seeds) of ``key`` at each level
+    (lottery/stats.py; no band for one seed)."""
+    xs, means, halves = [], [], []
     levels = sorted({e["level"] for r in results_list for e in r["levels"]})
+    k = 100 if key.endswith("accuracy") else 1
     for level in levels:
         entries = [e for r in results_list for e in r["levels"] if e["level"] == level]
         srcs = [e if control is None else e.get("controls", {}).get(control) for e in entries]
         vals = [s[key] for s in srcs if s and s.get("status") == "ok" and s.get(key) is not None]
         if not vals:
             continue
-        k = 100 if key == "test_accuracy" else 1
-        m = mean_std(vals)
-        mean, std = m["mean"], m["std"] or 0.0
+        m = interval(vals)
         xs.append(100 * sum(e["density"] for e in entries) / len(entries))
-        means.append(k * mean)
-        stds.append(k * std)
-    return xs, means, stds
+        means.append(k * m["mean"])
+        halves.append(0.0 if m["hi"] is None else k * (m["hi"] - m["mean"]))
+    return xs, means, halves
 
 
 def _vs_density(results, key: str, ylabel: str, ax=None):
@@ -62,28 +63,34 @@ def _vs_density(results, key: str, ylabel: str, ax=None):
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 4))
     for label, control in SERIES:
-        xs, means, stds = _by_level(results_list, key, control)
+        xs, means, halves = _by_level(results_list, key, control)
         if xs:
-            band(ax, xs, means, stds, label=label)
+            band(ax, xs, means, halves, label=label)
     dense = [e.get(key) for r in results_list for e in r["levels"] if e["level"] == 0 and e["status"] == "ok"]
     if any(v is not None for v in dense):  # a find_tickets loop may return no early_stop_step
-        m = mean_std(dense)
-        mean, std = m["mean"], m["std"] or 0.0
-        k = 100 if key == "test_accuracy" else 1
-        ax.axhline(k * mean, color="gray", ls="--", label="dense")
-        if std:
-            ax.axhspan(k * (mean - std), k * (mean + std), color="gray", alpha=0.1, lw=0)
+        m = interval(dense)
+        k = 100 if key.endswith("accuracy") else 1
+        ax.axhline(k * m["mean"], color="gray", ls="--", label="dense")
+        if m["hi"] is not None:
+            ax.axhspan(k * m["lo"], k * m["hi"], color="gray", alpha=0.1, lw=0)
     density_axis(ax)
     ax.set_ylabel(ylabel)
     legend(ax, fontsize=8)
     n = len(results_list)
-    ax.set_title(_title(results_list[0], f" · {n} seeds, mean ± std" if n > 1 else ""), fontsize=9)
+    ax.set_title(_title(results_list[0], f" · {n} seeds, mean with 95 % interval" if n > 1 else " · one seed"),
+                 fontsize=9)
+    note = still_learning_note(dense_still_learning(results_list))
+    if note:  # every figure of an unfinished dense baseline says so
+        ax.text(0.01, 0.01, "dense still learning: train longer (--steps N or auto)", transform=ax.transAxes,
+                fontsize=7, color="firebrick", va="bottom")
     return fig or ax.figure
 
 
-def plot_accuracy_vs_density(results, ax=None):
-    """Test accuracy of ticket / reinit / random mask against weights remaining; dense as a dashed line."""
-    return _vs_density(results, "test_accuracy", "test accuracy (%)", ax)
+def plot_accuracy_vs_density(results, ax=None, metric: str = "early_stop"):
+    """Test accuracy (``metric``: at the early-stop step, or final) of ticket / reinit / random mask against
+    weights remaining, with 95 % interval bands over seeds; dense as a dashed line."""
+    name = {"early_stop": "at early stop", "final": "final weights"}[metric]
+    return _vs_density(results, METRICS[metric], f"test accuracy, {name} (%)", ax)
 
 
 def plot_early_stop_vs_density(results, ax=None):
@@ -219,12 +226,36 @@ def plot_mask_pixels(run_path, results: dict, input_shape=None, levels=None, max
     return fig
 
 
+def plot_barrier(results: dict):
+    """The error barrier between each level's trained weights and its parent's (left, against density) and the
+    error along each line (right): levels stay linearly connected while they match dense. None without barriers."""
+    levels = [e for e in results["levels"] if e.get("barrier")]
+    if not levels:
+        return None
+    fig, (ax, path) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax.plot([100 * e["density"] for e in levels], [100 * e["barrier"]["barrier"] for e in levels], marker="o")
+    ax.axhline(0, color="gray", lw=0.8)
+    density_axis(ax)
+    ax.set_ylabel("error barrier to the parent level (points)")
+    ax.grid(alpha=0.3)
+    for e in levels:
+        b = e["barrier"]
+        path.plot(b["alphas"], [100 * x for x in b["errors"]], marker=".", label=f"level {e['level']}")
+    path.set_xlabel("α (0: parent level, 1: this level)")
+    path.set_ylabel("validation error (%)")
+    path.grid(alpha=0.3)
+    legend(path)
+    fig.suptitle(_title(results, " · barrier between successive levels"))
+    fig.tight_layout()
+    return fig
+
+
 # -- writers --------------------------------------------------------------------------------------------------
-def run_plots(run_path, results: dict, input_shape=None) -> list[Path]:
+def run_plots(run_path, results: dict, input_shape=None, metric: str = "early_stop") -> list[Path]:
     """Write every figure of one run into ``run_path``; returns the paths (``RUN_FILES`` names)."""
     run_path = Path(run_path)
     written = [
-        save(plot_accuracy_vs_density(results), run_path / RUN_FILES["accuracy"]),
+        save(plot_accuracy_vs_density(results, metric=metric), run_path / RUN_FILES["accuracy"]),
         save(plot_early_stop_vs_density(results), run_path / RUN_FILES["early_stop"]),
         save(plot_layer_density(results), run_path / RUN_FILES["layer_density"]),
         save(plot_training_curves(results), run_path / RUN_FILES["training_curves"]),
@@ -236,11 +267,14 @@ def run_plots(run_path, results: dict, input_shape=None) -> list[Path]:
     if dense is not None:
         fig = plot_layer_signal(dense["signal"], title=_title(results, " · dense network's layer signal"))
         written.append(save(fig, run_path / RUN_FILES["layer_signal"]))
+    fig = plot_barrier(results)
+    if fig is not None:
+        written.append(save(fig, run_path / RUN_FILES["barrier"]))
     return written
 
 
-def seed_plots(out_dir, results_list: list[dict]) -> list[Path]:
-    """Accuracy and early-stop step vs density as mean ± std bands over several seeds of one config."""
+def seed_plots(out_dir, results_list: list[dict], metric: str = "early_stop") -> list[Path]:
+    """Accuracy and early-stop step vs density with 95 % interval bands over several seeds of one config."""
     out_dir = Path(out_dir)
-    return [save(plot_accuracy_vs_density(results_list), out_dir / SEED_FILES["accuracy"]),
+    return [save(plot_accuracy_vs_density(results_list, metric=metric), out_dir / SEED_FILES["accuracy"]),
             save(plot_early_stop_vs_density(results_list), out_dir / SEED_FILES["early_stop"])]

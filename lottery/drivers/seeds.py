@@ -1,0 +1,98 @@
+"""One IMP experiment over several seeds: ``lottery run --seeds 0,1,2`` and the verdict it prints.
+
+Each seed is an ordinary run directory (``run_imp`` of the config with that seed), so a finished seed is reused and
+a killed one resumes; the seeds train one after another, in lockstep with their runs fused (``--pack``), or in
+worker processes (``--jobs``), as a compare-inits grid does (lottery/executors/trunks.py). The comparison — per
+level, every arm with its 95 % interval, the paired differences, the verdict and the smallest matching density —
+comes from lottery/stats.py and is written to ``<out>/seeds-<name>-<hash>/verdicts.json`` with its plots.
+
+The embedded default experiment (``lottery run`` with no flags) trains 3 seeds; any other experiment trains the
+one seed of its config unless ``--seeds`` (or ``seeds`` in the file's ``[run]`` table) asks for more.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from lottery.config import Config
+from lottery.drivers import imp
+from lottery.fused import resolve_pack
+from lottery.models import build_model
+from lottery.options import (Options, int_option, metric_option, parse_seeds, seeds_option, tolerance_option)
+from lottery.session import load_data
+from lottery.stats import TOLERANCE, compare_levels
+from lottery.storage.atomic import save_json
+
+DEFAULT_SEEDS = 3  # the embedded default answers with an interval
+
+
+@dataclass(frozen=True)
+class RunOptions(Options):
+    """run: which seeds, and how the verdict reads them."""
+
+    command: ClassVar[str] = "run"
+    seeds: int | tuple | None = seeds_option(None, "seeds to train: a count from --seed up (3) or a list (0,4,7; "
+                                             "seed 4 alone: 4,); default 3 for the embedded default experiment, "
+                                             "else 1")
+    metric: str = metric_option()
+    tolerance: float = tolerance_option()
+    jobs: int = int_option(1, "train the seeds in N local worker processes, each with cores/N threads", least=1,
+                           metavar="N")
+
+
+def default_seeds(cfg: Config) -> int:
+    """3 for the embedded default experiment (whatever the run settings: out, pack, device), else 1."""
+    return DEFAULT_SEEDS if cfg.hashed_settings() == Config().hashed_settings() else 1
+
+
+def seeds_dir(cfg: Config, run_names: list[str]) -> Path:
+    """``<out>/seeds-<name>-<hash>``: the hash covers the seeds' run directories."""
+    return seeds_dir_in(Path(cfg.out), cfg.experiment_name(), run_names)
+
+
+def seeds_dir_in(parent: Path, name: str, run_names: list[str]) -> Path:
+    """Where the verdicts over the runs ``run_names`` of experiment ``name`` go (``lottery report`` too)."""
+    digest = hashlib.sha256(json.dumps(sorted(run_names)).encode()).hexdigest()[:10]
+    return Path(parent) / f"seeds-{name}-{digest}"
+
+
+def run_seeds(cfg: Config, seeds, *, metric: str = "early_stop", tolerance: float = TOLERANCE, jobs: int = 1,
+              plots: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Train (or reuse) ``cfg`` under every seed; returns the comparison (``compare_levels``) with ``run_dirs``
+    and ``comparison_dir``, also written to ``verdicts.json`` there."""
+    from lottery.executors.trunks import run_trunks  # the executors import the IMP driver this module sits beside
+
+    seed_list = parse_seeds(seeds, cfg.seed)
+    configs = {s: cfg.replace(seed=s) for s in seed_list}
+    data = load_data(cfg)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation,
+                        **cfg.model_options)
+    out = seeds_dir(cfg, [c.run_name() for c in configs.values()])
+    runs = run_trunks(configs, cfg, data, resolve_pack(cfg.pack, model), jobs=jobs, folder=out / "submitit",
+                      log=log)
+    comparison = compare_levels({s: runs[s]["results"] for s in seed_list}, metric, tolerance)
+    comparison["run_dirs"] = {str(s): runs[s]["run_dir"] for s in seed_list}
+    comparison["config"] = cfg.replace(seed=seed_list[0]).to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "verdicts.json", comparison)
+    comparison["comparison_dir"] = str(out)
+    if plots:
+        from lottery.reporting.plots import seed_plots  # matplotlib: loaded only to plot
+
+        comparison["plots"] = [str(p) for p in seed_plots(out, [runs[s]["results"] for s in seed_list], metric)]
+    return comparison
+
+
+def run_command(cfg: Config, opts: RunOptions | None) -> dict:
+    """``lottery run``: one seed (the run's own table) or several (the verdict table)."""
+    import sys
+
+    opts = opts or RunOptions()
+    seeds = opts.seeds if opts.seeds is not None else default_seeds(cfg)
+    if parse_seeds(seeds, cfg.seed) == [cfg.seed]:
+        return {"single": imp.run_imp(cfg), "options": opts}
+    return {"seeds": run_seeds(cfg, seeds, metric=opts.metric, tolerance=opts.tolerance, jobs=opts.jobs,
+                               log=lambda line: print(line, file=sys.stderr)), "options": opts}
