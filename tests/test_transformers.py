@@ -261,3 +261,27 @@ def test_imp_with_both_controls_and_late_rewinding(model, tmp_path):
     assert results["status"] == "complete" and [e["level"] for e in results["levels"]] == [0, 1, 2]
     assert all(e["controls"].keys() == {"reinit", "random_mask"} for e in results["levels"][1:])
     assert results["levels"][2]["density"] == pytest.approx(0.64, abs=0.01)
+
+
+def cli_args(model):
+    dataset, data_options, options = RUNS[model]
+    as_flags = lambda d: ",".join(f"{k}={v}" for k, v in d.items())  # noqa: E731
+    return ["--dataset", dataset, *(["--dataset-options", as_flags(data_options)] if data_options else []),
+            "--model", model, "--model-options", as_flags(options), "--init", "gpt2", "--steps", "20",
+            "--eval-every", "10", "--batch-size", "16", "--levels", "2", "--lr", "5e-3", "--rewind", "step:4",
+            "--controls", "reinit,random_mask", "--device", "cpu", "--no-progress", "--name", model]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(RUNS))
+def test_killed_imp_resumes_bit_for_bit(model, tmp_path):
+    from lottery.cli import build_parser, config_from_args
+    from tests.test_faults import _killed_run, _same, _tensors  # the fault tests' SIGKILL and comparison
+
+    cfg = lambda out: config_from_args(build_parser().parse_args(["run", *cli_args(model), "--out", str(out)]))  # noqa: E731
+    reference = strip_times(lt.run_imp(cfg(tmp_path / "ref")))
+    out = tmp_path / "killed"
+    _killed_run("train:level1#10", out, subprocess_cli=False, args=cli_args(model))
+    assert strip_times(lt.run_imp(cfg(out))) == reference
+    ref_dir, run_dir = (p / cfg(p).run_name() for p in (tmp_path / "ref", out))
+    assert _same(_tensors(run_dir), _tensors(ref_dir))

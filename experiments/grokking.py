@@ -1,0 +1,168 @@
+"""Grokking tickets on a + b mod 97: how many steps until held-out pairs reach 95 % accuracy, per mask.
+
+For each seed and init scale: a dense 1-layer ``gpt`` (GPT-2 init times the scale) trains on ``modular_addition``
+(40 % of the 97² pairs) with AdamW and strong weight decay; the step its training accuracy first reaches 99 % is
+the memorisation point, and it trains on until held-out accuracy reaches 99 % (the generalised network). At each
+density, three masks from those and two chosen at init train from the same init (rewound), each stopping once
+held-out accuracy reaches 95 %, or at 1.5 times the steps the dense network took to get there (a mask that is
+slower than that did not remove the delay; the cap keeps the study within a CPU budget):
+
+- ``ticket``: magnitude mask of the final (generalised) weights, rewound to init (Minegishi et al.'s grokked ticket);
+- ``memorised``: magnitude mask of the weights at the memorisation point, rewound to init;
+- ``random_mask``: a random mask with the ticket's per-layer counts (IMP's control);
+- ``snip``, ``synflow``: lottery's prune-at-init strategies on the init.
+
+Held-out accuracy is the validation split (pairs never trained on; ``test_accuracy`` is measured on the test pairs
+when a run stops). Every finished run is saved before the next starts, so the same command resumes::
+
+    nice -n 19 python experiments/grokking.py --out runs/grokking --seeds 0,1,2 --scales 1,0.5
+    python experiments/grokking.py --out runs/grokking --summary      # table with paired 95 % t intervals
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+import lottery as lt
+from lottery.config import from_dict
+from lottery.pruning import PRUNERS, random_mask_like
+from lottery.stats import interval, paired_interval
+from lottery.storage.atomic import save_json
+from lottery.train import evaluate, train
+
+DATA = dict(p=97, train_fraction=0.4)
+MODEL = dict(width=64, depth=1, heads=4, mlp_ratio=2)
+TRAINING = dict(optimizer="adamw", lr=1e-3, weight_decay=1.0, batch_size=512, steps=2500, eval_every=100,
+                warmup_steps=10, record_signal=False)
+CHECK_EVERY, TARGET, MEMORISED, GENERALISED, CAP = 50, 0.95, 0.99, 0.99, 1.5
+ARMS = ("ticket", "memorised", "random_mask", "snip", "synflow")
+
+
+class Reached(Exception):
+    """Raised by the probe to end a run once held-out accuracy reaches the target (the rest is not measured)."""
+
+
+class Probe:
+    """A step hook: held-out (and training) accuracy every CHECK_EVERY steps; stops a run at TARGET if asked."""
+
+    def __init__(self, model, data, stop_at: float, fit: bool):
+        self.model, self.data, self.stop_at, self.fit = model, data, stop_at, fit
+        self.curve, self.reached, self.memorised, self.memorised_state = [], None, None, None
+
+    def __call__(self, step, optimizer):
+        if step % CHECK_EVERY:
+            return None
+        was = self.model.training
+        held_out = evaluate(self.model, *self.data.val)[1]
+        fit = evaluate(self.model, *self.data.train)[1] if self.fit else math.nan  # the dense run's only
+        self.model.train(was)
+        self.curve.append([step, fit, held_out])
+        if self.memorised is None and fit >= MEMORISED:
+            self.memorised, self.memorised_state = step, lt.snapshot(self.model)
+        if self.reached is None and held_out >= TARGET:
+            self.reached = step
+        if held_out >= self.stop_at:
+            raise Reached
+        return None
+
+
+def run_arm(model, init, mask, data, cfg, seed) -> tuple[dict, Probe]:
+    """Train from ``init`` under ``mask`` (None: dense, which runs on to GENERALISED) until it stops."""
+    lt.rewind(model, init, mask) if mask is not None else model.load_state_dict(init)
+    probe = Probe(model, data, TARGET if mask is not None else GENERALISED, fit=mask is None)
+    try:
+        train(model, data, cfg, mask, seed=seed, step_hook=probe)
+    except Reached:
+        pass
+    test = evaluate(model, *data.test)[1]
+    return {"steps_to_95": probe.reached, "memorised_at": probe.memorised, "test_accuracy": test,
+            "steps": probe.curve[-1][0], "density": mask.density if mask is not None else 1.0,
+            "curve": probe.curve}, probe
+
+
+def one_trunk(out: Path, seed: int, scale: float, densities) -> None:
+    path = out / f"seed{seed}-scale{scale:g}.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    data = lt.load_dataset("modular_addition", **DATA)
+    cfg = from_dict(dict(dataset="modular_addition", model="gpt", **TRAINING))
+    model = lt.build_model("gpt", data.input_shape, data.num_classes, **MODEL)
+    init = lt.snapshot(lt.init_weights(model, "gpt2", seed=seed, scale=scale))
+    states = out / f"seed{seed}-scale{scale:g}-dense.pt"
+    if "dense" not in done or not states.exists():
+        done["dense"], probe = run_arm(model, init, None, data, cfg, seed)
+        if probe.memorised_state is None or probe.reached is None:
+            raise SystemExit(f"seed {seed} scale {scale}: the dense net did not memorise and generalise in "
+                             f"{cfg.steps} steps; raise TRAINING['steps']")
+        torch.save({"final": lt.snapshot(model), "memorised": probe.memorised_state}, states)
+        save_json(path, done)
+    dense = torch.load(states, weights_only=True)
+    cap = from_dict(dict(dataset="modular_addition", model="gpt", **{
+        **TRAINING, "steps": math.ceil(CAP * done["dense"]["steps_to_95"] / CHECK_EVERY) * CHECK_EVERY}))
+    ones = lt.Mask.ones_like(model)
+    for density in densities:
+        model.load_state_dict(dense["final"])
+        ticket = lt.prune_magnitude(model, ones, 1 - density)
+        model.load_state_dict(dense["memorised"])
+        masks = {"ticket": ticket, "memorised": lt.prune_magnitude(model, ones, 1 - density),
+                 "random_mask": random_mask_like(ticket, seed)}
+        model.load_state_dict(init)
+        for name in ("snip", "synflow"):
+            masks[name] = PRUNERS.get(name)(model, ones, 1 - density, data=data.train, seed=seed)
+        for arm in ARMS:
+            key = f"{arm}@{density:g}"
+            if key not in done:
+                done[key] = run_arm(model, init, masks[arm], data, cap, seed)[0]
+                save_json(path, done)
+                print(f"seed {seed} scale {scale:g} {key}: steps to 95 % {done[key]['steps_to_95']}", flush=True)
+
+
+def summary(out: Path) -> str:
+    """Per scale and arm: steps to 95 % (mean with its 95 % t interval over seeds; a run stopped at its cap
+    counts as the cap, flagged '>'), and the paired difference arm − dense by seed."""
+    trunks = {}
+    for path in sorted(out.glob("seed*-scale*.json")):
+        seed, scale = path.stem.split("-")
+        trunks.setdefault(scale[5:], {})[int(seed[4:])] = json.loads(path.read_text())
+    lines = [f"steps until held-out accuracy >= {TARGET:.0%} ('>': some seed stopped at its cap, {CAP} x dense)",
+             "scale  arm                 n  mean steps [95% CI]        reached   arm - dense [95% CI]"]
+    fmt = lambda r: "-" if r.get("lo") is None else f"{r['mean']:7.0f} [{r['lo']:.0f}, {r['hi']:.0f}]"  # noqa: E731
+    for scale, runs in trunks.items():
+        keys = sorted({k for r in runs.values() for k in r}, key=lambda k: (k != "dense", k))
+        dense = {s: r["dense"]["steps_to_95"] for s, r in runs.items() if "dense" in r}
+        for key in keys:
+            steps = {s: (r[key]["steps_to_95"] if r[key]["steps_to_95"] is not None else r[key]["steps"])
+                     for s, r in runs.items() if key in r}
+            reached = sum(r[key]["steps_to_95"] is not None for r in runs.values() if key in r)
+            diff = paired_interval(steps, dense) if key != "dense" else {}
+            lines.append(f"{scale:5}  {key:18} {len(steps):2}  {fmt(interval(steps.values())):25} "
+                         f"{reached}/{len(steps)}{'' if reached == len(steps) else ' >':3}  {fmt(diff)}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/grokking")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--scales", default="1,0.5")
+    parser.add_argument("--densities", default="0.4,0.15")
+    parser.add_argument("--summary", action="store_true", help="print the table of what has finished")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.summary:
+        print(summary(out))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    for scale in (float(s) for s in args.scales.split(",")):
+        for density in (float(d) for d in args.densities.split(",")):  # every seed at one density, then the next
+            for seed in (int(s) for s in args.seeds.split(",")):
+                one_trunk(out, seed, scale, [density])
+    print(summary(out))
+
+
+if __name__ == "__main__":
+    main()
