@@ -198,6 +198,9 @@ def run_costs(results: dict) -> dict[int, dict]:
     dense = _entry(results, 0)
     if not dense or not dense.get("steps"):
         return {}
+    if results.get("mode") == "gradual":  # each level is one run from init: its own cost, nothing accumulated
+        return {e["level"]: {"ticket": single_run_cost(e, dense["steps"]), "all": single_run_cost(e, dense["steps"]),
+                             "ticket_flops": None} for e in results.get("levels", [])}
     unit = dense["steps"]
     unit_flops = dense.get("dense_flops") or None
     out, ticket, everything, flops = {}, 0.0, 0.0, 0.0
@@ -211,6 +214,14 @@ def run_costs(results: dict) -> dict[int, dict]:
             flops = None
         out[e["level"]] = {"ticket": ticket, "all": everything, "ticket_flops": flops}
     return out
+
+
+def single_run_cost(entry: dict, dense_steps: int | None) -> float | None:
+    """The cost of one training run in dense trainings (gradual pruning, a mask chosen at init): its steps over
+    the dense run's (the mask-finding before it — a few scoring batches — is not counted)."""
+    if not dense_steps or entry.get("steps") is None:
+        return None
+    return entry["steps"] / dense_steps
 
 
 def compare_levels(runs: Mapping[int, dict], metric: str = "early_stop", tolerance: float = TOLERANCE) -> dict:

@@ -24,13 +24,17 @@ from torch import nn
 
 from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
+from lottery.drivers.imp import run_imp
+from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.data import load_dataset
 from lottery.masks import Mask
 from lottery.models import build_model
 from lottery.options import Options, densities_option, int_option, switch_option
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
+from lottery.reporting.tables import format_table
 from lottery.session import Session, check_pruned_zero
+from lottery.stats import run_costs
 from lottery.storage.atomic import load_json, save_json
 from lottery.storage.rundir import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, train
@@ -253,19 +257,49 @@ def load_results(run_path) -> dict:
 
 
 def compare_table(imp: dict | None, gradual: dict) -> str:
-    """Each gradual density next to the IMP level closest to it in log-density (ticket accuracy)."""
-    head = f"{'weights % (gradual)':>19} {'gradual %':>9} {'IMP level':>9} {'weights % (IMP)':>15} {'IMP ticket %':>12}"
+    """Each gradual density next to the IMP level closest to it in log-density (ticket accuracy), with what each
+    cost in dense trainings (lottery/stats.py: gradual is one training; IMP's level L is the L + 1 before it)."""
+    head = (f"{'weights % (gradual)':>19} {'gradual %':>9} {'cost':>5} {'IMP level':>9} {'weights % (IMP)':>15} "
+            f"{'IMP ticket %':>12} {'cost':>5}")
     lines = [head, "-" * len(head)]
     imp_levels = [e for e in (imp or {}).get("levels", []) if e.get("test_accuracy") is not None]
+    imp_costs, costs = run_costs(imp or {}), run_costs(gradual)
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.2f}"
+
+    def cost(table, level):
+        c = table.get(level, {}).get("ticket")
+        return "-" if c is None else f"{c:.1f}"
 
     for e in gradual["levels"]:
         if e["level"] == 0:
             continue
         near = min(imp_levels, key=lambda x: abs(math.log(x["density"] / e["density"])), default=None)
-        lines.append(f"{100 * e['density']:19.2f} {pct(e.get('test_accuracy')):>9} "
+        lines.append(f"{100 * e['density']:19.2f} {pct(e.get('test_accuracy')):>9} {cost(costs, e['level']):>5} "
                      f"{near['level'] if near else '-':>9} {pct(near['density']) if near else '-':>15} "
-                     f"{pct(near.get('test_accuracy')) if near else '-':>12}")
+                     f"{pct(near.get('test_accuracy')) if near else '-':>12} "
+                     f"{cost(imp_costs, near['level']) if near else '-':>5}")
+    lines.append("accuracies: test set, final weights; cost: dense trainings spent to reach that subnetwork")
     return "\n".join(lines)
+
+
+def report_gradual(results: dict, cfg: Config, _) -> str:
+    """The gradual run's table, beside the IMP run of the same config when there is one (ticket vs gradual)."""
+    run_path = RunDir.path_for(cfg)
+    text = format_table(results)
+    if (run_path / "results.json").exists():
+        text += ("\n\nIMP ticket vs gradual pruning (nearest IMP level):\n"
+                 + compare_table(RunDir(run_path).load_results(), results))
+    return f"{text}\n\nresults: {run_path / RESULTS_FILE}"
+
+
+@register_driver("gradual", "gradual magnitude pruning during training (Zhu & Gupta), vs IMP", options=GradualOptions,
+                 report=report_gradual)
+def gradual_command(cfg: Config, opts: GradualOptions) -> dict:
+    """``lottery gradual``: with ``--with-imp``, the IMP run of the same config first (its checks before it)."""
+    schedule = (opts.final_densities, opts.prune_every, opts.begin_step, opts.end_step)
+    if opts.with_imp:
+        preflight(cfg, *schedule)
+        run_imp(cfg)
+    return run_gradual(cfg, *schedule)

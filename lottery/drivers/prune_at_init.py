@@ -18,11 +18,13 @@ from typing import ClassVar
 
 from lottery import __version__, distributed
 from lottery.config import Config, from_dict, validate
+from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.masks import Mask
 from lottery.options import Options, densities_option, known, option, read_list
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
 from lottery.session import Session
+from lottery.stats import single_run_cost
 from lottery.storage.atomic import finite, load_json, save_json
 from lottery.storage.rundir import RunDir, refuse_symlink, set_aside, valid_level
 from lottery.train import derived_seed
@@ -188,16 +190,32 @@ def _pct(x) -> str:
 
 def format_table(results: dict) -> str:
     """strategy, weights remaining, accuracy of the subnetwork and of its shuffled / reinitialized ablations."""
-    head = f"{'strategy':<15} {'weights %':>9} {'acc %':>6} {'shuffled %':>10} {'reinit %':>8}  collapsed layers"
+    head = (f"{'strategy':<15} {'weights %':>9} {'acc %':>6} {'shuffled %':>10} {'reinit %':>8} {'cost':>5}  "
+            "collapsed layers")
     lines = [head, "-" * len(head)]
     dense = results.get("dense")
     if dense:
-        lines.append(f"{'dense':<15} {100.0:9.2f} {_pct(dense.get('test_accuracy')):>6} {'':>10} {'':>8}")
+        lines.append(f"{'dense':<15} {100.0:9.2f} {_pct(dense.get('test_accuracy')):>6} {'':>10} {'':>8} "
+                     f"{1.0:5.1f}")
+    unit = (dense or {}).get("steps") or next((e.get("steps") for e in results["entries"]), None)
     for e in sorted(results["entries"], key=lambda e: (-e["target_density"], e["strategy"])):
         c = e.get("controls", {})
+        cost = single_run_cost(e, unit)
         lines.append(
             f"{e['strategy']:<15} {100 * e['density']:9.2f} {_pct(e.get('test_accuracy')):>6} "
             f"{_pct(c.get('shuffled', {}).get('test_accuracy')):>10} {_pct(c.get('reinit', {}).get('test_accuracy')):>8}"
-            f"  {', '.join(e['collapsed_layers']) or '-'}"
+            f" {'-' if cost is None else f'{cost:5.1f}':>5}  {', '.join(e['collapsed_layers']) or '-'}"
         )
+    lines.append("accuracies: test set, final weights; cost: dense trainings to reach the subnetwork (one training "
+                 "of the mask chosen at init; its few scoring batches are not counted)")
     return "\n".join(lines)
+
+
+def report_prune_at_init(results: dict, cfg: Config, _) -> str:
+    return f"{format_table(results)}\n\nresults: {RunDir.path_for(cfg) / RESULTS_FILE}"
+
+
+@register_driver("prune-at-init", "prune at init (snip, grasp, synflow, ...) with shuffle/reinit ablations",
+                 options=PruneAtInitOptions, report=report_prune_at_init)
+def prune_at_init_command(cfg: Config, opts: PruneAtInitOptions) -> dict:
+    return run_prune_at_init(cfg, opts.strategies, opts.densities, opts.ablations)

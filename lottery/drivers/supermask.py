@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lottery import distributed
+from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError
 from lottery.masks import Mask
 from lottery.options import (Options, densities_option, known, option, progress_option, read_list, read_text,
@@ -187,4 +188,11 @@ def format_table(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"{r['criterion']:<30} {100 * r['density']:9.2f} {100 * r['init']['test_accuracy']:10.2f} "
                      f"{100 * r['signed_constant']['test_accuracy']:14.2f}")
+    lines.append("cost: the masked network is not trained; its mask is read from trained weights (1 dense training)")
     return "\n".join(lines)
+
+
+@register_driver("supermask", "accuracy of the masked untrained network (Zhou et al.) for a run",
+                 options=SupermaskOptions, report=lambda results, *_: format_table(results))
+def supermask_command(run_dir: str | Path, opts: SupermaskOptions) -> dict:
+    return supermask_run(run_dir, opts.densities, opts.criteria or None, opts.scope, opts.seed, progress=opts.progress)
