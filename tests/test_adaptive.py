@@ -29,7 +29,7 @@ def settings(**over) -> ImpSettings:
 
 def entry(level, density, acc, fraction=0.2, parent=None, search=False, steps=100, barrier=None) -> dict:
     e = {"level": level, "density": density, "status": "ok", "test_accuracy": acc, "early_stop_test_accuracy": acc,
-         "steps": steps, "curve": [[0, 2.0, 0.1], [steps, 0.5, acc]]}
+         "steps": steps, "early_stop_step": steps, "curve": [[0, 2.0, 0.1], [steps, 0.5, acc]]}
     if level:
         e.update(prune_fraction=fraction, parent=level - 1 if parent is None else parent)
     if search:
