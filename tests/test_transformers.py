@@ -217,6 +217,16 @@ def test_neuron_tickets_drop_mlp_units_and_export_physically(make):
     assert torch.allclose(small.eval()(x), model(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["snip", "grasp", "synflow"])
+@pytest.mark.parametrize("model", sorted(RUNS))
+def test_prune_at_init_strategies_score_transformers(strategy, model):
+    dataset, data_options, options = RUNS[model]
+    ds = lt.load_dataset(dataset, **data_options)
+    net = init_weights(build_model(model, ds.input_shape, ds.num_classes, **options), "gpt2", seed=0)
+    mask = lt.PRUNERS.get(strategy)(net, lt.Mask.ones_like(net), 0.75, data=ds.train, seed=0)  # GraSP: double backward
+    assert mask.num_kept == round(0.25 * mask.num_total)
+
+
 def test_n_m_masks_on_the_projections():
     model = gpt()
     mask = prune_structured(model, lt.Mask.ones_like(model), 0.5, "2:4")

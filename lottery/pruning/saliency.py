@@ -22,6 +22,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lottery.errors import ConfigError
 from lottery.masks import Mask
@@ -68,7 +69,9 @@ def grasp_scores(model: nn.Module, mask: Mask, data, seed: int = 0, batch_size: 
     work, names, weights = _scoring_copy(model, mask)
     work.train()
     x, y = _batch(data, seed, batch_size, "grasp")
-    grads = torch.autograd.grad(F.cross_entropy(work(x) / temperature, y), weights, create_graph=True)
+    with sdpa_kernel([SDPBackend.MATH]):  # attention's fused CPU kernel has no double backward; its math one has
+        logits = work(x)
+    grads = torch.autograd.grad(F.cross_entropy(logits / temperature, y), weights, create_graph=True)
     z = sum((g * g.detach()).sum() for g in grads)
     hg = torch.autograd.grad(z, weights)
     return {k: -(w.detach() * h) for k, w, h in zip(names, weights, hg)}
