@@ -30,9 +30,11 @@ from pathlib import Path
 
 from lottery import __version__, stats
 from lottery.config import from_dict, load_toml
+from lottery.drivers.budget import ticket_entry, ticket_verdict
 from lottery.drivers.gradual import run_gradual
 from lottery.drivers.imp import run_imp
 from lottery.drivers.prune_at_init import run_prune_at_init
+from lottery.pruning.level_plan import judge
 from lottery.storage.atomic import load_json
 from lottery.storage.rundir import RunDir
 
@@ -112,6 +114,114 @@ def run_seed(model: str, out: str, seed: int, methods) -> None:
             run_prune_at_init(oneshot, (method,), (TARGET[model],), ())
 
 
+# -- the report -------------------------------------------------------------------------------------------------
+def _results(out: str, model: str, method: str, seeds) -> dict:
+    """seed → results of one method, as the IMP engine writes them (gradual and prune-at-init entries are put in
+    that shape: their dense run as level 0, the method's network as level 1)."""
+    runs = {}
+    for seed in seeds:
+        b = base(model, out, seed)
+        if method == "imp20":
+            toml, where = IMP20.get(model, (None, None))
+            found = [d for d in Path(where or "/nonexistent").glob(f"{Path(toml or 'x').stem}-*")
+                     if (d / "results.json").exists() and load_json(d / "results.json")["config"]["seed"] == seed]
+            if found:
+                runs[seed] = load_json(found[0] / "results.json")
+            continue
+        run = Path(out) / from_dict(imp_settings(model, method, b)).run_name()
+        if method in ("gradual", "snip", "synflow"):
+            f = run / ("gradual.json" if method == "gradual" else "prune_at_init.json")
+            if not f.exists():
+                continue
+            r = load_json(f)
+            if method == "gradual":
+                dense = next(e for e in r["levels"] if e["level"] == 0)
+                mine = [e for e in r["levels"] if e["level"] != 0]
+            else:
+                dense = {**r["dense"], "level": 0}
+                mine = [e for e in r["entries"] if e["strategy"] == method]
+            if mine and dense:
+                runs[seed] = {"levels": [{**dense, "level": 0}, {**mine[0], "level": 1}]}
+        elif (run / "results.json").exists():
+            r = load_json(run / "results.json")
+            if r["status"] != "running":
+                runs[seed] = r
+    return runs
+
+
+def frontier_row(model: str, method: str, runs: dict, tolerance: float = stats.TOLERANCE) -> dict:
+    """A method's smallest matching density over the seeds (verdict rule of lottery/stats.py) and its cost in
+    dense trainings per seed (mean over seeds, dense included)."""
+    if method == "imp20":  # levels align across seeds: the rule as every table reads it
+        c = stats.compare_levels(runs, "early_stop", tolerance)
+        d = c["smallest_matching_density"]
+        row = next((r for r in c["levels"] if r["density"] == d), None)
+        deepest = c["levels"][-1] if c["levels"] else None
+        return {"density": d, "cost": row["cost"] if row else None, "verdict": row["verdict"] if row else "below",
+                "seeds": len(runs), "levels_done": deepest and deepest["level"]}
+    pick = ticket_entry if method in ("early_bird", "both", "oneshot", "gradual", "snip", "synflow") else deepest_matched
+    v = ticket_verdict(runs, "early_stop", tolerance, pick=pick)
+    ok = v["verdict"] in ("beats", "matches")
+    return {"density": v["density"]["mean"], "cost": v["cost"]["mean"], "verdict": v["verdict"], "matches": ok,
+            "seeds": len(v["tickets"]), "diff": v["ticket_minus_dense"]}
+
+
+def deepest_matched(results: dict) -> dict | None:
+    """Adaptive steps: the deepest level the schedule judged matching (its one-seed rule), else its first level."""
+    dense = results["levels"][0]
+    ok = [e for e in results["levels"][1:] if judge(e, dense)["matched"]]
+    return min(ok, key=lambda e: e["density"]) if ok else ticket_entry(results)
+
+
+def report(models, out: str, seeds) -> None:
+    rows = []
+    for model in models:
+        for method in ("imp20", *METHODS):
+            runs = _results(out, model, method, seeds)
+            if runs:
+                rows.append({"model": model, "method": method, **frontier_row(model, method, runs)})
+    print("| model | method | seeds | ticket density (%) | verdict vs dense | ticket − dense (points, 95 %) | "
+          "cost (dense trainings / seed) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        diff = r.get("diff") or {}
+        ci = (f"{100 * diff['mean']:+.2f} [{100 * diff['lo']:+.2f}, {100 * diff['hi']:+.2f}]"
+              if diff.get("lo") is not None else "")
+        dens = "—" if r["density"] is None else f"{100 * r['density']:.1f}"
+        cost = "—" if r["cost"] is None else f"{r['cost']:.2f}"
+        print(f"| {r['model']} | {r['method']} | {r['seeds']} | {dens} | {r['verdict']} | {ci} | {cost} |")
+    plot(rows, HERE / "figures" / "frontier.png")
+
+
+def plot(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"lenet300": "o", "deep_mlp": "s"}
+    for r in rows:
+        if r["density"] is None or r["cost"] is None:
+            continue
+        ok = r.get("matches", r["method"] == "imp20")
+        ax.scatter(r["cost"], 100 * r["density"], marker=markers[r["model"]], s=50,
+                   facecolors=None if ok else "none", edgecolors="C0" if r["model"] == "lenet300" else "C1",
+                   color="C0" if r["model"] == "lenet300" else "C1")
+        ax.annotate(r["method"], (r["cost"], 100 * r["density"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.axvline(3, color="gray", ls=":")
+    ax.axhline(10, color="gray", ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("cost of the ticket (dense trainings per seed, dense included)")
+    ax.set_ylabel("ticket density (% of weights)")
+    ax.set_title("cost-to-ticket frontier (filled: matches dense, 3 seeds; hollow: does not)\n"
+                 "circles LeNet-300-100, squares 12x128 MLP (He); Fashion-MNIST")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=("run", "report"))
@@ -126,8 +236,6 @@ def main(argv=None) -> None:
             for seed in seeds:
                 run_seed(model, a.out, seed, a.methods.split(","))
     else:
-        from experiments.frontier_report import report
-
         report(a.models, a.out, seeds)
 
 

@@ -48,12 +48,14 @@ def ticket_entry(results: dict) -> dict | None:
     return min(trained, key=lambda e: (e["density"], -e["level"]), default=None)
 
 
-def ticket_verdict(runs: dict, metric: str = "early_stop", tolerance: float = stats.TOLERANCE) -> dict:
-    """Per seed, the ticket's density and cost; over the seeds, the verdict of ticket − dense (lottery/stats.py).
-    ``runs``: seed → results. Seeds without a ticket count against it (``missing``)."""
+def ticket_verdict(runs: dict, metric: str = "early_stop", tolerance: float = stats.TOLERANCE,
+                   pick=ticket_entry) -> dict:
+    """Per seed, the ticket's density and cost (the cost of every run up to the last one trained); over the seeds,
+    the verdict of ticket − dense (lottery/stats.py). ``runs``: seed → results; ``pick(results)`` chooses the
+    ticket. Seeds without a ticket count against it (``missing``)."""
     pairs, tickets, missing = {}, {}, []
     for seed, results in runs.items():
-        ticket = ticket_entry(results)
+        ticket = pick(results)
         dense = next((e for e in results["levels"] if e["level"] == 0), None)
         if ticket is None or dense is None:
             missing.append(seed)
