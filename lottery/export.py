@@ -46,6 +46,7 @@ from lottery.export_physical import check_physical, physical_tensors, shrink_to
 from lottery.storage.atomic import atomic_write
 from lottery.masks import Mask
 from lottery.models import build_model
+from lottery.models.common import example_batch
 from lottery.storage.rundir import RunDir, refuse_run_file
 
 FORMAT = "lottery-ticket/1"
@@ -315,7 +316,7 @@ def measure_latency(model: nn.Module, input_shape, batch: int, min_run_time: flo
     if clock not in ("wall", "cpu"):
         raise ConfigError(f"clock must be wall or cpu, got {clock!r}")
     now = time.perf_counter if clock == "wall" else time.thread_time
-    x = torch.randn(batch, *input_shape)
+    x = example_batch(model, input_shape, batch)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -37,6 +37,7 @@ from torch import nn
 
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.masks import Mask, default_prunable
+from lottery.models.common import example_batch
 from lottery.pruning.units import UnitGroup, unit_groups, unit_view
 
 
@@ -116,7 +117,7 @@ def check_physical(model: nn.Module, mask: Mask, state: dict[str, torch.Tensor],
     batch (eval mode, up to float rounding); otherwise a ConfigError: this ticket cannot be written physically."""
     ticket = copy.deepcopy(model).cpu().eval()
     mask.to("cpu").apply(ticket)
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    x = example_batch(model, input_shape, batch, torch.Generator().manual_seed(0))
     try:
         small = shrink_to(copy.deepcopy(model).cpu(), units)
         small.load_state_dict(state)

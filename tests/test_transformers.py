@@ -295,3 +295,12 @@ def test_killed_imp_resumes_bit_for_bit(model, tmp_path):
     assert strip_times(lt.run_imp(cfg(out))) == reference
     ref_dir, run_dir = (p / cfg(p).run_name() for p in (tmp_path / "ref", out))
     assert _same(_tensors(run_dir), _tensors(ref_dir))
+
+
+def test_neuron_ticket_of_the_gpt_exports_physically_from_the_command_line(tmp_path, capsys):
+    from lottery.cli import main
+
+    cfg = tiny_run("gpt", tmp_path, structure="neuron", controls=(), rewind="init")
+    lt.run_imp(cfg)
+    assert main(["export", str(tmp_path / "runs" / cfg.run_name()), "--level", "2", "--format", "physical"]) == 0
+    assert "multiply-adds per example" in capsys.readouterr().out  # checked on token ids, then timed

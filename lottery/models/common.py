@@ -9,6 +9,7 @@ import inspect
 import math
 from numbers import Integral
 
+import torch
 from torch import nn
 
 from lottery.errors import ConfigError
@@ -65,6 +66,14 @@ def image_shape(model: str, input_shape: tuple[int, ...], min_side: int) -> tupl
             f"got input_shape {input_shape}"
         )
     return input_shape  # type: ignore[return-value]
+
+
+def example_batch(model, input_shape, batch: int, generator=None):
+    """Inputs ``model`` can run on, to check or time it: its own ``example_input`` (token models need ids below
+    their vocabulary), else N(0, 1) values."""
+    if callable(getattr(model, "example_input", None)):
+        return model.example_input(tuple(input_shape), batch, generator)
+    return torch.randn(batch, *input_shape, generator=generator)
 
 
 def flat_size(input_shape: tuple[int, ...]) -> int:

@@ -51,6 +51,10 @@ class GPT(Transformer):
     def forward(self, x):
         return self.logits_per_position(x)[:, -1]
 
+    def example_input(self, input_shape: tuple[int, ...], batch: int, generator=None) -> torch.Tensor:
+        """Random token ids shaped ``(batch, *input_shape)`` (what export checks and timings run on)."""
+        return torch.randint(0, self.tok.num_embeddings, (batch, *input_shape), generator=generator).float()
+
 
 @MODELS.register("gpt")
 def gpt(input_shape, num_classes, activation="relu", *, width=128, depth=1, heads=4, context=None, mlp_ratio=4,
