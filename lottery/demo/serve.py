@@ -1,12 +1,41 @@
 """``lottery demo``: serve the demo notebook (shipped inside the package) as a local web page with Voilà."""
 from __future__ import annotations
 
+import argparse
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError
 
 NOTEBOOK = Path(__file__).with_name("demo.ipynb")  # notebooks/demo.ipynb is the same file (a test keeps them equal)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """demo: the port to serve on (its one argument is written by hand: it reads no --config file)."""
+
+    command: ClassVar[str] = "demo"
+    port: int = 8866
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--port", type=int, default=8866, help="port on localhost to serve it on (default 8866)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DemoOptions":
+        return cls(args.port)
+
+
+@register_driver("demo", "the interactive init/ticket playground as a local web page (needs lottery[demo])",
+                 options=DemoOptions)
+def demo_command(_, opts: DemoOptions) -> None:
+    try:
+        serve(opts.port)  # its optional dependencies (lottery[demo]) load here
+    except KeyboardInterrupt:  # Ctrl-C is how a user stops the server: not an error
+        pass
 
 
 def serve(port: int = 8866) -> int:

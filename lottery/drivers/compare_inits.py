@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from lottery.config import Config
+from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError
 from lottery.executors.grid import EXECUTORS
 from lottery.executors.trunks import run_trunks
@@ -288,3 +290,36 @@ def format_summary(summary: dict) -> str:
             "smallest_matching_density": s["smallest_matching_density"],
             "dense_still_learning": s.get("dense_still_learning")}))
     return "\n".join(lines)
+
+
+COMPARE_INITS_HELP = """\
+Run the same IMP experiment under each init variant and seed, then print one summary and write summary.json and
+plots to <out>/compare-<name>-<hash>/. Every (variant, seed) is an ordinary run directory, so finished runs are
+reused and interrupted ones resume.
+
+init variants: SCHEME[:KEY=VALUE[:KEY=VALUE...]][*SCALE]
+  normal                   the scheme's defaults (normal: N(0, 0.01^2))
+  normal:std=0.001         scheme options (several separated by ':', e.g. normal:std=0.01:bias=1)
+  xavier_normal*0.01       multiply the drawn weights by 0.01 (same as xavier_normal:scale=0.01); quote it
+  e.g. --inits 'normal,normal:std=0.0001,normal:std=1.0,xavier_normal,kaiming_normal,orthogonal,zeros,lsuv'
+
+Accuracies are test accuracies at the early-stop step (--metric final: the last step's). Per level, ticket - dense
+is paired by seed with a 95 % t interval: beats (lower bound > 0), matches (lower bound >= -tolerance), below (upper
+bound < -tolerance), else inconclusive; one seed has no interval. "smallest match" is the deepest level down to
+which every level beats or matches. A scheme whose dense accuracy is below chance + --stall-margin is marked
+stalled; one whose dense run diverged, diverged.
+"""
+
+
+def report_comparison(summary: dict, *_) -> str:
+    return f"{format_summary(summary)}\n\ncomparison directory: {summary['comparison_dir']}  (summary.json and plots)"
+
+
+@register_driver("compare-inits", "the same IMP experiment per init scheme and seed, one summary",
+                 options=CompareOptions, report=report_comparison, description=COMPARE_INITS_HELP)
+def compare_command(cfg: Config, opts: CompareOptions) -> dict:
+    """``lottery compare-inits``: the comparison, its progress lines on stderr."""
+    return compare_inits(cfg, opts.inits, opts.seeds, match_tolerance=opts.match_tolerance,
+                         stall_margin=opts.stall_margin, metric=opts.metric,
+                         log=lambda line: print(line, file=sys.stderr), jobs=opts.jobs, executor=opts.executor,
+                         submitit=opts.submitit)

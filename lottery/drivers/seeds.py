@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from lottery.config import Config
+from lottery.distributed import is_main_process
 from lottery.drivers import imp
+from lottery.drivers.registry import register_driver
 from lottery.fused import resolve_pack
 from lottery.models import build_model
 from lottery.options import (Options, int_option, metric_option, parse_seeds, seeds_option, tolerance_option)
+from lottery.reporting import tables
+from lottery.reporting.tables import format_table, format_verdicts
 from lottery.session import load_data
 from lottery.stats import TOLERANCE, compare_levels
 from lottery.storage.atomic import save_json
+from lottery.storage.rundir import RunDir
 
 DEFAULT_SEEDS = 3  # the embedded default answers with an interval
 
@@ -86,6 +91,24 @@ def run_seeds(cfg: Config, seeds, *, metric: str = "early_stop", tolerance: floa
     return comparison
 
 
+def report_run(outcome: dict, cfg: Config, _) -> str:
+    """``lottery run``'s table: one seed's levels (and its plots), or the verdict table over several seeds."""
+    if not is_main_process():  # under torchrun, rank 0 prints the table and writes the plots
+        return ""
+    opts = outcome["options"]
+    if "seeds" in outcome:
+        c = outcome["seeds"]
+        dirs = "\n".join(f"  seed {s}: {d}" for s, d in c["run_dirs"].items())
+        return (f"{format_verdicts(c)}\n\nrun directories:\n{dirs}\nverdicts and plots: {c['comparison_dir']}")
+    results = outcome["single"]
+    run_path = RunDir.path_for(cfg)
+    plots = tables.write_plots(run_path, results, metric=opts.metric)
+    return (f"{format_table(results, opts.metric, opts.tolerance)}\n\nrun directory: {run_path}  "
+            f"(plots: {', '.join(p.name for p in plots)})")
+
+
+@register_driver("run", "run (or resume) one IMP experiment over one or more seeds; no flags = MNIST-1D MLP default, "
+                 "3 seeds", options=RunOptions, report=report_run)
 def run_command(cfg: Config, opts: RunOptions | None) -> dict:
     """``lottery run``: one seed (the run's own table) or several (the verdict table)."""
     import sys

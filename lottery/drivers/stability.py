@@ -26,6 +26,7 @@ from typing import ClassVar
 from torch import nn
 
 from lottery import distributed
+from lottery.drivers.registry import register_driver
 from lottery.barrier import barrier_height, has_batchnorm, interpolation_errors, recompute_batchnorm  # noqa: F401
 from lottery.errors import ConfigError
 from lottery.fused import train_fused
@@ -182,3 +183,9 @@ def format_result(result: dict) -> str:
     errs = ", ".join(f"{100 * e:.1f}" for e in result["errors"])
     return (f"level {result.get('level', '-')} (density {100 * result.get('density', math.nan):.2f} %), k={result['k']}: "
             f"instability {100 * result['instability']:.2f} %\n  test error % along α: {errs}")
+
+
+@register_driver("stability", "instability (linear mode connectivity) of a level from step k", options=StabilityOptions,
+                 report=lambda result, *_: f"{format_result(result)}\nplot: {result['plot']}")
+def stability_command(run_dir: str | Path, opts: StabilityOptions) -> dict:
+    return stability_run(run_dir, opts.level, opts.k, opts.seeds, opts.points, progress=opts.progress, pack=opts.pack)

@@ -101,11 +101,15 @@ class RunDir:
         return RunDir(self.path, lock=f".{results_file}.lock")
 
     # -- opening ------------------------------------------------------------------------------------------
+    @staticmethod
+    def path_for(cfg: Config) -> Path:
+        """Where ``cfg``'s run directory is (``<out>/<name>-<hash>``), without creating or checking it."""
+        return Path(cfg.out) / cfg.run_name()
+
     @classmethod
     def for_config(cls, cfg: Config) -> "RunDir":
         """The directory of ``cfg``: created with its config.json, or checked against the stored one."""
-        return cls.for_settings(Path(cfg.out) / cfg.run_name(), cfg.hashed_settings(), cfg.to_dict(),
-                                drift=cfg.drift_from)
+        return cls.for_settings(cls.path_for(cfg), cfg.hashed_settings(), cfg.to_dict(), drift=cfg.drift_from)
 
     @classmethod
     def for_settings(cls, path: str | os.PathLike, hashed: dict, config: dict, *, drift=None,
