@@ -305,7 +305,7 @@ class Engine:
             return None
         data = self.trainer.prune_data()
         return EarlyBird(lambda model: level_mask(self.s, model, mask, level + 1, data, plan.fraction),
-                         self.s.early_bird_epsilon, self.s.early_bird_window)
+                         self.s.early_bird_epsilon, self.s.early_bird_window, within=mask)
 
     # -- what is finished ---------------------------------------------------------------------------------
     def finished(self, level: int) -> dict | None:

@@ -26,6 +26,9 @@ def test_mask_distance_on_constructed_masks():
     assert mask_distance(a, _mask([0, 0, 1, 1], [0, 1])) == 1.0  # the complement
     assert mask_distance(a, _mask([1, 0, 0, 0], [1, 1])) == pytest.approx(2 / 6)  # over all weights, not per layer
     assert mask_distance(a, _mask([1, 0, 0, 0], [1, 1])) == mask_distance(_mask([1, 0, 0, 0], [1, 1]), a)
+    # within a level's live weights: the pruned ones agree trivially and do not count
+    live = _mask([1, 1, 1, 0], [1, 0])
+    assert mask_distance(_mask([1, 1, 0, 0], [1, 0]), _mask([1, 0, 1, 0], [1, 0]), within=live) == 0.5
     with pytest.raises(ValueError, match="different weights"):
         mask_distance(a, _mask([1, 1, 0, 0]))
 

@@ -5,8 +5,9 @@ draw from the weights at step t is, after a fraction of the budget, the mask it 
 every validation evaluation, the normalised Hamming distance between consecutive candidate masks (the fraction of
 prunable weights on which they disagree) falls; once it has stayed below ε for ``window`` checks in a row the mask
 has stabilised and training can stop there. The defaults, ε = 0.1 over 5 checks, are those of the early-bird
-ticket method. Stopping early makes the run a *mask search*: its weights are not a trained ticket, and IMP reports
-no accuracy for it (lottery/imp_engine.py trains the mask it ends on fully).
+ticket method; the distance counts the weights the level still has (its mask), not those already pruned. Stopping
+early makes the run a *mask search*: its weights are not a trained ticket, and IMP reports no accuracy for it
+(lottery/imp_engine.py trains the mask it ends on fully).
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ EPSILON = 0.1  # default distance below which consecutive candidate masks count 
 WINDOW = 5  # default number of consecutive checks that must stay below it
 
 
-def mask_distance(a: Mask, b: Mask) -> float:
-    """The fraction of prunable weights on which two masks over the same weights disagree (0 same, 1 opposite).
+def mask_distance(a: Mask, b: Mask, within: Mask | None = None) -> float:
+    """The fraction of prunable weights on which two masks over the same weights disagree (0 same, 1 opposite);
+    ``within``: the fraction of the weights that mask keeps instead (a level's live weights: candidates pruned from
+    them agree on every weight already gone, which would otherwise make deep levels look settled at once).
 
     >>> import torch
     >>> mask_distance(Mask({"w": torch.tensor([1, 1, 0, 0], dtype=torch.bool)}),
@@ -29,8 +32,12 @@ def mask_distance(a: Mask, b: Mask) -> float:
     """
     if sorted(a) != sorted(b):
         raise ValueError("the masks cover different weights; compare masks of the same model")
-    differ = sum(int((a[k] != b[k].to(a[k].device)).sum()) for k in a)
-    total = sum(a[k].numel() for k in a)
+    if within is None:
+        differ, total = sum(int((a[k] != b[k].to(a[k].device)).sum()) for k in a), sum(a[k].numel() for k in a)
+    else:
+        live = {k: within[k].to(a[k].device) for k in a}
+        differ = sum(int(((a[k] != b[k].to(a[k].device)) & live[k]).sum()) for k in a)
+        total = sum(int(live[k].sum()) for k in a)
     return differ / total if total else 0.0
 
 
@@ -46,14 +53,16 @@ def check_early_bird(epsilon: object, window: object) -> None:
 
 class EarlyBird:
     """The stopping rule of one training run. ``candidate(model)`` is the mask the next level would prune to from
-    the model's current weights (the same pruner, fraction and seed the next level uses); ``step_hook`` checks it
+    the model's current weights (the same pruner, fraction and seed the next level uses), distances are taken over
+    the weights ``within`` keeps (the level's mask; None: all); ``step_hook`` checks it
     at every ``every``-th step and returns ``stop`` once the last ``window`` distances are all below ``epsilon``.
     ``record()`` is what the level's results entry keeps: the stop step (None: it never stabilised and trained
     to the end) and the distance curve ``[[step, distance], ...]``."""
 
-    def __init__(self, candidate: Callable[[object], Mask], epsilon: float = EPSILON, window: int = WINDOW):
+    def __init__(self, candidate: Callable[[object], Mask], epsilon: float = EPSILON, window: int = WINDOW,
+                 within: Mask | None = None):
         check_early_bird(epsilon, window)
-        self.candidate, self.epsilon, self.window = candidate, epsilon, window
+        self.candidate, self.epsilon, self.window, self.within = candidate, epsilon, window, within
         self.distances: list = []
         self.stop_step: int | None = None
         self._last: Mask | None = None
@@ -61,7 +70,7 @@ class EarlyBird:
     def observe(self, step: int, mask: Mask) -> bool:
         """Take the candidate mask at ``step``; True when the mask has now stabilised."""
         if self._last is not None:
-            self.distances.append([step, mask_distance(mask, self._last)])
+            self.distances.append([step, mask_distance(mask, self._last, self.within)])
         self._last = mask
         recent = self.distances[-self.window:]
         if len(recent) == self.window and all(d < self.epsilon for _, d in recent):
