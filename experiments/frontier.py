@@ -231,10 +231,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/frontier")
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
-    if a.what == "run":
+    if a.what == "run":  # method by method, every seed: a method's row is complete before the next starts
         for model in a.models:
-            for seed in seeds:
-                run_seed(model, a.out, seed, a.methods.split(","))
+            for method in a.methods.split(","):
+                for seed in seeds:
+                    run_seed(model, a.out, seed, [method])
     else:
         report(a.models, a.out, seeds)
 

@@ -131,3 +131,8 @@ def test_hashes_change_only_when_an_option_is_set():
     changed = [base.replace(early_bird=True), base.replace(prune_schedule="adaptive"),
                base.replace(target_density=0.1), base.replace(budget=3.0), base.replace(barrier_points=5)]
     assert len({c.hash() for c in changed} | {base.hash()}) == 6
+
+
+@pytest.mark.parametrize("command", ["gradual", "prune-at-init"])
+def test_early_bird_on_a_driver_that_cannot_stop_early_is_refused(tmp_path, capsys, command):
+    _one_line_error(capsys, [command, *TINY, "--out", str(tmp_path), "--early-bird"], "nothing can stop early")

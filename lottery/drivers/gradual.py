@@ -38,6 +38,7 @@ from lottery.stats import run_costs
 from lottery.storage.atomic import load_json, save_json
 from lottery.storage.rundir import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, train
+from lottery.pruning.level_plan import refuse_early_bird
 
 RESULTS_FILE = "gradual.json"
 
@@ -150,6 +151,7 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
+    refuse_early_bird(cfg, "gradual pruning")
     distributed.refuse_processes("gradual pruning")
     densities = check_options(final_densities, every, begin_step, end_step)
     run = RunDir.for_config(cfg)

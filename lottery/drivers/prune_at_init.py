@@ -28,6 +28,7 @@ from lottery.stats import single_run_cost
 from lottery.storage.atomic import finite, load_json, save_json
 from lottery.storage.rundir import RunDir, refuse_symlink, set_aside, valid_level
 from lottery.train import derived_seed
+from lottery.pruning.level_plan import refuse_early_bird
 
 RESULTS_FILE = "prune_at_init.json"
 STRATEGIES = ("snip", "grasp", "synflow", "magnitude_init", "random")
@@ -64,6 +65,7 @@ def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0
     """
     cfg = config if isinstance(config, Config) else from_dict(config)
     validate(cfg)
+    refuse_early_bird(cfg, "pruning at init")
     distributed.refuse_processes("prune-at-init")
     for s in strategies:
         PRUNERS.get(s)

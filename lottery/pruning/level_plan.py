@@ -79,6 +79,13 @@ def check_level_plan(cfg) -> None:
             raise ConfigError("barrier_stop needs the barrier measured: add --barrier-points 5")
 
 
+def refuse_early_bird(cfg, command: str) -> None:
+    """A driver that trains no IMP levels cannot stop one early: --early-bird there is a one-line error."""
+    if cfg.early_bird:
+        raise ConfigError(f"{command} trains no IMP levels, so nothing can stop early: --early-bird applies to "
+                          "lottery run, compare-inits and budget; drop it")
+
+
 def matches(ticket: dict, dense: dict, tolerance: float = stats.TOLERANCE) -> tuple[bool, str]:
     """Whether a level matches dense, from its values by seed (``{seed: value}``), and the rule used: the verdict
     of lottery/stats.py with two or more seeds, else the one-seed rule ticket − dense ≥ −tolerance."""
