@@ -36,7 +36,22 @@ CONTROLS = ("reinit", "random_mask")
 CONTROL_INITS = ("dense", "sparse")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine")
-_REWIND = re.compile(r"^(init|lr|step:(\d+))$")
+_REWIND = re.compile(r"init|lr|step:(\d+)")
+
+
+def parse_rewind(rewind: Any) -> int | None:
+    """The one reading of the rewind grammar: ``init`` and ``lr`` -> None, ``step:K`` -> K; anything else is a
+    one-line ConfigError."""
+    m = _REWIND.fullmatch(rewind) if isinstance(rewind, str) else None
+    if m is None:
+        raise ConfigError(f"rewind must be init, lr or step:K (K >= 0), got '{rewind}'")
+    return int(m.group(1)) if m.group(1) else None
+
+
+def run_hash(hashed: dict) -> str:
+    """The one hash of a run's name: of the results-changing settings that differ from the defaults (``lottery
+    run``: ``Config.hashed_settings``; ``find_tickets``: ``Config.imp_settings`` plus the model's fingerprints)."""
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def read_steps(v: Any) -> int | str:
@@ -193,9 +208,15 @@ class Config:
         fixed = {f.name for f in fields(self) if f.metadata["section"] not in ("init", "run")}
         return {k: v for k, v in self.hashed_settings().items() if k in fixed}
 
+    def imp_settings(self) -> dict:
+        """IMP's own hashed settings: the non-default ones of the pruning section and the seed. ``find_tickets``
+        hashes exactly these (with its model's fingerprints in place of the data, model, init and training
+        sections), so the same IMP settings hash the same under both entry points."""
+        own = {f.name for f in fields(self) if f.metadata["section"] == "pruning"} | {"seed"}
+        return {k: v for k, v in self.hashed_settings().items() if k in own}
+
     def hash(self) -> str:
-        blob = json.dumps(self.hashed_settings(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:10]
+        return run_hash(self.hashed_settings())
 
     def experiment_name(self) -> str:
         """``name``, or ``<model>-<dataset>`` when none is given, so a directory says what ran."""
@@ -220,8 +241,7 @@ class Config:
         return from_dict({**self.to_dict(), **changes})
 
     def rewind_step(self) -> int | None:
-        m = _REWIND.match(self.rewind)
-        return int(m.group(2)) if m and m.group(2) else None
+        return parse_rewind(self.rewind)
 
 
 def _jsonable(v: Any) -> Any:
@@ -314,7 +334,7 @@ def validate(cfg: Config) -> None:
     for k, f in cfg.layer_fractions.items():
         check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)
     _check(cfg.scope in SCOPES, f"scope must be one of {', '.join(SCOPES)}, got '{cfg.scope}'")
-    _check(_REWIND.match(cfg.rewind) is not None, f"rewind must be init, lr or step:K (K >= 0), got '{cfg.rewind}'")
+    parse_rewind(cfg.rewind)
     bad = [c for c in cfg.controls if c not in CONTROLS]
     _check(not bad, f"unknown control '{bad[0] if bad else ''}'; known: {', '.join(CONTROLS)} (or none)")
     _check(cfg.init != "checkpoint" or "reinit" not in cfg.controls,

@@ -14,7 +14,6 @@ level loop then records them exactly as it would have trained them itself.
 """
 from __future__ import annotations
 
-import re
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
@@ -24,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from lottery.config import CONTROLS
+from lottery.config import CONTROLS, Config, parse_rewind
 from lottery.errors import CorruptFileError, MaskMismatchError
 from lottery.masks import Mask
 from lottery.errors import StructureExhausted
@@ -37,9 +36,6 @@ from lottery.rewind import rewind_state, snapshot
 from lottery.storage.rundir import RunDir
 from lottery.testing import crash_point
 from lottery.train import derived_seed
-
-_REWIND = re.compile(r"(init|lr|step:(\d+))")
-
 
 @dataclass(frozen=True)
 class ImpSettings:
@@ -76,8 +72,19 @@ class ImpSettings:
     @property
     def rewind_step(self) -> int | None:
         """K of ``rewind="step:K"``, else None."""
-        m = _REWIND.fullmatch(self.rewind)
-        return int(m.group(2)) if m and m.group(2) else None
+        return parse_rewind(self.rewind)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "ImpSettings":
+        """The settings of the config's pruning section and seed, validated there (``lottery run`` and
+        ``find_tickets`` both build theirs here)."""
+        return cls(levels=cfg.levels, prune_fraction=cfg.prune_fraction, scope=cfg.scope,
+                   layer_fractions=cfg.layer_fractions, rewind=cfg.rewind, controls=tuple(cfg.controls), seed=cfg.seed,
+                   strategy=cfg.strategy, min_kept=cfg.min_kept_per_layer, structure=cfg.structure,
+                   structure_options=cfg.structure_options, control_init=cfg.control_init, early_bird=cfg.early_bird,
+                   early_bird_epsilon=cfg.early_bird_epsilon, early_bird_window=cfg.early_bird_window,
+                   prune_schedule=cfg.prune_schedule, target_density=cfg.target_density, budget=cfg.budget,
+                   barrier_points=cfg.barrier_points, barrier_stop=cfg.barrier_stop)
 
 
 def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: int, data=None,

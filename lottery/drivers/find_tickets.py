@@ -23,21 +23,21 @@ import torch
 from torch import nn
 
 from lottery import __version__
-from lottery.config import CONTROLS, parse_list
+from lottery.config import CONTROLS, Config, from_dict, run_hash
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.imp_engine import Arm, Engine, ImpSettings, Trained, Trainer
 from lottery.masks import Mask
-from lottery.pruning import SCOPES, check_fraction, check_structured_config
-from lottery.pruning.early_bird import check_early_bird
 from lottery.reporting.trackers import TRACKERS, open_tracker
 from lottery.rewind import Held, rewind, snapshot
 from lottery.drivers.ticket_metrics import TrainFnError, check_metrics
 from lottery.storage.rundir import RunDir
 
 ARMS = ("ticket", *CONTROLS)
-DEFAULTS = {"levels": 5, "prune_fraction": 0.2, "scope": "global", "rewind": "init", "controls": list(CONTROLS),
-            "layer_fractions": {}, "seed": 0, "structure": "unstructured",
-            "structure_options": {}, "early_bird": None}
+# run names made before find_tickets hashed the config's pruning section compared against these defaults; such a
+# directory is still found (``_run_path``), never made anew
+LEGACY_DEFAULTS = {"levels": 5, "prune_fraction": 0.2, "scope": "global", "rewind": "init", "controls": list(CONTROLS),
+                   "layer_fractions": {}, "seed": 0, "structure": "unstructured", "structure_options": {},
+                   "early_bird": None}
 
 
 @dataclass
@@ -194,15 +194,11 @@ def find_tickets(
         raise ConfigError(f"train_fn must be a function train_fn(model, mask, run), got {type(train_fn).__name__}")
     if reinit is not None and not callable(reinit):
         raise ConfigError(f"reinit must be a function reinit(model, seed), got {type(reinit).__name__}")
-    settings = _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed)
-    check_structured_config(structure, structure_options)
-    settings.update(structure=structure, structure_options=dict(structure_options or {}))
-    if early_bird or (early_bird_epsilon, early_bird_window) != (0.1, 5):  # in the hash only when set
-        if not early_bird:
-            raise ConfigError("early_bird_epsilon and early_bird_window are early-bird settings; pass "
-                              "early_bird=True or drop them")
-        check_early_bird(early_bird_epsilon, early_bird_window)
-        settings["early_bird"] = {"epsilon": early_bird_epsilon, "window": early_bird_window}
+    cfg = imp_config(levels=levels, prune_fraction=prune_fraction, scope=scope, rewind=rewind, controls=controls,
+                     layer_fractions=layer_fractions, seed=seed, structure=structure,
+                     structure_options=structure_options, early_bird=early_bird,
+                     early_bird_epsilon=early_bird_epsilon, early_bird_window=early_bird_window)
+    settings = _stored_settings(cfg)
     if log is not None:
         TRACKERS.get(log)  # an unknown name fails before the run directory is made
     held = Held(model)  # put back whatever happens: the user's model is theirs
@@ -214,23 +210,24 @@ def find_tickets(
                 raise ConfigError(f"init= does not fit the model ({str(e).splitlines()[0]}); pass model.state_dict() "
                                   "of this model") from None
         prunable = list(Mask.ones_like(model, include=include))
-        unknown = [k for k in settings["layer_fractions"] if k not in prunable]
+        unknown = [k for k in cfg.layer_fractions if k not in prunable]
         if unknown:
             raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
-        if "reinit" in settings["controls"] and reinit is None:
+        if "reinit" in cfg.controls and reinit is None:
             _check_resettable(model, prunable)
         init_state = snapshot(model)
         name = name or type(model).__name__
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
             raise ConfigError(f"name '{name}' may hold only letters, digits and _.+-")
-        hashed = {k: v for k, v in settings.items() if v != DEFAULTS[k]}
-        hashed.update(architecture=architecture_fingerprint(model, prunable), init=state_fingerprint(init_state))
-        digest = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:10]
-        config = {"name": name, "model": type(model).__name__, "dataset": dataset, "init": f"given:{hashed['init']}",
-                  **settings, "out": str(out), "prunable": prunable}
-        run = RunDir.for_settings(Path(out) / f"{name}-{digest}", hashed, config, driver="find_tickets")
+        fingerprints = {"architecture": architecture_fingerprint(model, prunable), "init": state_fingerprint(init_state)}
+        path, hashed = _run_path(Path(out), name, cfg, settings, fingerprints)
+        digest = path.name.rpartition("-")[2]
+        config = {"name": name, "model": type(model).__name__, "dataset": dataset,
+                  "init": f"given:{fingerprints['init']}", **settings, "out": str(out), "prunable": prunable}
+        run = RunDir.for_settings(path, hashed, config, driver="find_tickets")
         with run, open_tracker(log, run.path) as tracker:
-            trainer = _UserTrainer(model, train_fn, run, settings, init_state, include, reinit, progress, tracker)
+            trainer = _UserTrainer(model, train_fn, run, ImpSettings.from_config(cfg), init_state, include, reinit,
+                                   progress, tracker)
             engine = Engine(trainer, run, trainer.imp, {"config": config, "hash": digest, "version": __version__})
             trainer.engine = engine
             results = engine.run()
@@ -239,33 +236,35 @@ def find_tickets(
     return {**results, "run_dir": str(run.path)}
 
 
-def _early_bird_settings(early_bird: dict | None) -> dict:
-    """The engine's early-bird settings from find_tickets' (none when it is off)."""
-    if not early_bird:
-        return {}
-    return {"early_bird": True, "early_bird_epsilon": early_bird["epsilon"], "early_bird_window": early_bird["window"]}
+def imp_config(controls=CONTROLS, layer_fractions=None, structure_options=None, **settings) -> Config:
+    """find_tickets' IMP settings as the config's pruning section and seed: the defaults, the validation (one-line
+    ConfigError) and the rewind grammar of ``lottery run``; the other sections keep their defaults."""
+    return from_dict({**settings, "controls": () if controls is None else controls,
+                      "layer_fractions": dict(layer_fractions or {}),
+                      "structure_options": dict(structure_options or {})}, source="find_tickets")
 
 
-def _settings(levels, prune_fraction, scope, rewind, controls, layer_fractions, seed) -> dict:
-    """The validated settings that change results (one-line ConfigError for a bad one)."""
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
-        raise ConfigError(f"levels must be an integer >= 0, got {levels!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    if scope not in SCOPES:
-        raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    if not re.fullmatch(r"init|lr|step:\d+", str(rewind)):
-        raise ConfigError(f"rewind must be init, lr or step:K (K >= 0), got {rewind!r}")
-    controls = list(parse_list(controls if controls is not None else ()))
-    bad = [c for c in controls if c not in CONTROLS]
-    if bad:
-        raise ConfigError(f"unknown control '{bad[0]}'; known: {', '.join(CONTROLS)} (or none)")
-    layer_fractions = dict(layer_fractions or {})
-    for k, f in layer_fractions.items():
-        check_fraction(f, f"layer_fractions['{k}']", allow_zero=True)
-    return {"levels": levels, "prune_fraction": check_fraction(prune_fraction, "prune_fraction"), "scope": scope,
-            "rewind": rewind, "controls": controls, "layer_fractions": dict(sorted(layer_fractions.items())),
-            "seed": seed}
+def _stored_settings(cfg: Config) -> dict:
+    """The settings written to config.json (and read by the legacy names): the shape find_tickets always stored."""
+    settings = {"levels": cfg.levels, "prune_fraction": cfg.prune_fraction, "scope": cfg.scope, "rewind": cfg.rewind,
+                "controls": list(cfg.controls), "layer_fractions": dict(sorted(cfg.layer_fractions.items())),
+                "seed": cfg.seed, "structure": cfg.structure, "structure_options": dict(cfg.structure_options)}
+    if cfg.early_bird:
+        settings["early_bird"] = {"epsilon": cfg.early_bird_epsilon, "window": cfg.early_bird_window}
+    return settings
+
+
+def _run_path(out: Path, name: str, cfg: Config, settings: dict, fingerprints: dict) -> tuple[Path, dict]:
+    """The run directory and what its name's hash covers: IMP's settings as ``lottery run`` hashes them
+    (``Config.imp_settings``) and the model's fingerprints; or, when only that exists, the directory an earlier
+    version named from its own defaults (``LEGACY_DEFAULTS``), which resumes as it was."""
+    hashed = {**cfg.imp_settings(), **fingerprints}
+    path = out / f"{name}-{run_hash(hashed)}"
+    legacy = {**{k: v for k, v in settings.items() if v != LEGACY_DEFAULTS[k]}, **fingerprints}
+    old = out / f"{name}-{run_hash(legacy)}"
+    if not path.exists() and (old / "config.json").is_file():
+        return old, legacy
+    return path, hashed
 
 
 def _check_resettable(model: nn.Module, prunable: list[str]) -> None:
@@ -284,15 +283,10 @@ class _UserTrainer(Trainer):
 
     mask_mismatch = "pass the model this run was started with, or another name= or out="
 
-    def __init__(self, model, train_fn, run: RunDir, settings: dict, init_state: dict, include, reinit,
+    def __init__(self, model, train_fn, run: RunDir, settings: ImpSettings, init_state: dict, include, reinit,
                  progress: bool, tracker):
-        self.model, self.train_fn, self.rundir, self.s = model, train_fn, run, settings
+        self.model, self.train_fn, self.rundir, self.imp = model, train_fn, run, settings
         self.include, self.reinit, self.progress, self.tracker = include, reinit, progress, tracker
-        self.imp = ImpSettings(levels=settings["levels"], prune_fraction=settings["prune_fraction"],
-                               scope=settings["scope"], layer_fractions=settings["layer_fractions"],
-                               rewind=settings["rewind"], controls=tuple(settings["controls"]), seed=settings["seed"],
-                               structure=settings["structure"], structure_options=settings["structure_options"],
-                               **_early_bird_settings(settings.get("early_bird")))
         self._prunable = Mask.ones_like(model, include=include)
         self.init_state = self._init_state(init_state)
         self.engine: Engine | None = None
@@ -335,12 +329,12 @@ class _UserTrainer(Trainer):
         rewind(self.model, arm.start, arm.mask)
         params = dict(self.model.named_parameters())
         handed = Mask({k: t.to(params[k].device, copy=True) for k, t in arm.mask.items()})  # writes stay in the copy
-        run = TicketRun(level, arm.name, self.s["seed"], self.imp.rewind_step, self.rundir.path, self.tracker,
+        run = TicketRun(level, arm.name, self.imp.seed, self.imp.rewind_step, self.rundir.path, self.tracker,
                         early_bird=arm.early_bird)
         started = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=_cuda_devices(self.model)):
-                torch.manual_seed(self.s["seed"])  # a loop drawing from the global RNG repeats itself on resume
+                torch.manual_seed(self.imp.seed)  # a loop drawing from the global RNG repeats itself on resume
                 out = self.train_fn(self.model, handed, run)
         except TrainFnError:  # the loop broke the contract (run.save_rewind_state): its own one line
             raise

@@ -93,15 +93,8 @@ class Experiment(Session, Trainer):
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
         super().__init__(cfg, run, dist, data)
         self.tracker = Tracker()  # no tracker; open_experiment sets the one cfg.log names
-        settings = ImpSettings(levels=cfg.levels, prune_fraction=cfg.prune_fraction, scope=cfg.scope,
-                               layer_fractions=cfg.layer_fractions, rewind=cfg.rewind, controls=tuple(cfg.controls),
-                               seed=cfg.seed, strategy=cfg.strategy, min_kept=cfg.min_kept_per_layer,
-                               structure=cfg.structure, structure_options=cfg.structure_options,
-                               control_init=cfg.control_init, early_bird=cfg.early_bird,
-                               early_bird_epsilon=cfg.early_bird_epsilon, early_bird_window=cfg.early_bird_window,
-                               prune_schedule=cfg.prune_schedule, target_density=cfg.target_density,
-                               budget=cfg.budget, barrier_points=cfg.barrier_points, barrier_stop=cfg.barrier_stop)
-        self.engine = Engine(self, run, settings, {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__})
+        self.engine = Engine(self, run, ImpSettings.from_config(cfg),
+                             {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__})
 
     @property
     def results(self) -> dict:
