@@ -116,8 +116,10 @@ class Config:
     gamma: float = _training(0.1, "step-schedule decay factor")
     warmup_steps: int = _training(0, "linear learning-rate warmup steps")
     eval_every: int = _training(100, "evaluate on the validation split every N steps (early-stop step)")
-    fused: bool = _training(True, "fused optimizer kernel (several times less memory traffic per step); the same "
-                            "update as torch's default kernel up to float rounding; false for bit-identical results")
+    fused: bool = _training(True, "fast kernels: torch's fused optimizer kernel (several times less memory traffic "
+                            "per step) and channels_last convnets; the same update as torch's default kernel up to "
+                            "float rounding; false for bit-identical results. Not --pack's fused passes (K networks "
+                            "trained together, lottery/fused.py)")
     record_signal: bool = _training(True, "record each layer's activation std and weight-gradient norm at step 0 and "
                                     "every evaluation (layer_signal.png); costs one small forward/backward per "
                                     "evaluation", hashed=False)
@@ -173,6 +175,12 @@ class Config:
     log: str | None = _run(None, "also write tracker files into the run directory: tensorboard or mlflow", hashed=False)
 
     # -- derived ------------------------------------------------------------------------------------------
+    @property
+    def fast_kernels(self) -> bool:
+        """The ``fused`` setting by what it means (the key keeps its name: renaming it would change run hashes):
+        torch's fused optimizer kernel and channels_last convnets, not lottery/fused.py's K networks in one pass."""
+        return self.fused
+
     def hashed_settings(self) -> dict:
         """The non-default settings that can change results: what the run-directory hash covers."""
         out = {}
@@ -186,7 +194,8 @@ class Config:
             if value != default:
                 out[f.name] = value
         if self.init.startswith("xavier_") and "gain" not in self.init_options:
-            # 0.2 made xavier_* Glorot's gain 1 (it followed the activation before): older runs are other experiments
+            # xavier_* draws with Glorot's gain 1; this key keeps its runs apart from directories whose xavier_* drew
+            # with the activation's gain (their config holds no such key)
             out["xavier_gain"] = 1
         return out
 

@@ -356,8 +356,6 @@ def export_report(path: str | os.PathLike, batch_sizes=(1, 256), min_run_time: f
     header, state = load_state(path)
     shape = tuple(header["input_shape"])
     if header["layout"] == "physical":  # the full-size network (its weights do not matter for timing) vs the export
-        from lottery.models import build_model
-
         dense = build_model(header["model"], shape, header["num_classes"], activation=header["activation"],
                             **header["model_options"]).eval()
         sparse = load_exported(path)

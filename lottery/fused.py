@@ -7,12 +7,13 @@ over ``functional_call``, which turns a convolution into one grouped convolution
 (same kernel and options as ``train``) over the stacked tensors: SGD and Adam are elementwise, so each network's
 slice gets the update it would get alone. The loss is the sum of the per-network mean losses, so each slice's
 gradient is its own network's gradient.
-Why bmm for MLPs: forward + backward measured 2026-11-30 on the 2-core CPU under heavy load (noisy, one thread),
-ms per fused step, bmm vs vmap: LeNet-300-100 K=4 50.6 vs 54.5, K=8 85.8 vs 119.8; 12x128 MLP K=4 94.5 vs 106.1,
-K=8 296 vs 247 — bmm ahead in three of four, and it lets a shared batch run as one GEMM per layer. Writing the
-layer's backward out (weight gradient straight into the weights' layout, the mask applied there, ReLU in place,
-batches gathered into reused buffers) then took the 12x128 MLP at K=4 from 7.2-8.1 to 5.9-6.7 ms per network
-and step on one idle thread (profile: autograd's transposed weight gradients cost a copy each, 11 % of the step).
+Why bmm for MLPs: a fused forward + backward is faster with bmm than with vmap in three of four cases (2-core
+CPU, one thread, ms per fused step, bmm vs vmap: LeNet-300-100 K=4 50.6 vs 54.5, K=8 85.8 vs 119.8; 12x128 MLP K=4
+94.5 vs 106.1, K=8 296 vs 247; one noisy run each on a loaded machine), and a shared batch runs as one GEMM per
+layer. Why the layer's backward is written out (weight gradient straight into the weights' layout, the mask applied
+there, ReLU in place, batches gathered into reused buffers): autograd's transposed weight gradients cost a copy
+each, 11 % of the step in a profile; written out, the 12x128 MLP at K=4 takes 5.9-6.7 ms per network and step on
+one idle thread, against 7.2-8.1 through autograd.
 
 What "the same result" means: every network follows ``lottery.train.train`` step by step — same batches (its own
 seeded permutation), learning-rate schedule, evaluations, early-stop step and divergence rule — and only float

@@ -214,7 +214,7 @@ class Engine:
     level loop, its masks, rewind states and controls, trained by ``trainer``."""
 
     def __init__(self, trainer: Trainer, rundir: RunDir, settings: ImpSettings, header: dict):
-        self.trainer, self.rundir, self.s = trainer, rundir, settings
+        self.trainer, self.rundir, self.settings = trainer, rundir, settings
         self.model, self.init_state = trainer.model, trainer.init_state
         self.rewind_step = settings.rewind_step
         self.results = trainer.share(lambda: rundir.load_results() or {**header, "status": "running", "levels": []})
@@ -244,7 +244,7 @@ class Engine:
     def plan(self, level: int) -> LevelPlan | str:
         """Level ``level``'s plan (its parent level and fraction; lottery/pruning/level_plan.py), or why IMP ends
         before it, from the finished entries before it."""
-        return plan_level(self.s, [e for e in self.results["levels"] if e["level"] < level], level)
+        return plan_level(self.settings, [e for e in self.results["levels"] if e["level"] < level], level)
 
     def mask(self, level: int) -> Mask:
         """Level 0 is dense; level L prunes its parent's final weights (level L-1 unless planned otherwise; saved,
@@ -260,7 +260,7 @@ class Engine:
         plan = self.plan(level)
         previous = self.mask(plan.parent)
         self.model.load_state_dict(self._final(plan.parent))
-        mask = level_mask(self.s, self.model, previous, level, self.trainer.prune_data(), plan.fraction)
+        mask = level_mask(self.settings, self.model, previous, level, self.trainer.prune_data(), plan.fraction)
         crash_point(f"prune:level{level}")
         self.rundir.save_mask(level, mask)
         return mask
@@ -272,7 +272,7 @@ class Engine:
         return state
 
     def rewind_state(self, level: int) -> dict:
-        return rewind_state(self.rundir, self.init_state, self.s.rewind, level)
+        return rewind_state(self.rundir, self.init_state, self.settings.rewind, level)
 
     def start_step(self, level: int) -> int:
         """Late rewinding (step:K): runs that start from the step-K weights train steps K..T of level 0's
@@ -288,31 +288,32 @@ class Engine:
             snap = self.rewind_step if level == 0 else None
             return Arm(name, t.share_state(lambda: self.rewind_state(level)), mask, self.start_step(level), snap,
                        self._early_bird(level, mask))
-        seed = derived_seed(self.s.seed, name, level)
+        seed = derived_seed(self.settings.seed, name, level)
         if name == "reinit":  # same mask, a fresh draw of the same init scheme, trained from step 0
             return Arm(name, self._control_start(lambda: t.redraw(seed), mask), mask)
         # random_mask: same per-layer counts (and structure), same rewind state (and step)
         def random_mask() -> Mask:
-            return random_control(self.model, mask, self.s.seed, level, self.s.structure, self.s.structure_options)
+            s = self.settings
+            return random_control(self.model, mask, s.seed, level, s.structure, s.structure_options)
 
         drawn = t.share_mask(random_mask)
         return Arm(name, self._control_start(lambda: self.rewind_state(level), drawn), drawn, self.start_step(level))
 
     def _control_start(self, make: Callable[[], dict], mask: Mask) -> dict:
         """A control's start state; under ``control_init = "sparse"`` scaled to the mask's surviving fan-in."""
-        if self.s.control_init == "sparse":
+        if self.settings.control_init == "sparse":
             return self.trainer.share_state(lambda: scale_to_fan_in(make(), mask))
         return self.trainer.share_state(make)
 
     def _early_bird(self, level: int, mask: Mask) -> EarlyBird | None:
         """A search level's stopping rule: the candidate is the mask the next level would prune to from the current
         weights (the same pruner; the level's own fraction, the adaptive schedule's next one being unknown)."""
-        plan = self.plan(level) if level > 0 and self.s.early_bird else None
+        plan = self.plan(level) if level > 0 and self.settings.early_bird else None
         if not isinstance(plan, LevelPlan) or not plan.search:
             return None
         data = self.trainer.prune_data()
-        return EarlyBird(lambda model: level_mask(self.s, model, mask, level + 1, data, plan.fraction),
-                         self.s.early_bird_epsilon, self.s.early_bird_window, within=mask)
+        return EarlyBird(lambda model: level_mask(self.settings, model, mask, level + 1, data, plan.fraction),
+                         self.settings.early_bird_epsilon, self.settings.early_bird_window, within=mask)
 
     # -- what is finished ---------------------------------------------------------------------------------
     def finished(self, level: int) -> dict | None:
@@ -337,7 +338,7 @@ class Engine:
             self.trainer.say(f"level {level}: stored files are damaged ({e}); recomputing this level")
             # Later levels keep their results: their masks are on disk and retraining this level reproduces its
             # files bit for bit. Only lr rewinding starts the next level from this level's final weights.
-            keep_later = self.s.rewind != "lr"
+            keep_later = self.settings.rewind != "lr"
             self.results["levels"] = [e for e in self.results["levels"]
                                       if e["level"] < level or (keep_later and e["level"] > level)]
             return None
@@ -346,8 +347,8 @@ class Engine:
     def unfinished(self, level: int, entry: dict | None) -> list[str]:
         """The level's runs still to train, in recording order: the ticket, then the controls (level 0 has none;
         a diverged ticket gets none)."""
-        search = level > 0 and self.s.early_bird and getattr(self.plan(level), "search", False)
-        controls = list(self.s.controls) if level > 0 and not search else []  # a mask search has no ticket
+        search = level > 0 and self.settings.early_bird and getattr(self.plan(level), "search", False)
+        controls = list(self.settings.controls) if level > 0 and not search else []  # a mask search has no ticket
         if entry is None:
             return ["ticket", *controls]
         return [c for c in controls if c not in entry["controls"]] if entry["status"] == "ok" else []
@@ -388,7 +389,7 @@ class Engine:
         the outcome when the loop ends: status ``complete``, ``diverged`` (a ticket's weights or loss went
         non-finite: their magnitudes mean nothing, pruning stops) or ``exhausted`` (nothing left to prune)."""
         t, why, level = self.trainer, None, 0
-        with t.level_bar(self.s.levels + 1) as levels_bar:
+        with t.level_bar(self.settings.levels + 1) as levels_bar:
             while True:
                 entry = t.share(lambda: self.finished(level))
                 names = self.unfinished(level, entry)
@@ -403,7 +404,7 @@ class Engine:
                     break
                 ends = t.share(lambda: self.plan(level + 1))
                 if isinstance(ends, str):  # the plan ends here (the fixed one: after `levels` levels)
-                    if self.s.planned:
+                    if self.settings.planned:
                         self.results["plan_end"] = ends
                     break
                 why = t.share(lambda: self.exhausted(level, entry))
@@ -460,12 +461,12 @@ class Engine:
                  "layer_density": mask.layer_density(), "collapsed_layers": collapsed_layers(mask),
                  **trained.summary, "controls": {}, "level_wall_time": time.perf_counter() - started,
                  "threads": torch.get_num_threads()}  # sums over other thread counts round differently
-        limited = level > 0 and limit_note(self.mask(level - 1), self.s.prune_fraction, self.s.structure,
-                                           self.s.structure_options, self.s.layer_fractions)
+        limited = level > 0 and limit_note(self.mask(level - 1), self.settings.prune_fraction, self.settings.structure,
+                                           self.settings.structure_options, self.settings.layer_fractions)
         if limited:  # an n:m level stopped at the structure's limit: said, and kept with the level
             entry["limited"] = limited
             self.trainer.say(f"level {level}: {limited}")
-        if self.s.planned and level > 0:
+        if self.settings.planned and level > 0:
             self._record_plan(level, entry, trained)
         self.results["levels"] = [e for e in self.results["levels"] if e["level"] != level] + [entry]
         self._save()
@@ -481,9 +482,9 @@ class Engine:
             search = {k: entry.pop(k, None) for k in ("test_accuracy", "test_loss", "early_stop_test_accuracy")}
             entry["early_bird"] = {**entry.get("early_bird", {}), "search_test": search}
             entry.update({k: None for k in search})
-        if self.s.barrier_points:
+        if self.settings.barrier_points:
             entry["barrier"] = self.trainer.barrier(self._final(plan.parent), snapshot(trained.model),
-                                                    self.s.barrier_points)
+                                                    self.settings.barrier_points)
 
     def _track(self, level: int, name: str, mask: Mask, summary: dict) -> None:
         if self.trainer.tracker is not None:

@@ -43,7 +43,7 @@ from torch import nn
 
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.storage.atomic import torch_load
-from lottery.masks import PRUNABLE_MODULES
+from lottery.layers import WEIGHT_LAYERS
 from lottery.registry import Registry
 
 INIT_SCHEMES = Registry("init scheme")
@@ -94,9 +94,9 @@ def _positive(name: str, value: object) -> float:
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Linear/Conv layers whose weights the schemes set (the same layers IMP prunes)."""
+    """The Linear/Conv layers whose weights the schemes set."""
     return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, PRUNABLE_MODULES) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+            if isinstance(m, WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), nn.Parameter)]
 
 
 def _embeddings(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lottery.masks import PRUNABLE_MODULES
+from lottery.layers import WEIGHT_LAYERS
 
 PROBE_SIZE = 256
 
@@ -30,7 +30,7 @@ class SignalProbe:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, size: int = PROBE_SIZE):
         self.model = model
         self.layers = [(n, m) for n, m in model.named_modules()
-                       if isinstance(m, PRUNABLE_MODULES) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+                       if isinstance(m, WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), nn.Parameter)]
         xb = next(iter(x.batches(size))) if hasattr(x, "batches") else x[:size]  # streamed data: its first batch
         self.x, self.y = xb, y[: len(xb)]
         self.steps: list[int] = []

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from lottery.errors import CorruptFileError, MaskMismatchError
+from lottery.layers import WEIGHT_LAYERS
 from lottery.storage.atomic import atomic_write, open_regular
 
-PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+PRUNABLE_MODULES = WEIGHT_LAYERS  # a mask covers their weights unless ``include`` says otherwise
 _FORMAT = "lottery-mask/1"
 
 

@@ -353,7 +353,7 @@ def _user_text(parse: Callable) -> Callable:
 @functools.cache
 def _type_hints(cls: type) -> dict:
     """``typing.get_type_hints`` evaluates every annotation of the class each call: once per class, not per flag
-    (per field it made building the CLI parser cost 0.1 s, paid by every ``main`` call)."""
+    (per flag it would add 0.1 s to building the CLI parser, which every ``main`` call pays)."""
     return typing.get_type_hints(cls)
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lottery.errors import ConfigError
-from lottery.masks import PRUNABLE_MODULES
+from lottery.layers import WEIGHT_LAYERS
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def symmetry_report(model: nn.Module, tol: float = 1e-5) -> dict[str, dict[str, 
         raise ConfigError(f"tol must be >= 0, got {tol!r}")
     report = {}
     for name, module in model.named_modules():
-        if not isinstance(module, PRUNABLE_MODULES):
+        if not isinstance(module, WEIGHT_LAYERS):
             continue
         rows = module.weight.detach().reshape(module.weight.shape[0], -1).double().cpu()
         if module.bias is not None:

@@ -4,7 +4,7 @@ At LeNet's batch of 60 a step is ~100 MFLOP, so per-step overhead decides the sp
 keeps it low: the data set lives in (device) memory and each batch is one ``index_select`` of a seeded per-epoch
 permutation (no DataLoader, no per-epoch copy of the training set); the mask reaches all gradients in one
 ``_foreach_mul_``; gradients are set to None instead of zero-filled (backward then writes them, no memset + add);
-the optimizer is torch's fused kernel (one pass over each tensor instead of ~10; ``cfg.fused``); the validation
+the optimizer is torch's fused kernel (one pass over each tensor instead of ~10; ``cfg.fast_kernels``); the validation
 split is evaluated only every ``eval_every`` steps. ``torch.compile`` measured slower here for the MLPs and costs a
 minute of compile per run on two cores, so it is not used.
 """
@@ -80,7 +80,7 @@ def budget_steps(cfg: Config, n_train: int) -> int:
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """The optimizer of ``cfg``, with torch's fused kernel when ``cfg.fused`` and the device supports it.
+    """The optimizer of ``cfg``, with torch's fused kernel when ``cfg.fast_kernels`` and the device supports it.
 
     The fused kernel computes the same update as torch's default for-loop / ``foreach`` kernels (which agree bit
     for bit); only the float rounding differs (in float64 the two agree to 1e-15: tests/test_train_equivalence.py).
@@ -92,7 +92,7 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     else:
         cls, options = (torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam), {}
     options.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if getattr(cfg, "fused", False):
+    if getattr(cfg, "fast_kernels", False):
         try:
             return cls(params, fused=True, **options)
         except (RuntimeError, ValueError):  # a device or dtype without a fused kernel: the exact path below
@@ -161,8 +161,9 @@ def train(
     """
     device = data.train[0].device
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    # convnet layout hook (lottery/models/layout.py): channels_last while training on the fast path (fused=True)
-    with torch.random.fork_rng(devices=cuda, device_type="cuda"), conv_layout(model, getattr(cfg, "fused", False)):
+    # convnet layout hook (lottery/models/layout.py): channels_last while training on the fast path (fast_kernels)
+    fast = getattr(cfg, "fast_kernels", False)
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"), conv_layout(model, fast):
         torch.default_generator.manual_seed(derived_seed(seed, "layers"))
         for index in cuda:
             torch.cuda.default_generators[index].manual_seed(derived_seed(seed, "layers"))

@@ -23,7 +23,7 @@ from lottery.fused import even_passes
 from lottery.masks import Mask
 from lottery.storage.rundir import RunDir, RunLockedError
 from lottery.session import Session, load_data
-from lottery.train import STOP, derived_seed  # noqa: F401  (prune_at_init imports derived_seed from here)
+from lottery.train import STOP
 from lottery.reporting.trackers import Tracker, open_tracker
 
 

@@ -294,22 +294,22 @@ class _Study:
 
     def __init__(self, session: Session, run: RunDir, stored: dict, done: dict, mask: Mask, layers: list[str],
                  source: dict, level: int):
-        self.s, self.run, self.stored, self.done = session, run, stored, done
+        self.session, self.run, self.stored, self.done = session, run, stored, done
         self.mask, self.layers, self.source, self.level = mask, layers, source, level
         self._starts: dict[tuple, tuple[dict, dict]] = {}
         self._finals: dict[str, dict] = {}  # the source's trained weights, read once
 
     def random(self, draw: int) -> Mask:
         """The row's ``draw``-th random mask: the engine's control draw for this level (the same for every row)."""
-        cfg = self.s.cfg
-        return random_control(self.s.model, self.mask, cfg.seed, self.level, cfg.structure, cfg.structure_options,
-                              draw).to(self.s.device)
+        cfg = self.session.cfg
+        return random_control(self.session.model, self.mask, cfg.seed, self.level, cfg.structure, cfg.structure_options,
+                              draw).to(self.session.device)
 
     def train(self, plan: list[dict], arms: list[str]) -> None:
         ref = plan[0]
         if row_key(ref) not in self.done:  # alone, unfused, on the source's threads: the source ticket bit for bit
             with using_threads(self.source.get("threads")):
-                result = self.s.train_from(self.s.init_state, self.mask, "transfer reference",
+                result = self.session.train_from(self.session.init_state, self.mask, "transfer reference",
                                            point="train:transfer:reference")
                 threads = torch.get_num_threads()
             self._record(ref, "ticket", result, threads=threads, source_threads=self.source.get("threads"),
@@ -334,7 +334,7 @@ class _Study:
             if last[row_key(row)] == i:
                 self._starts.pop(row_key(row), None)  # the row's runs are done: its start state goes
 
-        self.s.train_many(runs, record)
+        self.session.train_many(runs, record)
 
     def _start(self, row: dict) -> dict:
         """The row's start state (drawn once, shared by its ticket and control); alignment facts kept for it."""
@@ -344,7 +344,7 @@ class _Study:
         return self._starts[key][0]
 
     def _draw(self, row: dict) -> tuple[dict, dict]:
-        s, cfg = self.s, self.s.cfg
+        s, cfg = self.session, self.session.cfg
         if row["reference"] or row["same_draw"]:
             state = s.init_state  # init.pt itself: the source's own draw, bit for bit
         else:
@@ -355,7 +355,7 @@ class _Study:
             return state, {"signs_changed": flipped}
         if row["align"] == "permute":
             ours = self._target_dense(row, state) if row["match"] == "both_trained" else state
-            theirs = self.s.init_state if row["match"] == "init" else self._source_final(0)
+            theirs = self.session.init_state if row["match"] == "init" else self._source_final(0)
             perms, sweeps = weight_matching(theirs, ours, self.layers)
             moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms) / sum(len(p) for p in perms)
             facts = {"units_moved": moved, "sweeps": sweeps}
@@ -368,11 +368,11 @@ class _Study:
         """The source's trained weights of ``level`` (0: the dense network units are matched to)."""
         name = f"level_{level:02d}/final.pt"
         if name not in self._finals:
-            final = self.run.load_state(name, like=self.s.init_state)
+            final = self.run.load_state(name, like=self.session.init_state)
             if final is None:
                 raise ConfigError(f"{self.run.path} has no {name}; use match=init" if level == 0 else
                                   f"{self.run.path} has no {name}: the run directory is damaged")
-            self._finals[name] = {k: v.to(self.s.device) for k, v in final.items()}
+            self._finals[name] = {k: v.to(self.session.device) for k, v in final.items()}
         return self._finals[name]
 
     def _barriers(self, row: dict, theirs: dict, ours: dict, perms) -> dict:
@@ -380,26 +380,27 @@ class _Study:
         units are permuted (kept per target in transfer.json: the same for every level)."""
         dense = self.stored.setdefault("dense", {}).setdefault(f"{row['init']} s{row['seed']}", {})
         if "barrier_after" not in dense:
-            x, y = self.s.data.test
+            x, y = self.session.data.test
             for name, other in (("before", ours), ("after", permute_units(ours, self.layers, perms))):
-                dense[f"barrier_{name}"] = error_barrier(self.s.model, theirs, other, x, y, BARRIER_POINTS,
-                                                         batchnorm_x=self.s.data.train[0])["barrier"]
+                dense[f"barrier_{name}"] = error_barrier(self.session.model, theirs, other, x, y, BARRIER_POINTS,
+                                                         batchnorm_x=self.session.data.train[0])["barrier"]
         return {k: dense[k] for k in ("barrier_before", "barrier_after")}
 
     def _target_dense(self, row: dict, state: dict) -> dict:
         """The target init trained dense with the source's config: read from transfer_dense/, or trained now."""
-        if state is self.s.init_state:  # the source's own draw: its dense network is level 0's
+        if state is self.session.init_state:  # the source's own draw: its dense network is level 0's
             return self._source_final(0)
         name = re.sub(r"[^A-Za-z0-9_.=-]", "_", row["init"]) + f"_s{row['seed']}"
-        stored = self.run.load_state(f"{DENSE_DIR}/{name}.pt", like=self.s.init_state)
+        stored = self.run.load_state(f"{DENSE_DIR}/{name}.pt", like=self.session.init_state)
         if stored is not None:
-            return {k: v.to(self.s.device) for k, v in stored.items()}
-        result = self.s.train_from(state, Mask.ones_like(self.s.model).to(self.s.device), f"transfer dense {name}",
-                                   point="train:transfer:dense")
+            return {k: v.to(self.session.device) for k, v in stored.items()}
+        session = self.session
+        result = session.train_from(state, Mask.ones_like(session.model).to(session.device), f"transfer dense {name}",
+                                    point="train:transfer:dense")
         if result.status != "ok":
             raise ConfigError(f"the dense network of {_name(row)} diverged: its weights match nothing; use "
                               "--match trained or init")
-        final = snapshot(self.s.model)
+        final = snapshot(self.session.model)
         self.run.save_state(f"{DENSE_DIR}/{name}.pt", final)
         self.stored.setdefault("dense", {})[f"{row['init']} s{row['seed']}"] = {
             k: v for k, v in result.summary().items() if k in KEPT}
@@ -420,8 +421,9 @@ class _Study:
 
     def _reproduces(self, summary: dict) -> bool:  # right after the reference trained: the model holds its weights
         """The retrained reference ticket equals the stored one: accuracy, early stop and weights, bit for bit."""
-        final = self.run.load_state(f"level_{self.level:02d}/final.pt", like=self.s.init_state)
-        same_weights = final is not None and all(torch.equal(v.cpu(), final[k]) for k, v in snapshot(self.s.model).items())
+        final = self.run.load_state(f"level_{self.level:02d}/final.pt", like=self.session.init_state)
+        same_weights = final is not None and all(torch.equal(v.cpu(), final[k])
+                                                 for k, v in snapshot(self.session.model).items())
         return same_weights and all(summary[k] == self.source.get(k) for k in ("test_accuracy", "early_stop_step"))
 
 

@@ -37,7 +37,7 @@ def _describe(key) -> str:
 
 def run_finished(cfg: Config) -> dict | None:
     """The results of ``cfg``'s run when it already finished (complete or diverged), without touching its files."""
-    path = Path(cfg.out) / cfg.run_name()
+    path = RunDir.path_for(cfg)
     if not (path / "results.json").is_file():
         return None
     run = RunDir.for_config(cfg)  # refuses a directory holding another experiment
@@ -88,4 +88,4 @@ def _collect(configs: dict, done: dict, log) -> dict:
     """Every trunk's results and run directory: run now (``done``), finished before, or — held by another process
     all along (a second grid on this runs directory) — waited for, then reused or resumed."""
     return {key: {"results": done.get(key) or run_finished(cfg) or imp.run_imp_when_free(cfg, log),
-                  "run_dir": str(Path(cfg.out) / cfg.run_name())} for key, cfg in configs.items()}
+                  "run_dir": str(RunDir.path_for(cfg))} for key, cfg in configs.items()}
