@@ -39,7 +39,7 @@ from lottery.storage.atomic import load_json
 from lottery.storage.rundir import RunDir
 
 HERE = Path(__file__).resolve().parent
-TARGET = {"lenet300": 0.107, "deep_mlp": 0.086}  # IMP's level 10 (LeNet, layerwise) and level 11 (deep MLP)
+TARGET = {"lenet300": 0.1, "deep_mlp": 0.086}  # the goal's 10 % (LeNet) and IMP's level 11 (deep MLP)
 IMP20 = {"lenet300": ("lenet300_fashion_8k.toml", "/work/runs_headline")}
 METHODS = ("early_bird", "adaptive", "both", "oneshot", "gradual", "snip", "synflow")
 
@@ -52,12 +52,14 @@ def imp_settings(model: str, method: str, b: dict) -> dict:
     """The config of an IMP-engine method; gradual and prune-at-init live in the oneshot run's directory (its
     dense level 0 is theirs)."""
     target = TARGET[model]
-    if method in ("oneshot", "gradual", "snip", "synflow"):
-        levels = levels_to(target)
+    exact = abs(0.8 ** levels_to(target) - target) < 1e-3  # the target is one of IMP's levels (deep MLP: 11)
+    if method in ("oneshot", "gradual", "snip", "synflow"):  # per-layer overrides: as many of their levels' worth
+        levels = levels_to(target) if exact else math.log(target) / math.log(0.8)
         fractions = {k: 1 - (1 - f) ** levels for k, f in b.get("layer_fractions", {}).items()}
         return {**b, "levels": 1, "prune_fraction": 1 - 0.8 ** levels, "layer_fractions": fractions,
                 "name": f"{b['name']}-oneshot"}
-    plan = {"early_bird": {"early_bird": True, "levels": levels_to(target)},
+    to_target = {"levels": levels_to(target)} if exact else {"target_density": target, "levels": levels_to(target) + 1}
+    plan = {"early_bird": {"early_bird": True, **to_target},
             "adaptive": {"prune_schedule": "adaptive", "target_density": target, "levels": 8},
             "both": {"early_bird": True, "prune_schedule": "adaptive", "target_density": target, "levels": 8}}[method]
     return {**b, **plan, "name": f"{b['name']}-{method}"}
@@ -155,10 +157,11 @@ def frontier_row(model: str, method: str, runs: dict, tolerance: float = stats.T
     if method == "imp20":  # levels align across seeds: the rule as every table reads it
         c = stats.compare_levels(runs, "early_stop", tolerance)
         d = c["smallest_matching_density"]
-        row = next((r for r in c["levels"] if r["density"] == d), None)
-        deepest = c["levels"][-1] if c["levels"] else None
-        return {"density": d, "cost": row["cost"] if row else None, "verdict": row["verdict"] if row else "below",
-                "seeds": len(runs), "levels_done": deepest and deepest["level"]}
+        done = [r for r in c["levels"] if r["level"] > 0 and len(r["seeds"]) == len(runs)]
+        row = next((r for r in done if r["density"] == d), None) or (done[0] if done else None)
+        return {"density": d, "cost": row["cost"] if row and d else None, "verdict": row["verdict"] if row else "",
+                "seeds": len(runs), "levels_done": done[-1]["level"] if done else 0,
+                "diff": row["ticket_minus_dense"] if row else None, "matches": d is not None}
     pick = ticket_entry if method in ("early_bird", "both", "oneshot", "gradual", "snip", "synflow") else deepest_matched
     v = ticket_verdict(runs, "early_stop", tolerance, pick=pick)
     ok = v["verdict"] in ("beats", "matches")
@@ -189,7 +192,12 @@ def report(models, out: str, seeds) -> None:
               if diff.get("lo") is not None else "")
         dens = "—" if r["density"] is None else f"{100 * r['density']:.1f}"
         cost = "—" if r["cost"] is None else f"{r['cost']:.2f}"
-        print(f"| {r['model']} | {r['method']} | {r['seeds']} | {dens} | {r['verdict']} | {ci} | {cost} |")
+        n = f"{r['seeds']} (levels 1-{r['levels_done']} done)" if "levels_done" in r else r["seeds"]
+        print(f"| {r['model']} | {r['method']} | {n} | {dens} | {r['verdict']} | {ci} | {cost} |")
+    for model in models:
+        note = stats.still_learning_note(stats.dense_still_learning(list(_results(out, model, "oneshot", seeds).values())))
+        if note:
+            print(f"\n{model}: {note}")
     plot(rows, HERE / "figures" / "frontier.png")
 
 
