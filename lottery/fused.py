@@ -53,7 +53,7 @@ from lottery.config import Config
 from lottery.data.augment import augment_stacked
 from lottery.masks import Mask
 from lottery.layer_signal import SignalProbe
-from lottery.train import Bookkeeping, TrainResult, make_optimizer, train
+from lottery.train import Bookkeeping, TrainResult, make_optimizer, train, update
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Identity, nn.Softplus)
 
@@ -339,14 +339,8 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method, start_step
         logits = stack(xb, shared, gates)
         per_net = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="none")
         loss = per_net.view(k, -1).mean(1).sum()  # each slice's gradient is its own network's mean-loss gradient
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if after:
-            torch._foreach_mul_([stack.params[n].grad for n in after], [gates[n] for n in after])
-        if frozen:  # a diverged network's slice stays exactly zero: no gradient reaches it
-            for p in plist:
-                p.grad[list(frozen)] = 0
-        optimizer.step()
+        update(optimizer, loss, [stack.params[n] for n in after], [gates[n] for n in after],
+               (lambda: _zero_frozen(plist, frozen)) if frozen else None)
         if progress is not None:
             progress.update(1)
 
@@ -363,6 +357,12 @@ def _train_stacked(models, data, cfg, masks, seeds, progress, method, start_step
     return [book.result(i, step, (tests[0][i], tests[1][i]) if tests else (math.nan, math.nan),
                         early_accs[i] if early_accs else None, wall,
                         signal=probes[i].to_dict() if probes is not None else None) for i in range(k)]
+
+
+def _zero_frozen(plist: list, frozen: dict) -> None:
+    """A diverged network's slice stays exactly zero: no gradient reaches it."""
+    for p in plist:
+        p.grad[list(frozen)] = 0
 
 
 @torch.no_grad()

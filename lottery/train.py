@@ -15,6 +15,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -359,12 +360,7 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
 
         with autocast():
             loss = F.cross_entropy(net(xb), yb)
-        # None instead of zero-filled: backward then writes the gradients instead of memset + accumulate.
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if gates:  # every masked parameter gets a gradient from backward, so the list is complete here
-            torch._foreach_mul_([p.grad for p in masked], gates)
-        optimizer.step()
+        update(optimizer, loss, masked, gates)
         if progress is not None:
             progress.update(1)
 
@@ -375,6 +371,21 @@ def _train(model, data, cfg, mask, *, seed, snapshot_step, progress, optimizer, 
                          signal=probe.to_dict() if probe is not None else None, rewind_state=rewind_state)
     result.mask = mask
     return result
+
+
+def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, masked: list, gates: list,
+           after_backward: Callable[[], None] | None = None) -> None:
+    """One training step after the forward pass, in the one order every trainer takes it (one network here, K
+    stacked ones in lottery/fused.py): backward, the pruned weights' gradients zeroed, then the optimizer's step.
+    ``masked`` are parameters and ``gates`` their masks as floats; ``after_backward`` runs just before the step."""
+    # None instead of zero-filled: backward then writes the gradients instead of memset + accumulate.
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if gates:  # every masked parameter gets a gradient from backward, so the list is complete here
+        torch._foreach_mul_([p.grad for p in masked], gates)
+    if after_backward is not None:
+        after_backward()
+    optimizer.step()
 
 
 def _gates(params: dict, mask: Mask | None, device) -> tuple[list, list]:

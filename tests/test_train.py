@@ -150,3 +150,22 @@ def test_non_finite_weights_at_the_end_are_diverged_even_with_a_finite_loss(tmp_
     result = train(model, data, tiny(tmp_path, steps=10), mask)
     assert all(math.isfinite(loss) for _, loss, _ in result.curve)
     assert result.status == "diverged"
+
+
+def test_one_optimizer_step_call_site_in_the_package():
+    """One step routine (lottery.train.update) holds the order of a training step for one network and for K fused
+    ones: a second `optimizer.step()` would be a second copy of that order, free to drift from the first."""
+    import ast
+    from pathlib import Path
+
+    root = Path(lt.__file__).parent
+    sites = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step" \
+                    and not node.args and not node.keywords:
+                sites.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(sites) == 1 and sites[0].startswith("train.py:"), sites
+    tree = ast.parse((root / "train.py").read_text())
+    update = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "update")
+    assert any(isinstance(n, ast.Attribute) and n.attr == "step" for n in ast.walk(update))
