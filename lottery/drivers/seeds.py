@@ -23,7 +23,9 @@ from lottery.drivers import imp
 from lottery.drivers.registry import register_driver
 from lottery.fused import resolve_pack
 from lottery.models import build_model
-from lottery.options import (Options, int_option, metric_option, parse_seeds, seeds_option, tolerance_option)
+from lottery.errors import ConfigError
+from lottery.options import Options, metric_option, option, parse_seeds, read_int, seeds_option, tolerance_option
+from lottery.threads import cores
 from lottery.reporting import tables
 from lottery.reporting.tables import format_table, format_verdicts
 from lottery.session import load_data
@@ -32,6 +34,15 @@ from lottery.storage.atomic import save_json
 from lottery.storage.rundir import RunDir
 
 DEFAULT_SEEDS = 3  # the embedded default answers with an interval
+
+
+def read_jobs(v) -> int | str:
+    if v == "auto":
+        return v
+    n = read_int(v)
+    if n < 1:
+        raise ConfigError(f"expected auto or an integer >= 1 (worker processes), got {v!r}")
+    return n
 
 
 @dataclass(frozen=True)
@@ -44,8 +55,14 @@ class RunOptions(Options):
                                              "else 1")
     metric: str = metric_option()
     tolerance: float = tolerance_option()
-    jobs: int = int_option(1, "train the seeds in N local worker processes, each with cores/N threads", least=1,
-                           metavar="N")
+    jobs: int | str = option("auto", "train the seeds in N local worker processes, each with cores/N threads; "
+                             "auto: one per seed up to the cores (1 for one seed)", parse=read_jobs, metavar="N|auto")
+
+
+def resolve_jobs(jobs: int | str, seeds: int) -> int:
+    """``auto``: one worker per seed up to the cores (two single-thread processes are the fastest way through the
+    default experiment's seeds on a 2-core CPU); 1 for a single seed."""
+    return min(seeds, cores()) if jobs == "auto" else jobs
 
 
 def default_seeds(cfg: Config) -> int:
@@ -64,7 +81,7 @@ def seeds_dir_in(parent: Path, name: str, run_names: list[str]) -> Path:
     return Path(parent) / f"seeds-{name}-{digest}"
 
 
-def run_seeds(cfg: Config, seeds, *, metric: str = "early_stop", tolerance: float = TOLERANCE, jobs: int = 1,
+def run_seeds(cfg: Config, seeds, *, metric: str = "early_stop", tolerance: float = TOLERANCE, jobs: int | str = 1,
               plots: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Train (or reuse) ``cfg`` under every seed; returns the comparison (``compare_levels``) with ``run_dirs``
     and ``comparison_dir``, also written to ``verdicts.json`` there."""
@@ -76,7 +93,8 @@ def run_seeds(cfg: Config, seeds, *, metric: str = "early_stop", tolerance: floa
     model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation,
                         **cfg.model_options)
     out = seeds_dir(cfg, [c.run_name() for c in configs.values()])
-    runs = run_trunks(configs, cfg, data, resolve_pack(cfg.pack, model), jobs=jobs, folder=out / "submitit",
+    runs = run_trunks(configs, cfg, data, resolve_pack(cfg.pack, model), jobs=resolve_jobs(jobs, len(configs)),
+                      folder=out / "submitit",
                       log=log)
     comparison = compare_levels({s: runs[s]["results"] for s in seed_list}, metric, tolerance)
     comparison["run_dirs"] = {str(s): runs[s]["run_dir"] for s in seed_list}
