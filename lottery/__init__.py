@@ -29,7 +29,7 @@ _EXPORTS = {
     "find_tickets": "lottery.drivers.find_tickets",
     "transfer_mask": "lottery.drivers.transfer",
     "load_results": "lottery.reporting.frames", "verdicts": "lottery.reporting.frames",
-    "run_seeds": "lottery.drivers.seeds",
+    "run_seeds": "lottery.drivers.seeds", "find_tickets_over_seeds": "lottery.drivers.seeds",
     "compare_levels": "lottery.stats", "paired_interval": "lottery.stats", "verdict": "lottery.stats",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]

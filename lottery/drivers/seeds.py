@@ -137,3 +137,38 @@ def run_command(cfg: Config, opts: RunOptions | None) -> dict:
         return {"single": imp.run_imp(cfg), "options": opts}
     return {"seeds": run_seeds(cfg, seeds, metric=opts.metric, tolerance=opts.tolerance, jobs=opts.jobs,
                                log=lambda line: print(line, file=sys.stderr)), "options": opts}
+
+
+def find_tickets_over_seeds(model, train_fn, seeds, *, metric: str = "early_stop", tolerance: float = TOLERANCE,
+                            **options) -> dict:
+    """``find_tickets`` under several seeds, and their verdict: ``{"runs": {seed: results}, "verdicts": ...}``.
+
+    The first seed starts from the weights ``model`` holds (or ``init=``); every other seed from a fresh draw
+    under its seed — ``reinit(model, seed)`` if given, else each submodule's ``reset_parameters()`` — so seeds
+    differ in their init as in ``lottery run``; ``train_fn`` sees the seed as ``run.seed`` (use it for its data
+    order). Each seed is its own run directory (resumable); ``options`` go to ``find_tickets``.
+
+    >>> import tempfile, torch, lottery as lt
+    >>> def train_fn(model, mask, run):  # a real one trains here
+    ...     return {"test_accuracy": 0.5 + 0.01 * run.seed, "early_stop_test_accuracy": 0.5}
+    >>> out = lt.find_tickets_over_seeds(torch.nn.Linear(10, 10), train_fn, 3, out=tempfile.mkdtemp(), levels=1,
+    ...                                  progress=False)
+    >>> sorted(out["runs"]), out["verdicts"]["levels"][1]["verdict"]
+    ([0, 1, 2], 'matches')
+    """
+    from lottery.drivers.find_tickets import find_tickets, reinit_model
+    from lottery.rewind import snapshot
+
+    seed_list = parse_seeds(seeds, options.pop("seed", 0))
+    first = dict(options.pop("init", None) or snapshot(model))
+    runs = {}
+    for i, seed in enumerate(seed_list):
+        if i == 0:
+            init = first
+        else:
+            model.load_state_dict(first)
+            reinit_model(model, seed, options.get("reinit"))
+            init = snapshot(model)
+        runs[seed] = find_tickets(model, train_fn, init=init, seed=seed, **options)
+    return {"runs": runs, "verdicts": compare_levels(runs, metric, tolerance)}
+
