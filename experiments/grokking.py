@@ -40,6 +40,7 @@ TRAINING = dict(optimizer="adamw", lr=1e-3, weight_decay=1.0, batch_size=512, st
                 warmup_steps=10, record_signal=False)
 CHECK_EVERY, TARGET, MEMORISED, GENERALISED = 50, 0.95, 0.99, 0.99
 ARMS = ("ticket", "random_mask", "memorised", "snip", "synflow")  # in this order: a cut-short study has the first
+EXTRA_ARMS = ("ticket_layerwise",)  # on request (--arms)
 
 
 class Reached(Exception):
@@ -84,7 +85,20 @@ def run_arm(model, init, mask, data, cfg, seed) -> tuple[dict, Probe]:
             "curve": probe.curve}, probe
 
 
-def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float) -> None:
+def arm_mask(arm: str, model, dense: dict, init: dict, density: float, data, seed: int) -> lt.Mask:
+    """The arm's mask at ``density``, from the dense run's weights (tickets) or the init (SNIP, SynFlow)."""
+    ones, fraction = lt.Mask.ones_like(model), 1 - density
+    model.load_state_dict(dense["memorised" if arm == "memorised" else "final"] if arm not in PRUNERS else init)
+    if arm in ("ticket", "memorised"):
+        return lt.prune_magnitude(model, ones, fraction)
+    if arm == "ticket_layerwise":  # the same fraction from every layer: no layer starved by the global ranking
+        return lt.prune_magnitude(model, ones, fraction, scope="layer")
+    if arm == "random_mask":
+        return random_mask_like(lt.prune_magnitude(model, ones, fraction), seed)
+    return PRUNERS.get(arm)(model, ones, fraction, data=data.train, seed=seed)
+
+
+def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float, arms=ARMS) -> None:
     path = out / f"seed{seed}-scale{scale:g}.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     data = lt.load_dataset("modular_addition", **DATA)
@@ -102,20 +116,12 @@ def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float) 
     dense = torch.load(states, weights_only=True)
     cap = from_dict(dict(dataset="modular_addition", model="gpt", **{
         **TRAINING, "steps": math.ceil(cap_factor * done["dense"]["steps_to_95"] / CHECK_EVERY) * CHECK_EVERY}))
-    ones = lt.Mask.ones_like(model)
     for density in densities:
-        model.load_state_dict(dense["final"])
-        ticket = lt.prune_magnitude(model, ones, 1 - density)
-        model.load_state_dict(dense["memorised"])
-        masks = {"ticket": ticket, "memorised": lt.prune_magnitude(model, ones, 1 - density),
-                 "random_mask": random_mask_like(ticket, seed)}
-        model.load_state_dict(init)
-        for name in ("snip", "synflow"):
-            masks[name] = PRUNERS.get(name)(model, ones, 1 - density, data=data.train, seed=seed)
-        for arm in ARMS:
+        for arm in arms:
             key = f"{arm}@{density:g}"
             if key not in done:
-                done[key] = run_arm(model, init, masks[arm], data, cap, seed)[0]
+                mask = arm_mask(arm, model, dense, init, density, data, seed)
+                done[key] = run_arm(model, init, mask, data, cap, seed)[0]
                 save_json(path, done)
                 print(f"seed {seed} scale {scale:g} {key}: steps to 95 % {done[key]['steps_to_95']}", flush=True)
 
@@ -152,6 +158,7 @@ def main(argv=None) -> None:
     parser.add_argument("--densities", default="0.4,0.15")
     parser.add_argument("--cap", type=float, default=1.0, help="stop a masked run at this many times the steps "
                         "dense took to reach 95 %% (recorded as not reaching it)")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"masks to train, of {', '.join(ARMS + EXTRA_ARMS)}")
     parser.add_argument("--summary", action="store_true", help="print the table of what has finished")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -161,9 +168,13 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     for scale in (float(s) for s in args.scales.split(",")):
-        for density in (float(d) for d in args.densities.split(",")):  # every seed at one density, then the next
-            for seed in (int(s) for s in args.seeds.split(",")):
-                one_trunk(out, seed, scale, [density], args.cap)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        for seed in seeds:  # the dense runs first, then arm by arm over the seeds: a study cut short is balanced
+            one_trunk(out, seed, scale, [], args.cap)
+        for density in (float(d) for d in args.densities.split(",")):
+            for arm in args.arms.split(","):
+                for seed in seeds:
+                    one_trunk(out, seed, scale, [density], args.cap, arms=[arm])
     print(summary(out))
 
 
