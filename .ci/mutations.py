@@ -51,12 +51,12 @@ def _with_fused_twins(*mutations: Mutation) -> list[Mutation]:
 
 
 MUTATIONS = [
-    Mutation("grad-mask-train", "gradients of pruned weights are masked (the built-in trainer)", "lottery/train.py",
-             "torch._foreach_mul_([p.grad for p in masked], gates)", "[p.grad for p in masked]",
+    Mutation("grad-mask-train", "gradients of pruned weights are masked (the step routine of every trainer)",
+             "lottery/train.py", "torch._foreach_mul_([p.grad for p in masked], gates)", "[p.grad for p in masked]",
              ("tests/test_train.py",)),
-    Mutation("grad-mask-fused", "gradients of pruned weights are masked (fused passes)", "lottery/fused.py",
-             "torch._foreach_mul_([stack.params[n].grad for n in after], [gates[n] for n in after])", "pass",
-             ("tests/test_fused.py",)),
+    Mutation("grad-mask-fused", "gradients of pruned weights are masked (fused passes hand them to the step routine)",
+             "lottery/fused.py", "update(optimizer, loss, [stack.params[n] for n in after], [gates[n] for n in after],",
+             "update(optimizer, loss, [], [],", ("tests/test_fused.py",)),
     Mutation("grad-mask-api", "lt.mask_gradients zeroes the pruned weights' gradients", "lottery/masks.py",
              "torch._foreach_mul_([g for g, _ in pairs], [m.to(device=g.device, dtype=g.dtype) for g, m in pairs])",
              "pass", ("tests/test_tickets.py", "lottery/masks.py")),
