@@ -174,11 +174,11 @@ def test_report_and_dataframe_give_the_same_verdicts(tmp_path, capsys):
 
 def test_report_refuses_runs_of_different_experiments(tmp_path, capsys):
     lt.run_imp(tiny(tmp_path, levels=0, steps=20))
-    lt.run_imp(tiny(tmp_path, levels=0, steps=20, lr=0.01, seed=1))
+    lt.run_imp(tiny(tmp_path, levels=0, steps=20, lr=0.01, batch_size=16, seed=1))
     dirs = sorted(str(p) for p in (tmp_path / "runs").iterdir())
     assert main(["report", *dirs]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "'lr'" in err
+    assert len(err.splitlines()) == 1 and "'lr'" in err and "'batch_size' (32 vs 16)" in err  # every setting
 
 
 @pytest.mark.parametrize("argv, needle", [

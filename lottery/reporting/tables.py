@@ -142,8 +142,10 @@ def check_seed_runs(dirs: list[str]) -> None:
             continue
         differ = sorted(k for k in {*settings, *first[1]} if settings.get(k) != first[1].get(k))
         if differ:
-            raise LotteryError(f"{d} and {first[0]} differ in '{differ[0]}', not only in the seed; "
-                               "report averages seeds of one experiment — report them separately")
+            named = ", ".join(f"'{k}' ({first[1].get(k)!r} vs {settings.get(k)!r})" for k in differ[:4])
+            raise LotteryError(f"{d} and {first[0]} differ in {named}{' and more' if len(differ) > 4 else ''}, "
+                               "not only in the seed; report compares seeds of one experiment — report them "
+                               "separately")
 
 
 def write_plots(run_path: str | Path, results: dict, metric: str = "early_stop") -> list[Path]:
