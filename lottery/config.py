@@ -276,6 +276,8 @@ def from_dict(d: dict, source: str = "config") -> Config:
         if k in d and isinstance(d[k], (list, str)):
             d[k] = parse_list(d[k], int if k == "milestones" else str)
     _check_types(d, source)
+    if isinstance(d.get("steps"), str) and d["steps"] != "auto":
+        raise ConfigError(f"{source} key 'steps' must be an integer or auto, got {d['steps']!r}")
     if d.get("augment") is not None:  # defaults filled in: {} and {pad = 4, flip = true} are one run
         d["augment_options"] = check_augment(d["augment"], d.get("augment_options") or {})
     if d.get("structure_options"):  # defaults dropped: neuron and neuron with norm = "l2" are one run

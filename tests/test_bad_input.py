@@ -32,7 +32,7 @@ TINY = ["--dataset", "synthetic", "--model-options", "hidden=[8]", "--steps", "5
     ("eval_every = 2.5", ["key 'eval_every' must be an integer"]),
     ("init_scale = true", ["key 'init_scale' must be a number"]),
     ('lr = "fast"', ["key 'lr' must be a number"]),
-    ('steps = "x"', ["key 'steps' must be an integer"]),
+    ('steps = "x"', ["key 'steps' must be an integer or auto"]),
     ('layer_fractions = {"fc1.weight" = "x"}', ["layer_fractions['fc1.weight']"]),
     ('milestones = "a"', ["cannot read 'a' as a list of int"]),
 ])
@@ -204,7 +204,7 @@ def test_report_on_a_read_only_run_prints_its_table(seed_runs, capsys, monkeypat
     """An archived run: writing its plots fails (simulated: the tests may run as root, whom chmod does not stop)."""
     import lottery.reporting.tables
 
-    def read_only(path, results):
+    def read_only(path, results, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(Path(path) / "accuracy_vs_density.png"))
 
     monkeypatch.setattr(lottery.reporting.tables, "write_plots", read_only)

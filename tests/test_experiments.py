@@ -12,7 +12,7 @@ SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), 
 
 def _config(path):
     settings = load_toml(path)
-    for key in ("inits", "seeds"):  # compare-inits keys, read by that command
+    for key in ("inits", "seeds", "run"):  # compare-inits keys and `lottery run`'s table, read by those commands
         settings.pop(key, None)
     return from_dict(settings, source=str(path))
 

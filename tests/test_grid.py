@@ -183,13 +183,19 @@ def test_a_killed_manager_is_the_worker_died_error(tmp_path, capsys, monkeypatch
 
 def test_only_a_closed_stdout_is_taken_for_a_closed_reader(monkeypatch, capsys):
     """cli.main: a BrokenPipeError from anything but stdout (a dead helper process) is an error, not exit 0."""
-    import lottery.cli as cli
+    import dataclasses
 
-    def broken(args):
+    from lottery.drivers.registry import DRIVERS
+
+    def broken(target, opts):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "cmd_list", broken)
-    assert main(["list"]) != 0
+    original = DRIVERS["list"]
+    dict.__setitem__(DRIVERS, "list", dataclasses.replace(original, run=broken))
+    try:
+        assert main(["list"]) != 0
+    finally:
+        dict.__setitem__(DRIVERS, "list", original)
     assert "Broken pipe" in capsys.readouterr().err
 
 

@@ -100,10 +100,9 @@ def format_table(results: dict, metric: str = "early_stop", tolerance: float = T
     if results.get("exhausted"):
         comparison["exhausted"] = results["exhausted"]
     text = format_verdicts(comparison)
-    collapsed = [f"level {e['level']}: {', '.join(e['collapsed_layers'])}" for e in results.get("levels", [])
-                 if e.get("collapsed_layers")]
-    if collapsed:  # a layer with no weights left: the network's output ignores its input
-        text += "\ncollapsed layers (no weights left): " + "; ".join(collapsed)
+    for e in results.get("levels", []):  # a layer with no weights left: the network's output ignores its input
+        if e.get("collapsed_layers"):
+            text += f"\nlevel {e['level']} collapsed: {', '.join(e['collapsed_layers'])} (no weights left)"
     return text
 
 
