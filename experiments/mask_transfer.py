@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lottery.drivers.transfer import ALIGNMENTS, format_table, pooled_restored, reference_row
+from lottery.drivers.transfer import ALIGNMENTS, pooled_restored, reference_row
+from lottery.reporting.transfer_table import format_table
 from lottery.reporting.plots.transfer import plot_transfer_accuracy, plot_transfer_matrix
 from lottery.stats import mean_std
 from lottery.storage.atomic import load_json

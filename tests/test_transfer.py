@@ -13,7 +13,8 @@ import torch
 
 import lottery as lt
 from lottery.cli import main
-from lottery.drivers.transfer import (format_table, pooled_restored, random_accuracy, reference_row, restored,
+from lottery.reporting.transfer_table import format_table
+from lottery.drivers.transfer import (pooled_restored, random_accuracy, reference_row, restored,
                                       restored_interval, transfer_mask)
 from lottery.errors import ConfigError, LotteryError
 from lottery.imp_engine import random_control

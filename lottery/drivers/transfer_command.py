@@ -6,7 +6,8 @@ from pathlib import Path
 
 from lottery.drivers.registry import register_driver
 from lottery.drivers import transfer
-from lottery.drivers.transfer import TransferOptions, format_table
+from lottery.drivers.transfer import TransferOptions
+from lottery.reporting.transfer_table import format_table
 from lottery.storage.rundir import RunDir
 
 
