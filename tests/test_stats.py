@@ -26,6 +26,16 @@ def test_interval_is_students_t(values):
     assert r["lo"] == pytest.approx(lo) and r["hi"] == pytest.approx(hi)
 
 
+def test_welch_interval_is_scipys_welch_test():
+    from lottery.stats import welch_interval
+
+    he, glorot = [0.852, 0.849, 0.855, 0.851], [0.714, 0.850, 0.836, 0.801, 0.83]
+    r = welch_interval(he, glorot)
+    res = sps.ttest_ind(he, glorot, equal_var=False)
+    ci = res.confidence_interval(0.95)
+    assert r["lo"] == pytest.approx(ci.low) and r["hi"] == pytest.approx(ci.high)
+
+
 def test_paired_interval_pairs_by_seed_and_skips_missing():
     ticket = {0: 0.70, 1: 0.74, 2: 0.71, 3: None}
     dense = {0: 0.69, 1: 0.72, 2: 0.71, 3: 0.70, 4: 0.7}

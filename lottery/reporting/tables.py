@@ -49,7 +49,7 @@ def format_verdicts(comparison: dict) -> str:
     cumulative cost in dense trainings and the verdict; then the smallest matching density and any warning.
     ``comparison``: ``lottery.stats.compare_levels``'s result (one seed or several)."""
     head = (f"{'level':>5} {'weights %':>9} {'ticket %':>10} {'reinit %':>10} {'random %':>10} "
-            f"{'ticket-dense':>18} {'ticket-control':>18} {'stop':>6} {'cost':>5}  verdict")
+            f"{'ticket-dense':>18} {'ticket-control':>19} {'stop':>6} {'cost':>5}  verdict")
     lines = [verdict_header(comparison), head, "-" * len(head)]
     for r in comparison["levels"]:
         control = r.get("ticket_minus_control")
@@ -65,7 +65,7 @@ def format_verdicts(comparison: dict) -> str:
         stop = r["early_stop_step"]["mean"]
         lines.append(
             f"{r['level']:>5} {100 * r['density']:9.2f} {_ci(r['ticket']):>10} {_ci(r.get('reinit')):>10} "
-            f"{_ci(r.get('random_mask')):>10} {_diff(r.get('ticket_minus_dense')):>18} {control_text:>18} "
+            f"{_ci(r.get('random_mask')):>10} {_diff(r.get('ticket_minus_dense')):>18} {control_text:>19} "
             f"{'-' if stop is None else f'{stop:.0f}':>6} {_cost(r['cost']):>5}  "
             f"{verdict}")
     lines += summary_lines(comparison)
