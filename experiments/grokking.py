@@ -40,7 +40,7 @@ TRAINING = dict(optimizer="adamw", lr=1e-3, weight_decay=1.0, batch_size=512, st
                 warmup_steps=10, record_signal=False)
 CHECK_EVERY, TARGET, MEMORISED, GENERALISED = 50, 0.95, 0.99, 0.99
 ARMS = ("ticket", "random_mask", "memorised", "snip", "synflow")  # in this order: a cut-short study has the first
-EXTRA_ARMS = ("ticket_layerwise",)  # on request (--arms)
+EXTRA_ARMS = ("ticket_layerwise", "random_layerwise")  # on request (--arms)
 
 
 class Reached(Exception):
@@ -91,9 +91,10 @@ def arm_mask(arm: str, model, dense: dict, init: dict, density: float, data, see
     model.load_state_dict(dense["memorised" if arm == "memorised" else "final"] if arm not in PRUNERS else init)
     if arm in ("ticket", "memorised"):
         return lt.prune_magnitude(model, ones, fraction)
-    if arm == "ticket_layerwise":  # the same fraction from every layer: no layer starved by the global ranking
-        return lt.prune_magnitude(model, ones, fraction, scope="layer")
-    if arm == "random_mask":
+    if arm in ("ticket_layerwise", "random_layerwise"):  # the same fraction of every layer: none starved
+        ticket = lt.prune_magnitude(model, ones, fraction, scope="layer")
+        return ticket if arm == "ticket_layerwise" else random_mask_like(ticket, seed)
+    if arm == "random_mask":  # the ticket's per-layer counts at random positions
         return random_mask_like(lt.prune_magnitude(model, ones, fraction), seed)
     return PRUNERS.get(arm)(model, ones, fraction, data=data.train, seed=seed)
 
