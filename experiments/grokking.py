@@ -136,8 +136,9 @@ def summary(out: Path) -> str:
         trunks.setdefault(scale[5:], {})[int(seed[4:])] = json.loads(path.read_text())
     lines = [f"steps until held-out accuracy >= {TARGET:.0%} ('>': some seed stopped at its cap, a multiple of "
              "the dense network's steps)",
-             "scale  arm                 n  mean steps [95% CI]        reached   arm - dense [95% CI]"]
-    fmt = lambda r: "-" if r.get("lo") is None else f"{r['mean']:7.0f} [{r['lo']:.0f}, {r['hi']:.0f}]"  # noqa: E731
+             "scale  arm                   n  mean steps [95% CI]    reached  arm - dense [95% CI]  arm / dense [95% CI]"]
+    fmt = lambda r, f=".0f": "-" if r.get("lo") is None else \
+        f"{r['mean']:{f}} [{r['lo']:{f}}, {r['hi']:{f}}]"  # noqa: E731
     for scale, runs in trunks.items():
         keys = sorted({k for r in runs.values() for k in r}, key=lambda k: (k != "dense", k))
         dense = {s: r["dense"]["steps_to_95"] for s, r in runs.items() if "dense" in r}
@@ -146,8 +147,10 @@ def summary(out: Path) -> str:
                      for s, r in runs.items() if key in r}
             reached = sum(r[key]["steps_to_95"] is not None for r in runs.values() if key in r)
             diff = paired_interval(steps, dense) if key != "dense" else {}
-            lines.append(f"{scale:5}  {key:18} {len(steps):2}  {fmt(interval(steps.values())):25} "
-                         f"{reached}/{len(steps)}{'' if reached == len(steps) else ' >':3}  {fmt(diff)}")
+            ratio = interval(steps[s] / dense[s] for s in steps if s in dense) if key != "dense" else {}
+            lines.append(f"{scale:5}  {key:20} {len(steps):2}  {fmt(interval(steps.values())):22} "
+                         f"{reached}/{len(steps)}{'' if reached == len(steps) else ' >':3}   {fmt(diff):20}  "
+                         f"{fmt(ratio, '.2f')}")
     return "\n".join(lines)
 
 
