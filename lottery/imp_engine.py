@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from lottery.errors import CorruptFileError, MaskMismatchError
+from lottery.contract import check_pruned_zero, load_init
+from lottery.errors import CorruptFileError, MaskMismatchError, RewindCheckError
 from lottery.masks import Mask
 from lottery.errors import StructureExhausted
 from lottery.pruning import collapsed_layers
@@ -62,22 +63,32 @@ class Trained:
 
 
 class Trainer(ABC):
-    """What the engine needs from whoever trains: ``train`` and ``redraw``; the rest has defaults for one
-    process. ``model`` and ``init_state`` are the network and the weights level 0 starts from (``init.pt``)."""
+    """What the engine needs from whoever trains: ``train`` one arm of one level, ``redraw`` an init, and
+    ``initial_state``; the rest has defaults for one process. ``model`` is the network; ``init_state`` (the
+    weights level 0 starts from) is set by the engine, which writes and checks ``init.pt`` and checks after every
+    training run that pruned weights stayed zero (lottery/contract.py) — a trainer does neither."""
 
     model: nn.Module
-    init_state: dict
+    init_state: dict | None = None
     tracker: Any = None
     collapse_hint: str = ""  # how to keep weights in every layer, said when a layer collapses
     mask_mismatch: str | None = None  # a stored mask that does not fit the model: None recomputes it, else refused
+    given_init = False  # initial_state() is the init itself (a stored init.pt must equal it), not a fresh draw
+    culprit: str | None = None  # the loop blamed for pruned weights left non-zero (None: the built-in one)
+    culprit_fix: str = ""  # appended to that message
+    contract_error: type[Exception] = RewindCheckError  # raised when a run breaks the contract
 
     @abstractmethod
     def train(self, level: int, arm: Arm) -> Trained:
-        """Rewind to ``arm.start`` under ``arm.mask`` (verified), train, check pruned weights stayed zero."""
+        """Rewind to ``arm.start`` under ``arm.mask`` (verified) and train; the engine checks the result."""
 
     @abstractmethod
     def redraw(self, seed: int) -> dict:
         """The reinit control's start: ``init.pt``, then what the init scheme draws drawn afresh with ``seed``."""
+
+    @abstractmethod
+    def initial_state(self) -> dict:
+        """What ``init.pt`` holds when the run has none (the init drawn with the run's seed, or the given one)."""
 
     def prunable(self) -> Mask:
         """The all-kept mask over the model's prunable weights."""
@@ -134,7 +145,10 @@ class Engine:
 
     def __init__(self, trainer: Trainer, rundir: RunDir, settings: ImpSettings, header: dict):
         self.trainer, self.rundir, self.settings = trainer, rundir, settings
-        self.model, self.init_state = trainer.model, trainer.init_state
+        self.model = trainer.model
+        self.init_state = trainer.share_state(
+            lambda: load_init(rundir, trainer.initial_state, trainer.model.state_dict(), given=trainer.given_init))
+        trainer.init_state = self.init_state
         self.rewind_step = settings.rewind_step
         self.results = trainer.share(lambda: rundir.load_results() or {**header, "status": "running", "levels": []})
 
@@ -350,6 +364,7 @@ class Engine:
                 trained = self.trainer.train(level, arm)
                 if arm.early_bird is not None:
                     trained.summary["early_bird"] = arm.early_bird.record()
+            self.check(level, name, trained)
             self._count_flops(trained)
             if name == "ticket":
                 if trained.rewind_state is not None:  # level 0's step-K weights: what later levels rewind to
@@ -361,6 +376,14 @@ class Engine:
                 self._track(level, name, trained.mask, entry["controls"][name])
         pending.trained.clear()
         return entry
+
+    def check(self, level: int, name: str, trained: Trained) -> None:
+        """Every run the engine records, trained here or ahead: pruned weights stayed zero (a diverged run's weights
+        are not finite, so it is recorded as diverged instead)."""
+        if trained.summary.get("status", "ok") == "ok":
+            t = self.trainer
+            check_pruned_zero(trained.model, trained.mask, f"level {level} {name}", culprit=t.culprit,
+                              fix=t.culprit_fix, error=t.contract_error)
 
     def _count_flops(self, trained: Trained) -> None:
         """Add the run's training FLOPs (mask-aware and dense-equivalent) to its summary, when the trainer knows

@@ -18,9 +18,10 @@ import torch
 
 from lottery import distributed
 from lottery.config import Config
+from lottery.contract import check_fraction_names, check_pruned_zero, load_init
 from lottery.data import load_dataset
 from lottery.data.augment import check_inputs
-from lottery.errors import ConfigError, CorruptFileError, RewindCheckError
+from lottery.errors import ConfigError
 from lottery.testing import crash_progress
 from lottery import fused
 from lottery.inits import init_weights
@@ -51,13 +52,6 @@ def load_data(cfg: Config):
     return data.to(resolve_device(cfg.device))
 
 
-def check_pruned_zero(model: torch.nn.Module, mask: Mask, desc: str) -> None:
-    """Training under ``mask`` left every pruned weight at exactly zero (else RewindCheckError)."""
-    params = dict(model.named_parameters())
-    if any(bool(params[k][~m].any()) for k, m in mask.items()):
-        raise RewindCheckError(f"{desc}: a pruned weight became non-zero during training")
-
-
 class Session:
     """What every experiment driver needs for one config: data, model, init state, run directory, processes.
 
@@ -69,6 +63,7 @@ class Session:
     """
 
     auto_steps = False  # whether this driver can take --steps auto (IMP: dense sets the budget)
+    engine_owns_init = False  # IMP: the engine writes and checks init.pt (``init_state`` is None until it has)
 
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
         """``data``: the data set already loaded by ``load_data`` for a config of the same ``data_key`` (several
@@ -93,12 +88,10 @@ class Session:
             where = "beyond" if self.rewind_step > self.total_steps else "at the end of"
             raise ConfigError(f"rewind step {self.rewind_step} is {where} the {self.total_steps} training steps: later "
                               f"levels would train no steps; pick step:K with K below {self.total_steps}")
-        prunable = list(Mask.ones_like(self.model))  # fail now, not after level 0 has trained
-        unknown = [k for k in cfg.layer_fractions if k not in prunable]
-        if unknown:
-            raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
+        check_fraction_names(list(Mask.ones_like(self.model)), cfg.layer_fractions)  # now, not after level 0
         check_layer_fractions(self.model, cfg.structure, cfg.structure_options, cfg.layer_fractions)
-        self.init_state = self.from_main(self._init_state)
+        self.init_state = None if self.engine_owns_init else self.from_main(
+            lambda: load_init(self.rundir, self.initial_state, self.model.state_dict()))
         self.progress = cfg.progress and dist.is_main
         self.pack = fused.resolve_pack(cfg.pack, self.model)  # networks per fused pass (lottery/fused.py)
 
@@ -117,24 +110,10 @@ class Session:
                      data=self.data.train[0][: cfg.batch_size * 5], **cfg.init_options)
         return snapshot(self.model)
 
-    def _init_state(self) -> dict[str, torch.Tensor]:
-        like = self.model.state_dict()
-        path = self.rundir.path / "init.pt"
-        # Every finished level was trained from init.pt, so a damaged or lost one is never redrawn silently (a
-        # redraw can differ: a changed checkpoint file, another torch version): the levels would mix two inits.
-        try:
-            stored = self.rundir.load_state("init.pt", like=like)
-        except CorruptFileError as e:
-            raise CorruptFileError(f"{path} (the init every level rewinds to) is damaged: {str(e).split(';')[0]}; "
-                                   "restore init.pt from a copy, or delete the run directory to start over") from None
-        if stored is not None:
-            return {k: v.to(self.device) for k, v in stored.items()}
-        if (self.rundir.path / "results.json").exists():
-            raise CorruptFileError(f"{path} (the init every level rewinds to) is missing but levels are finished; "
-                                   "restore init.pt from a copy, or delete the run directory to start over")
-        state = self.fresh_init(self.cfg.seed)
-        self.rundir.save_state("init.pt", state)
-        return state
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """What ``init.pt`` holds when the run has none: the init scheme drawn with the config's seed (written
+        once, then only read: ``lottery.contract.load_init``)."""
+        return self.fresh_init(self.cfg.seed)
 
     def from_main(self, make) -> dict[str, torch.Tensor]:
         """A state that rank 0 loads or computes (``make``), on this device on every rank."""
@@ -148,12 +127,13 @@ class Session:
 
     # -- one training run ---------------------------------------------------------------------------------
     def train_from(self, start_state: dict, mask: Mask, desc: str, *, point: str | None = None,
-                   seed: int | None = None, steps: int | None = None, **options):
+                   seed: int | None = None, steps: int | None = None, check_zeros: bool = True, **options):
         """Rewind the model to ``start_state`` under ``mask`` (verified bit for bit), train, verify zeros.
 
         ``desc`` labels the progress bar; ``point`` names the crash point of its steps (lottery/testing.py; none
         without it); ``seed`` is the data order (default the config's); ``steps`` a shorter budget (the stability
-        study's first k steps). ``options`` go to ``lottery.train.train`` (snapshot_step, start_step, step_hook,
+        study's first k steps); ``check_zeros=False`` leaves the check to the caller (the IMP engine checks every
+        run it records). ``options`` go to ``lottery.train.train`` (snapshot_step, start_step, step_hook,
         early_stop_from); a step hook may replace the mask as training goes: the check reads the final one."""
         rewind(self.model, start_state, mask)
         cfg = self.cfg if steps is None else self.cfg.replace(steps=steps, epochs=None)
@@ -162,7 +142,7 @@ class Session:
             result = train(self.model, self.data, cfg, mask, seed=self.cfg.seed if seed is None else seed,
                            progress=crash_progress(bar, point), dist=self.dist if self.dist.active else None,
                            **options)
-        if result.status == "ok":
+        if result.status == "ok" and check_zeros:
             check_pruned_zero(self.model, result.mask if result.mask is not None else mask, desc)
         return result
 
@@ -191,10 +171,12 @@ class Session:
                     on_done(i, result)
             lo += len(chunk)
 
-    def train_pass(self, runs: list, seeds: list[int], desc: str, point: str, progress: bool | None = None) -> list:
+    def train_pass(self, runs: list, seeds: list[int], desc: str, point: str, progress: bool | None = None,
+                   check_zeros: bool = True) -> list:
         """One fused pass: copies of the model, each rewound to its ``(start, mask, name)`` (verified) and trained
         on its seed's data order, all together on this config's data (lottery/fused.py); pruned weights checked
-        after. Returns ``(model, TrainResult)`` per run. ``point``: the crash point of its steps."""
+        after (unless ``check_zeros=False``: the caller checks). Returns ``(model, TrainResult)`` per run.
+        ``point``: the crash point of its steps."""
         models = []
         for start, mask, _ in runs:
             model = copy.deepcopy(self.model)
@@ -205,7 +187,7 @@ class Session:
             results = fused.train_fused(models, self.data, self.cfg, [mask for _, mask, _ in runs], seeds=seeds,
                                   progress=crash_progress(bar, point))
         for model, (_, mask, name), result in zip(models, runs, results):
-            if result.status == "ok":
+            if result.status == "ok" and check_zeros:
                 check_pruned_zero(model, mask, name)
         return list(zip(models, results))
 

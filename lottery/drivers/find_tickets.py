@@ -24,7 +24,8 @@ from torch import nn
 
 from lottery import __version__
 from lottery.config import CONTROLS, Config, from_dict, run_hash
-from lottery.errors import ConfigError, CorruptFileError
+from lottery.contract import check_fraction_names
+from lottery.errors import ConfigError
 from lottery.imp_engine import Arm, Engine, ImpSettings, Trained, Trainer
 from lottery.masks import Mask
 from lottery.reporting.trackers import TRACKERS, open_tracker
@@ -210,9 +211,7 @@ def find_tickets(
                 raise ConfigError(f"init= does not fit the model ({str(e).splitlines()[0]}); pass model.state_dict() "
                                   "of this model") from None
         prunable = list(Mask.ones_like(model, include=include))
-        unknown = [k for k in cfg.layer_fractions if k not in prunable]
-        if unknown:
-            raise ConfigError(f"layer_fractions names {unknown} are not prunable weights; known: {', '.join(prunable)}")
+        check_fraction_names(prunable, cfg.layer_fractions)
         if "reinit" in cfg.controls and reinit is None:
             _check_resettable(model, prunable)
         init_state = snapshot(model)
@@ -278,17 +277,21 @@ def _check_resettable(model: nn.Module, prunable: list[str]) -> None:
 
 class _UserTrainer(Trainer):
     """The engine's trainer around the user's ``train_fn``: every call starts from a verified rewind, gets a copy
-    of the mask, and is checked afterwards — its metrics, the model's structure, and (by name, against the
-    engine's own mask) that pruned weights stayed zero."""
+    of the mask, and is checked afterwards — its metrics and the model's structure here; init.pt and that pruned
+    weights stayed zero (by name, against the engine's own mask) in the engine, blaming ``train_fn``."""
 
     mask_mismatch = "pass the model this run was started with, or another name= or out="
+    given_init = True
+    culprit = "train_fn"
+    culprit_fix = "; call lt.mask_gradients(model, mask) before each optimizer step, or mask.apply(model) after it"
+    contract_error = TrainFnError
 
     def __init__(self, model, train_fn, run: RunDir, settings: ImpSettings, init_state: dict, include, reinit,
                  progress: bool, tracker):
         self.model, self.train_fn, self.rundir, self.imp = model, train_fn, run, settings
         self.include, self.reinit, self.progress, self.tracker = include, reinit, progress, tracker
         self._prunable = Mask.ones_like(model, include=include)
-        self.init_state = self._init_state(init_state)
+        self._given_init = init_state  # init.pt: written and checked by the engine
         self.engine: Engine | None = None
 
     def say(self, line: str) -> None:
@@ -298,23 +301,9 @@ class _UserTrainer(Trainer):
     def prunable(self) -> Mask:
         return self._prunable
 
-    def _init_state(self, state: dict) -> dict:
-        """init.pt is written once; a stored one must be this init (the directory's hash says it is)."""
-        path = self.rundir.path / "init.pt"
-        try:
-            stored = self.rundir.load_state("init.pt", like=state)
-        except CorruptFileError as e:
-            raise CorruptFileError(f"{path} (the init every level rewinds to) is damaged or not this model's: "
-                                   f"{str(e).split(';')[0]}; restore it, or delete the run directory") from None
-        if stored is None:
-            if (self.rundir.path / "results.json").exists():
-                raise CorruptFileError(f"{path} (the init every level rewinds to) is missing but levels are "
-                                       "finished; restore init.pt from a copy, or delete the run directory")
-            self.rundir.save_state("init.pt", state)
-        elif state_fingerprint(stored) != state_fingerprint(state):
-            raise CorruptFileError(f"{path} holds other weights than this model's init; restore it, or delete the run "
-                                   "directory")
-        return state
+    def initial_state(self) -> dict:
+        """The weights the model held when find_tickets was called (or ``init=``): a stored init.pt must be them."""
+        return self._given_init
 
     def redraw(self, seed: int) -> dict:
         """The reinit control: init.pt, then what ``reset_parameters()`` (or ``reinit``) draws, drawn afresh; a
@@ -346,8 +335,6 @@ class _UserTrainer(Trainer):
         self._check_structure(where)
         diverged = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
         metrics = check_metrics(out, where, diverged)
-        if metrics["status"] == "ok":
-            self._check_pruned(where, arm.mask)
         if arm.snapshot_step is not None:
             if run.rewind_state is None:
                 k = self.imp.rewind_step
@@ -376,17 +363,3 @@ class _UserTrainer(Trainer):
                 continue
             raise TrainFnError(f"{where}: train_fn changed the model ('{k}' {what}); find_tickets needs the same "
                                "parameters and buffers, of the same shapes and dtypes, after every call")
-
-    def _check_pruned(self, where: str, mask: Mask) -> None:
-        """Pruned weights are zero in the model as it is now: parameters looked up again by name (train_fn may have
-        replaced one, or a submodule), against the engine's own mask (train_fn only had a copy)."""
-        params = dict(self.model.named_parameters())
-        for k, m in mask.items():
-            if k not in params:
-                raise TrainFnError(f"{where}: train_fn changed the model ('{k}' is no longer a parameter)")
-            p = params[k].detach()
-            n = int(torch.count_nonzero(p[~m.to(p.device)]))
-            if n:
-                raise TrainFnError(f"{where}: train_fn left {n} pruned weights of '{k}' non-zero; call "
-                                   "lt.mask_gradients(model, mask) before each optimizer step, or "
-                                   "mask.apply(model) after it")

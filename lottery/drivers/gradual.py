@@ -33,7 +33,8 @@ from lottery.models import build_model
 from lottery.options import Options, densities_option, int_option, switch_option
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
 from lottery.reporting.tables import format_table
-from lottery.session import Session, check_pruned_zero
+from lottery.contract import check_pruned_zero
+from lottery.session import Session
 from lottery.stats import run_costs
 from lottery.storage.atomic import load_json, save_json
 from lottery.storage.rundir import RunDir, valid_level

@@ -89,6 +89,7 @@ class Experiment(Session, Trainer):
 
     collapse_hint = "; --min-kept-per-layer keeps some in every layer"
     auto_steps = True  # --steps auto: level 0's dense run sets the budget of every later run
+    engine_owns_init = True  # the engine writes and checks init.pt, and checks every run it records
 
     def __init__(self, cfg: Config, run: RunDir, dist: distributed.Dist = distributed.SINGLE, data=None):
         super().__init__(cfg, run, dist, data)
@@ -113,7 +114,7 @@ class Experiment(Session, Trainer):
     def train(self, level: int, arm: Arm) -> Trained:
         hook = arm.early_bird.step_hook(self.model, self.cfg.eval_every, STOP) if arm.early_bird else None
         result = self.train_from(arm.start, arm.mask, f"level {level} {arm.name}", snapshot_step=arm.snapshot_step,
-                                 step_hook=hook,
+                                 step_hook=hook, check_zeros=False,
                                  start_step=arm.start_step, steps=self.level_budget(level),
                                  point=f"train:level{level}" + ("" if arm.name == "ticket" else f":{arm.name}"))
         return Trained(self.model, result.summary(), arm.mask, result.rewind_state)
@@ -195,6 +196,7 @@ def _fused_pass(chunk: list, progress: bool) -> None:
     desc = (f"level {level} {'+'.join(name for _, name in chunk)}" if trunks == 1
             else f"fused: {len(chunk)} runs of {trunks} trunks, level {level}")
     runs = [(arm.start, arm.mask, f"level {p.level} {name}") for (p, name), arm in zip(chunk, arms)]
-    trained = exps[0].train_pass(runs, [e.cfg.seed for e in exps], desc, f"train:level{level}", progress)
+    trained = exps[0].train_pass(runs, [e.cfg.seed for e in exps], desc, f"train:level{level}", progress,
+                                 check_zeros=False)  # the engine checks what it records
     for (p, name), arm, (model, result) in zip(chunk, arms, trained):
         p.trained[name] = Trained(model, result.summary(), arm.mask)

@@ -33,7 +33,8 @@ from lottery.fused import train_fused
 from lottery.masks import Mask
 from lottery.options import Options, int_option, option, progress_option, read_list
 from lottery.rewind import rewind, snapshot
-from lottery.session import Session, check_pruned_zero
+from lottery.contract import check_pruned_zero
+from lottery.session import Session
 from lottery.storage.atomic import finite, save_json
 from lottery.storage.rundir import RunDir, check_writable, valid_values
 from lottery.testing import crash_progress
