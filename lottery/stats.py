@@ -295,9 +295,15 @@ def compare_levels(runs: Mapping[int, dict], metric: str = "early_stop", toleran
         rows.append(row)
     # a level not every seed reached (yet) is shown, but the frontier stops before it
     complete = rows[:next((i for i, r in enumerate(rows) if len(r["seeds"]) < len(seeds)), len(rows))]
+    deepest = next((r for r in reversed(complete) if r["verdict"] in ("beats", "matches")), None)
     return {"metric": metric, "metric_name": METRIC_NAMES[metric], "tolerance": tolerance, "seeds": seeds,
             "level": LEVEL, "levels": rows,
             "smallest_matching_density": smallest_matching_density(complete),
+            # the frontier needs every level above it to match; this says how far down some level still does,
+            # and which levels above it did not (inconclusive ones are what more seeds would settle)
+            "deepest_matching_density": deepest["density"] if deepest else None,
+            "not_matching_above": [r["level"] for r in complete if 0 < r["level"] < (deepest or {}).get("level", 0)
+                                   and r["verdict"] not in ("beats", "matches")],
             "dense_still_learning": dense_still_learning(list(runs.values())), "rule": rule_text(tolerance)}
 
 

@@ -233,3 +233,16 @@ def test_steps_auto_trains_dense_until_it_settles_and_reuses_its_budget(tmp_path
     assert budget - best >= AUTO_PATIENCE * 10 and best <= AUTO_SETTLED * budget
     assert level1["steps"] == budget and level1["controls"]["random_mask"]["steps"] == budget
     assert compare_levels({0: results})["dense_still_learning"] is None
+
+
+def test_an_inconclusive_level_blocks_the_frontier_and_the_table_says_what_lies_below_it():
+    # level 1: differences +3 / -3 / 0 points (inconclusive), level 2: +2.0 / +2.1 / +1.9 (beats)
+    runs = {s: _results(s, 0.8, [0.8 + d1, 0.8 + d2]) for s, (d1, d2) in
+            enumerate([(0.03, 0.020), (-0.03, 0.021), (0.0, 0.019)])}
+    c = compare_levels(runs)
+    assert [r["verdict"] for r in c["levels"][1:]] == ["inconclusive", "beats"]
+    assert c["smallest_matching_density"] is None
+    assert c["deepest_matching_density"] == pytest.approx(0.64) and c["not_matching_above"] == [1]
+    from lottery.reporting.tables import format_verdicts
+
+    assert "deepest level that beats or matches dense is at 64.00 %, but level 1 above it" in format_verdicts(c)

@@ -83,6 +83,10 @@ def summary_lines(comparison: dict) -> list[str]:
         answer = f"smallest matching density: none — level 1 does not match dense ({len(seeds)} seeds, 95 %, {tol})"
     else:
         answer = f"smallest matching density: {100 * smallest:.2f} % ({len(seeds)} seeds, 95 %, {tol})"
+    deepest, above = comparison.get("deepest_matching_density"), comparison.get("not_matching_above") or []
+    if len(seeds) > 1 and deepest is not None and deepest != smallest:
+        answer += (f"; the deepest level that beats or matches dense is at {100 * deepest:.2f} %, but level"
+                   f"{'s' if len(above) > 1 else ''} {', '.join(map(str, above))} above it did not")
     lines = [answer, "columns: ticket-control is against the better control (r reinit, m random mask); stop = "
              "ticket's early-stop step; cost = dense trainings spent on the ticket's lineage (levels 0..L)"]
     note = still_learning_note(comparison.get("dense_still_learning"))
