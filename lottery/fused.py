@@ -67,6 +67,19 @@ def unfusable(model: nn.Module) -> str | None:
     return None
 
 
+def refusal(model: nn.Module, data, cfg: Config) -> str | None:
+    """Why networks like ``model``, on ``data`` under ``cfg``, cannot train in one fused pass (None when they can):
+    the model's own reason (``unfusable``), a data set streamed from disk, or bf16 autocast on CUDA. The scheduler
+    (lottery/passes.py) and ``train_fused`` ask this one function."""
+    x_train = data.train[0]
+    reason = unfusable(model)
+    if reason is None and getattr(x_train, "streaming", False):
+        reason = "its data set is streamed from disk"
+    if reason is None and cfg.amp and x_train.device.type == "cuda":
+        reason = "bf16 autocast is on"
+    return reason
+
+
 AUTO_PACK_PARAMS = 2 ** 23  # fused parameters per pass that ``pack = "auto"`` aims at on CUDA
 AUTO_PACK_MAX = 32
 
@@ -255,12 +268,7 @@ def train_fused(
     log = log or (lambda line: print(line, file=sys.stderr))
     if not (len(models) == len(masks) == len(seeds)) or not models:
         raise ValueError("train_fused needs one mask and one seed per model, and at least one model")
-    x_train, y_train = data.train
-    reason = unfusable(models[0])
-    if reason is None and getattr(x_train, "streaming", False):
-        reason = "its data set is streamed from disk"
-    if reason is None and cfg.amp and x_train.device.type == "cuda":
-        reason = "bf16 autocast is on"
+    reason = refusal(models[0], data, cfg)
     if reason is not None:
         log(f"fused training: {type(models[0]).__name__} cannot be fused ({reason}); "
             f"training the {len(models)} networks one after another")

@@ -94,10 +94,6 @@ class Trainer(ABC):
         """The all-kept mask over the model's prunable weights."""
         return Mask.ones_like(self.model)
 
-    def fusable(self, level: int, name: str) -> bool:
-        """Whether ``train_ahead`` may train this run in a fused pass."""
-        return False
-
     def prune_data(self):
         return None
 
@@ -130,7 +126,7 @@ class Trainer(ABC):
 @dataclass
 class Pending:
     """A level's unfinished runs, yielded by :meth:`Engine.levels`. ``names`` are in recording order; whoever trains
-    one ahead (``engine.arm`` / ``engine.trainer.fusable``) puts ``trained[name] = Trained(...)``."""
+    one ahead (``engine.arm``; lottery/passes.py schedules which) puts ``trained[name] = Trained(...)``."""
 
     engine: "Engine"
     level: int

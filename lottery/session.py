@@ -27,6 +27,7 @@ from lottery import fused
 from lottery.inits import init_weights
 from lottery.masks import Mask
 from lottery.models import build_model
+from lottery.passes import Run, train_passes
 from lottery.pruning.structure import check_layer_fractions
 from lottery.reporting.progress import progress_bar
 from lottery.rewind import rewind, rewind_state, snapshot
@@ -152,40 +153,31 @@ class Session:
         about to train (a fresh init is drawn then, not held for the rest);
         ``on_done(i, result)`` records run ``i`` (in order, as soon as its pass ends, so a kill loses one pass).
 
-        With ``pack`` > 1 (one process) they train in fused passes of at most ``pack`` networks, split evenly, one
-        shared batch per step (lottery/fused.py: the same results up to float rounding); otherwise one after
-        another through ``train_from``."""
-        if self.pack <= 1 or self.dist.active or len(runs) < 2:
-            for i, (start, mask, desc, point) in enumerate(runs):
-                on_done(i, self.train_from(start(), mask, desc, point=point))
-            return
-        lo = 0
-        for chunk in fused.even_passes(runs, self.pack):
-            if len(chunk) == 1:  # one network alone trains faster unfused
-                start, mask, desc, point = chunk[0]
-                on_done(lo, self.train_from(start(), mask, desc, point=point))
-            else:
-                trained = self.train_pass([(start(), mask, desc) for start, mask, desc, _ in chunk],
-                                          [self.cfg.seed] * len(chunk), f"fused: {len(chunk)} runs", "train:fused")
-                for i, (_, result) in enumerate(trained, start=lo):
-                    on_done(i, result)
-            lo += len(chunk)
+        With ``pack`` > 1 they train in the fused passes the scheduler makes (lottery/passes.py: at most ``pack``
+        networks, split evenly, one shared batch per step; the same results up to float rounding); otherwise one
+        after another through ``train_from``."""
+        scheduled = [Run(self, lambda start=start, mask=mask: (start(), mask), desc, point, tag=i)
+                     for i, (start, mask, desc, point) in enumerate(runs)]
+        train_passes(scheduled, self.pack, lambda run, model, result: on_done(run.tag, result),
+                     label=lambda chunk: (f"fused: {len(chunk)} runs", "train:fused"))
 
     def train_pass(self, runs: list, seeds: list[int], desc: str, point: str, progress: bool | None = None,
-                   check_zeros: bool = True) -> list:
+                   steps: int | None = None, check_zeros: bool = True) -> list:
         """One fused pass: copies of the model, each rewound to its ``(start, mask, name)`` (verified) and trained
-        on its seed's data order, all together on this config's data (lottery/fused.py); pruned weights checked
-        after (unless ``check_zeros=False``: the caller checks). Returns ``(model, TrainResult)`` per run.
-        ``point``: the crash point of its steps."""
+        on its seed's data order, all together on this config's data (lottery/fused.py) for ``steps`` (None: the
+        config's budget); pruned weights checked after (unless ``check_zeros=False``: the caller checks). Returns
+        ``(model, TrainResult)`` per run. ``point``: the crash point of its steps. Which runs share a pass is the
+        scheduler's to decide (lottery/passes.py)."""
         models = []
         for start, mask, _ in runs:
             model = copy.deepcopy(self.model)
             rewind(model, start, mask)
             models.append(model)
         show = self.progress if progress is None else progress
-        with progress_bar(self.total_steps, desc) if show else nullcontext() as bar:
-            results = fused.train_fused(models, self.data, self.cfg, [mask for _, mask, _ in runs], seeds=seeds,
-                                  progress=crash_progress(bar, point))
+        cfg = self.cfg if steps is None else self.cfg.replace(steps=steps, epochs=None)
+        with progress_bar(self.total_steps if steps is None else steps, desc) if show else nullcontext() as bar:
+            results = fused.train_fused(models, self.data, cfg, [mask for _, mask, _ in runs], seeds=seeds,
+                                        progress=crash_progress(bar, point))
         for model, (_, mask, name), result in zip(models, runs, results):
             if result.status == "ok" and check_zeros:
                 check_pruned_zero(model, mask, name)

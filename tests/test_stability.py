@@ -77,7 +77,7 @@ def test_instability_is_max_error_minus_endpoint_mean(tmp_path):
 def test_a_copy_that_revives_a_pruned_weight_is_refused(tmp_path, monkeypatch, pack):
     """Every run of the study is checked after training as Session.train_from checks it: a trainer that brings a
     pruned weight back (here: patched to) fails in one line instead of measuring a denser network."""
-    import lottery.drivers.stability as stability
+    import lottery.fused as fused_module
     import lottery.session as session_module
 
     session, start, mask = _half_masked(tmp_path)
@@ -93,7 +93,7 @@ def test_a_copy_that_revives_a_pruned_weight_is_refused(tmp_path, monkeypatch, p
         return train
 
     monkeypatch.setattr(session_module, "train", reviving(session_module.train))
-    monkeypatch.setattr(stability, "train_fused", reviving(stability.train_fused))
+    monkeypatch.setattr(fused_module, "train_fused", reviving(fused_module.train_fused))  # the scheduler's passes
     with pytest.raises(RewindCheckError, match="pruned weight"):
         instability(session, start, mask, k=0, points=3, pack=pack)
 
@@ -141,13 +141,13 @@ def test_stability_run_writes_results_and_plot_and_cli(tmp_path, capsys):
 def test_the_two_copies_fused_equal_them_one_after_another(tmp_path, monkeypatch):
     """pack=2: the two copies train in one fused pass (each its own data order) and give the same copies, errors
     along the path and instability as one after another, up to one test example."""
-    import lottery.drivers.stability as stability
+    import lottery.fused as fused_module
 
     session, start, mask = _half_masked(tmp_path)
     alone = instability(session, start, mask, k=10, seeds=(1, 2), points=11)
     passes = []
-    real = stability.train_fused
-    monkeypatch.setattr(stability, "train_fused",
+    real = fused_module.train_fused
+    monkeypatch.setattr(fused_module, "train_fused",
                         lambda models, *a, **k: passes.append(len(models)) or real(models, *a, **k))
     together = instability(session, start, mask, k=10, seeds=(1, 2), points=11, pack=2)
     assert passes == [2]

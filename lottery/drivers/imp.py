@@ -19,7 +19,7 @@ from lottery import distributed
 from lottery.imp_engine import Arm, Engine, ImpSettings, Pending, Trained, Trainer
 from lottery.cost import layer_macs, step_flops
 from lottery.barrier import error_barrier
-from lottery.fused import even_passes
+from lottery.passes import Run, train_passes
 from lottery.masks import Mask
 from lottery.storage.rundir import RunDir, RunLockedError
 from lottery.session import Session, load_data
@@ -143,14 +143,12 @@ class Experiment(Session, Trainer):
         batch = min(self.cfg.batch_size, len(self.data.train[0]))
         return step_flops(self._macs, mask, batch), step_flops(self._macs, None, batch)
 
-    def fusable(self, level: int, name: str) -> bool:
-        """Whether the run can train in a fused pass: one process, from step 0, no snapshot mid-run (late
-        rewinding's continued runs and level 0's rewind snapshot train alone)."""
-        if self.dist.active or self.cfg.steps == "auto":  # auto: each run's budget is its trunk's own
-            return False
+    def trains_alone(self, level: int, name: str) -> bool:
+        """What of IMP keeps a run out of any fused pass (the scheduler's ``pass_key`` adds the rest): a late start
+        (late rewinding's continued runs), level 0's rewind snapshot mid-run, an early-bird search's step hook."""
         if name == "ticket" and level > 0 and self.cfg.early_bird:  # a search stops on its own (step hook)
-            return False
-        return name == "reinit" or (self.engine.start_step(level) == 0 and (level > 0 or self.rewind_step is None))
+            return True
+        return name != "reinit" and (self.engine.start_step(level) != 0 or (level == 0 and self.rewind_step is not None))
 
     def prune_data(self):
         return self.data.train
@@ -172,31 +170,31 @@ class Experiment(Session, Trainer):
 
 
 def train_ahead(pendings: Sequence[Pending], pack: int, progress: bool = False) -> None:
-    """Train the fusable runs of ``pendings`` (of one or many Experiments) in fused passes of at most ``pack``
-    networks, as evenly split as possible, grouping runs that share their data and every setting training reads;
-    each result goes to its Pending's ``trained``. A run left alone in its group is not fused (the level loop
-    trains it as usual: one fused network is slower than a plain run)."""
-    groups: dict[tuple, list] = {}
+    """Train the runs of ``pendings`` (of one or many Experiments) that can share passes, in the fused passes the
+    scheduler makes (lottery/passes.py: at most ``pack`` networks, as evenly split as possible, runs grouped by
+    ``pass_key``); each result goes to its Pending's ``trained``. A run left alone in its pass is not trained here
+    (the level loop trains it as usual: one fused network is slower than a plain run)."""
+    runs = []
     for p in pendings:
         exp = p.engine.trainer
         for name in p.names:
-            if exp.fusable(p.level, name):
-                groups.setdefault((id(exp.data), exp.cfg.fuse_key()), []).append((p, name))
-    for jobs in groups.values():
-        for chunk in even_passes(jobs, pack):
-            if len(chunk) > 1:
-                _fused_pass(chunk, progress)
+            runs.append(Run(exp, lambda p=p, name=name: _arm(p, name), f"level {p.level} {name}",
+                            alone=exp.trains_alone(p.level, name), tag=(p, name)))
+
+    def label(chunk: list[Run]) -> tuple[str, str]:
+        level = min(run.tag[0].level for run in chunk)
+        trunks = len({id(run.session) for run in chunk})
+        desc = (f"level {level} {'+'.join(run.tag[1] for run in chunk)}" if trunks == 1
+                else f"fused: {len(chunk)} runs of {trunks} trunks, level {level}")
+        return desc, f"train:level{level}"
+
+    def done(run: Run, model, result) -> None:
+        p, name = run.tag
+        p.trained[name] = Trained(model, result.summary(), run.mask)
+
+    train_passes(runs, pack, done, label=label, progress=progress, check_zeros=False, alone=False)
 
 
-def _fused_pass(chunk: list, progress: bool) -> None:
-    arms = [p.engine.arm(p.level, name) for p, name in chunk]
-    exps = [p.engine.trainer for p, _ in chunk]
-    level = min(p.level for p, _ in chunk)
-    trunks = len({id(e) for e in exps})
-    desc = (f"level {level} {'+'.join(name for _, name in chunk)}" if trunks == 1
-            else f"fused: {len(chunk)} runs of {trunks} trunks, level {level}")
-    runs = [(arm.start, arm.mask, f"level {p.level} {name}") for (p, name), arm in zip(chunk, arms)]
-    trained = exps[0].train_pass(runs, [e.cfg.seed for e in exps], desc, f"train:level{level}", progress,
-                                 check_zeros=False)  # the engine checks what it records
-    for (p, name), arm, (model, result) in zip(chunk, arms, trained):
-        p.trained[name] = Trained(model, result.summary(), arm.mask)
+def _arm(p: Pending, name: str) -> tuple[dict, Mask]:
+    arm = p.engine.arm(p.level, name)
+    return arm.start, arm.mask

@@ -17,7 +17,6 @@ the test set; BatchNorm statistics are recomputed from the training set at every
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +28,13 @@ from lottery import distributed
 from lottery.drivers.registry import register_driver
 from lottery.barrier import barrier_height, has_batchnorm, interpolation_errors, recompute_batchnorm  # noqa: F401
 from lottery.errors import ConfigError
-from lottery.fused import train_fused
 from lottery.masks import Mask
 from lottery.options import Options, int_option, option, progress_option, read_list
-from lottery.rewind import rewind, snapshot
-from lottery.contract import check_pruned_zero
+from lottery.rewind import snapshot
+from lottery.passes import Run, train_passes
 from lottery.session import Session
 from lottery.storage.atomic import finite, save_json
 from lottery.storage.rundir import RunDir, check_writable, valid_values
-from lottery.testing import crash_progress
 
 RESULTS_FILE = "stability.json"
 
@@ -72,8 +69,8 @@ def instability(session: Session, start_state: dict, mask: Mask | None = None, k
     """Train ``session``'s model to step k from ``start_state`` (data order: the config's seed), then two copies to
     the end of the budget with data orders ``seeds``; returns errors along the line between them and the
     instability. Every run goes through ``session.train_from`` (the rewind and pruned-weights checks); ``pack``
-    >= 2 trains the two copies in one fused pass (lottery/fused.py: the same results up to float rounding), each
-    copy rewound and checked alike."""
+    >= 2 trains the two copies in one fused pass (scheduled by lottery/passes.py; lottery/fused.py: the same
+    results up to float rounding), each copy rewound and checked alike."""
     cfg, model, data = session.cfg, session.model, session.data
     total = session.total_steps
     if not 0 <= k < total:
@@ -85,24 +82,16 @@ def instability(session: Session, start_state: dict, mask: Mask | None = None, k
     if k > 0:
         session.train_from(start_state, mask, f"stability: to step {k}", point="train:stability", steps=k)
         at_k = snapshot(model)
-    if pack >= 2:
-        models = [copy.deepcopy(model) for _ in seeds]
-        for m in models:
-            rewind(m, at_k, mask)
-        rest = cfg.replace(steps=total - k, epochs=None, progress=False)
-        with session.bar(total - k, "stability: two copies fused") as bar:
-            results = train_fused(models, data, rest, [mask, mask], seeds=list(seeds),
-                                  progress=crash_progress(bar, "train:stability"))
-        for m, r in zip(models, results):
-            if r.status == "ok":
-                check_pruned_zero(m, mask, "stability copy")
-        finals = [snapshot(m) for m in models]
-    else:
-        results, finals = [], []
-        for s in seeds:
-            results.append(session.train_from(at_k, mask, f"stability: copy {s}", point="train:stability", seed=s,
-                                              steps=total - k))
-            finals.append(snapshot(model))
+    halves = [Run(session, lambda: (at_k, mask), f"stability: copy {s}", "train:stability", seed=s, steps=total - k)
+              for s in seeds]
+    done: dict[int, tuple] = {}
+
+    def record(run: Run, trained, result) -> None:
+        done[run.seed] = result, snapshot(trained)
+
+    # pack >= 2: the two copies in one fused pass (the scheduler's, as every other), rewound and checked alike
+    train_passes(halves, pack, record, label=lambda chunk: ("stability: two copies fused", "train:stability"))
+    results, finals = [done[s][0] for s in seeds], [done[s][1] for s in seeds]
     copies = [{"seed": s, "status": r.status, "test_accuracy": r.test_accuracy} for s, r in zip(seeds, results)]
     alphas, errors = interpolate_errors(model, finals[0], finals[1], data, points)
     exact = k == 0 or (cfg.schedule == "constant" and not cfg.warmup_steps)

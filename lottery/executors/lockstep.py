@@ -1,10 +1,9 @@
 """A grid's IMP trunks in lockstep, their training runs in fused passes.
 
 ``Experiment.levels()`` (the engine's level loop) pauses at every level that has runs to train (a ``Pending``: the
-ticket, then its controls). ``train_ahead`` (lottery/drivers/imp.py) trains the fusable ones of any number of
-Pendings in fused passes of at most ``pack`` networks (lottery/fused.py), grouping runs that share their data and
-every setting training reads; resumed, each experiment records them (and trains alone what was not fused) exactly
-as it would have alone. ``run_lockstep`` advances many experiments — the (init variant, seed) trunks of
+ticket, then its controls). ``train_ahead`` (lottery/drivers/imp.py) trains those of any number of Pendings that
+can share passes in the fused passes of at most ``pack`` networks the one scheduler makes (lottery/passes.py);
+resumed, each experiment records them (and trains alone what was not fused) exactly as it would have alone. ``run_lockstep`` advances many experiments — the (init variant, seed) trunks of
 ``compare-inits`` — level by level, fusing across them: with 2 controls, a level of 8 trunks is 24 networks, where
 one trunk alone fills at most 3.
 
