@@ -246,3 +246,15 @@ def test_an_inconclusive_level_blocks_the_frontier_and_the_table_says_what_lies_
     from lottery.reporting.tables import format_verdicts
 
     assert "deepest level that beats or matches dense is at 64.00 %, but level 1 above it" in format_verdicts(c)
+
+
+def test_one_listed_seed_is_a_single_run(tmp_path, capsys):
+    argv = ["run", "--dataset", "synthetic", "--steps", "20", "--levels", "1", "--controls", "none",
+            "--out", str(tmp_path), "--no-progress"]
+    assert main([*argv, "--seeds", "4,"]) == 0
+    out = capsys.readouterr().out
+    assert "ONE seed (4)" in out and not list(tmp_path.glob("seeds-*"))
+    (run,) = tmp_path.iterdir()
+    import json
+
+    assert str(run) in out and json.loads((run / "config.json").read_text())["config"]["seed"] == 4

@@ -22,13 +22,12 @@ from lottery.distributed import is_main_process
 from lottery.drivers import imp
 from lottery.drivers.registry import register_driver
 from lottery.fused import resolve_pack
-from lottery.models import build_model
 from lottery.errors import ConfigError
 from lottery.options import Options, metric_option, option, parse_seeds, read_int, seeds_option, tolerance_option
 from lottery.threads import cores
 from lottery.reporting import tables
 from lottery.reporting.tables import format_table, format_verdicts
-from lottery.session import load_data
+from lottery.session import build_network, load_data
 from lottery.stats import TOLERANCE, compare_levels
 from lottery.storage.atomic import save_json
 from lottery.storage.rundir import RunDir
@@ -90,8 +89,7 @@ def run_seeds(cfg: Config, seeds, *, metric: str = "early_stop", tolerance: floa
     seed_list = parse_seeds(seeds, cfg.seed)
     configs = {s: cfg.replace(seed=s) for s in seed_list}
     data = load_data(cfg)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation,
-                        **cfg.model_options)
+    model = build_network(cfg, data.input_shape, data.num_classes, data.train[0].device)  # auto pack: its device
     out = seeds_dir(cfg, [c.run_name() for c in configs.values()])
     runs = run_trunks(configs, cfg, data, resolve_pack(cfg.pack, model), jobs=resolve_jobs(jobs, len(configs)),
                       folder=out / "submitit",
@@ -119,7 +117,7 @@ def report_run(outcome: dict, cfg: Config, _) -> str:
         dirs = "\n".join(f"  seed {s}: {d}" for s, d in c["run_dirs"].items())
         return (f"{format_verdicts(c)}\n\nrun directories:\n{dirs}\nverdicts and plots: {c['comparison_dir']}")
     results = outcome["single"]
-    run_path = RunDir.path_for(cfg)
+    run_path = RunDir.path_for(outcome.get("config", cfg))
     plots = tables.write_plots(run_path, results, metric=opts.metric)
     return (f"{format_table(results, opts.metric, opts.tolerance)}\n\nrun directory: {run_path}  "
             f"(plots: {', '.join(p.name for p in plots)})")
@@ -132,9 +130,9 @@ def run_command(cfg: Config, opts: RunOptions | None) -> dict:
     import sys
 
     opts = opts or RunOptions()
-    seeds = opts.seeds if opts.seeds is not None else default_seeds(cfg)
-    if parse_seeds(seeds, cfg.seed) == [cfg.seed]:
-        return {"single": imp.run_imp(cfg), "options": opts}
+    seeds = parse_seeds(opts.seeds if opts.seeds is not None else default_seeds(cfg), cfg.seed)
+    if len(seeds) == 1:  # one seed (--seeds 4, too): that run's own table, no seeds directory
+        return {"single": imp.run_imp(cfg.replace(seed=seeds[0])), "options": opts, "config": cfg.replace(seed=seeds[0])}
     return {"seeds": run_seeds(cfg, seeds, metric=opts.metric, tolerance=opts.tolerance, jobs=opts.jobs,
                                log=lambda line: print(line, file=sys.stderr)), "options": opts}
 
