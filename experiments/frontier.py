@@ -195,7 +195,8 @@ def report(models, out: str, seeds) -> None:
         n = f"{r['seeds']} (levels 1-{r['levels_done']} done)" if "levels_done" in r else r["seeds"]
         print(f"| {r['model']} | {r['method']} | {n} | {dens} | {r['verdict']} | {ci} | {cost} |")
     for model in models:
-        note = stats.still_learning_note(stats.dense_still_learning(list(_results(out, model, "oneshot", seeds).values())))
+        dense_runs = next((r for r in (_results(out, model, m, seeds) for m in METHODS) if len(r) == len(seeds)), {})
+        note = stats.still_learning_note(stats.dense_still_learning(list(dense_runs.values())))
         if note:
             print(f"\n{model}: {note}")
     plot(rows, HERE / "figures" / "frontier.png")
@@ -206,6 +207,8 @@ def plot(rows: list, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from lottery.reporting.plots.common import plain_log_ticks
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = {"lenet300": "o", "deep_mlp": "s"}
@@ -221,6 +224,7 @@ def plot(rows: list, path: Path) -> None:
     ax.axvline(3, color="gray", ls=":")
     ax.axhline(10, color="gray", ls=":")
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel("cost of the ticket (dense trainings per seed, dense included)")
     ax.set_ylabel("ticket density (% of weights)")
     ax.set_title("cost-to-ticket frontier (filled: matches dense, 3 seeds; hollow: does not)\n"
