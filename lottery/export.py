@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from lottery import __version__
-from lottery.data import load_dataset
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.export_checks import SEP as _SEP
 from lottery.export_checks import check_sizes, check_tensors, expected_state, parse_field
@@ -47,6 +46,7 @@ from lottery.storage.atomic import atomic_write
 from lottery.masks import Mask
 from lottery.models import build_model
 from lottery.models.common import example_batch
+from lottery.session import build_network, network_shapes
 from lottery.storage.rundir import RunDir, refuse_run_file
 
 FORMAT = "lottery-ticket/1"
@@ -139,8 +139,8 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
     mask = run.load_mask(level)
     if mask is None:
         raise CorruptFileError(f"{run.level_dir(level)} has no mask.npz; the run directory is damaged")
-    data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options)
+    input_shape, num_classes = network_shapes(cfg, results)  # the run's record; the data set only for old runs
+    model = build_network(cfg, input_shape, num_classes, "cpu")
     state = run.load_state(f"level_{level:02d}/final.pt", like=model.state_dict())
     if state is None:
         raise CorruptFileError(f"{run.level_dir(level)} has no final.pt; the run directory is damaged")
@@ -150,7 +150,7 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
     if not os.access(out.parent if out.parent.exists() else Path.cwd(), os.W_OK):
         raise ConfigError(f"{out.parent} is not writable; pass --out FILE somewhere writable")
     return export_ticket(model, mask, out, layout, model_name=cfg.model, model_options=cfg.model_options,
-                         activation=cfg.activation, input_shape=data.input_shape, num_classes=data.num_classes,
+                         activation=cfg.activation, input_shape=input_shape, num_classes=num_classes,
                          extra={"run": run.path.name, "level": level, "dataset": cfg.dataset,
                                 "structure": cfg.structure})
 

@@ -46,11 +46,41 @@ def data_key(cfg: Config) -> tuple:
     return json.dumps(cfg.section("data"), sort_keys=True), str(resolve_device(cfg.device))
 
 
+def read_dataset(cfg: Config):
+    """``cfg``'s data set as loaded, on the CPU: the one place a config's data set is read (``load_data`` moves it
+    to the device; a finished run's shapes are in its results.json, so reading them needs no data set)."""
+    return load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+
+
 def load_data(cfg: Config):
     """``cfg``'s data set, loaded and moved to its device (hand it to several Sessions with the same data_key)."""
-    data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
+    data = read_dataset(cfg)
     check_inputs(cfg.augment, data.input_shape, cfg.dataset)
     return data.to(resolve_device(cfg.device))
+
+
+def data_shapes(data) -> dict:
+    """What the model is built from besides the config, as a run's results.json records it: ``input_shape`` and
+    ``num_classes`` (read back by ``network_shapes``)."""
+    return {"input_shape": list(data.input_shape), "num_classes": int(data.num_classes)}
+
+
+def network_shapes(cfg: Config, header: dict | None) -> tuple[tuple, int]:
+    """``(input_shape, num_classes)`` of a run: from its results.json ``header`` when it records them, else (a run
+    made before they were recorded) from the config's data set."""
+    header = header or {}
+    if isinstance(header.get("input_shape"), list) and isinstance(header.get("num_classes"), int):
+        return tuple(int(d) for d in header["input_shape"]), header["num_classes"]
+    data = read_dataset(cfg)
+    return tuple(data.input_shape), int(data.num_classes)
+
+
+def build_network(cfg: Config, input_shape, num_classes: int, device: torch.device | str | None = None):
+    """``cfg``'s model for inputs of ``input_shape`` and ``num_classes`` classes, on ``device`` (default: the
+    config's): the one place a config's model is built (sessions, compare-inits, seeds, gradual's checks, export)."""
+    model = build_model(cfg.model, tuple(input_shape), int(num_classes), activation=cfg.activation,
+                        **cfg.model_options)
+    return model.to(resolve_device(cfg.device) if device is None else device)
 
 
 class Session:
@@ -73,9 +103,7 @@ class Session:
         self.dist = dist  # several processes: rank 0 decides (init, masks, what is finished), the others receive
         self.device = resolve_device(cfg.device)
         self.data = data if data is not None else load_data(cfg)
-        self.model = build_model(
-            cfg.model, self.data.input_shape, self.data.num_classes, activation=cfg.activation, **cfg.model_options
-        ).to(self.device)
+        self.model = build_network(cfg, self.data.input_shape, self.data.num_classes, self.device)
         if cfg.steps == "auto":
             if not self.auto_steps:
                 raise ConfigError(f"--steps auto sets the budget from IMP's dense level; {type(self).__name__} has "

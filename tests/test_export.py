@@ -254,3 +254,34 @@ def test_dtypes_the_format_never_writes_are_refused(tmp_path, layout):
         with pytest.raises(CorruptFileError, match="int64"):
             load_exported(_forge(tmp_path, layout, tensors=wide))
     assert load_exported(_forge(tmp_path, layout))(torch.zeros(2, *SHAPE)).shape == (2, 10)  # the unforged file
+
+
+def test_export_reads_the_networks_shapes_from_the_run_not_the_data_set(tmp_path, monkeypatch):
+    """results.json records input_shape and num_classes: export builds the network from them without loading the
+    data set; a run made before they were recorded still exports, from its config's data set."""
+    import lottery.session as session_module
+    from lottery.export import export_run, read_header
+    from lottery.storage.rundir import RunDir
+
+    cfg = tiny(tmp_path, levels=1, controls=())
+    lt.run_imp(cfg)
+    run = RunDir.for_config(cfg)
+    results = run.load_results()
+    assert (results["input_shape"], results["num_classes"]) == ([1, 12, 12], 4)
+    from safetensors.torch import load_file
+
+    def exported(name):  # header and tensors (safetensors writes its metadata in no fixed order)
+        path = export_run(run.path, 1, tmp_path / f"{name}.safetensors")
+        return read_header(path), {k: v.tolist() for k, v in load_file(path).items()}
+
+    reference = exported("reference")
+
+    def no_data(cfg):
+        raise AssertionError("export loaded the data set")
+
+    monkeypatch.setattr(session_module, "read_dataset", no_data)
+    assert exported("recorded") == reference
+    monkeypatch.undo()
+    old = {k: v for k, v in results.items() if k not in ("input_shape", "num_classes")}
+    run.save_results(old)
+    assert exported("old") == reference

@@ -47,12 +47,11 @@ from lottery.executors.trunks import run_trunks
 from lottery.fused import resolve_pack
 from lottery.init_variant import InitVariant, parse_init_variant  # noqa: F401  (public here too)
 from lottery.inits import init_weights
-from lottery.models import build_model
 from lottery.options import check_seeds, parse_seeds, read_seeds  # noqa: F401  (public here too)
 from lottery.options import metric_option, tolerance_option
 from lottery.options import (Options, in_unit, int_option, one_of, option, read_int, read_list, read_number,
                              read_table, read_text)
-from lottery.session import load_data
+from lottery.session import build_network, load_data
 from lottery.reporting.tables import format_verdicts
 from lottery.stats import METRIC_NAMES, TOLERANCE, arm_value, compare_levels, interval, mean_std, rule_text
 from lottery.storage.summary import save_summary
@@ -153,8 +152,7 @@ def compare_inits(base_cfg: Config, inits: str | Iterable[str], seeds: int | str
         raise ConfigError(f"match_tolerance is a fraction of accuracy in [0, 1), got {match_tolerance!r}")
     configs = {(v.label, s): v.apply(base_cfg).replace(seed=s) for v in variants for s in seed_list}
     data = load_data(base_cfg)  # every trunk trains on it: only the init and the seed differ between them
-    model = build_model(base_cfg.model, data.input_shape, data.num_classes, activation=base_cfg.activation,
-                        **base_cfg.model_options).to(data.train[0].device)
+    model = build_network(base_cfg, data.input_shape, data.num_classes, data.train[0].device)
     _check_variants(base_cfg, variants, model, data)
     pack = resolve_pack(base_cfg.pack, model)
     out_dir = comparison_dir(base_cfg, variants, seed_list)

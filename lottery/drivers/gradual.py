@@ -27,14 +27,12 @@ from lottery.config import Config, from_dict, validate
 from lottery.drivers.imp import run_imp
 from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError, CorruptFileError
-from lottery.data import load_dataset
 from lottery.masks import Mask
-from lottery.models import build_model
 from lottery.options import Options, densities_option, int_option, switch_option
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
 from lottery.reporting.tables import format_table
 from lottery.contract import check_pruned_zero
-from lottery.session import Session
+from lottery.session import Session, build_network, read_dataset
 from lottery.stats import run_costs
 from lottery.storage.atomic import load_json, save_json
 from lottery.storage.rundir import RunDir, valid_level
@@ -241,8 +239,8 @@ def check_plan(model: nn.Module, total_steps: int, densities, every: int, begin_
 def preflight(cfg: Config, final_densities, every: int, begin_step: int | None, end_step: int | None) -> None:
     """All of run_gradual's checks without a run directory: for callers that train something else first."""
     densities = check_options(final_densities, every, begin_step, end_step)
-    data = load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, **cfg.dataset_options)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, activation=cfg.activation, **cfg.model_options)
+    data = read_dataset(cfg)
+    model = build_network(cfg, data.input_shape, data.num_classes, "cpu")
     check_plan(model, budget_steps(cfg, len(data.train[0])), densities, every, begin_step, end_step)
 
 

@@ -22,7 +22,7 @@ from lottery.barrier import error_barrier
 from lottery.passes import Run, train_passes
 from lottery.masks import Mask
 from lottery.storage.rundir import RunDir, RunLockedError
-from lottery.session import Session, load_data
+from lottery.session import Session, data_shapes, load_data
 from lottery.train import STOP
 from lottery.reporting.trackers import Tracker, open_tracker
 
@@ -95,7 +95,8 @@ class Experiment(Session, Trainer):
         super().__init__(cfg, run, dist, data)
         self.tracker = Tracker()  # no tracker; open_experiment sets the one cfg.log names
         self.engine = Engine(self, run, ImpSettings.from_config(cfg),
-                             {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__})
+                             {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__,
+                              **data_shapes(self.data)})  # what export reads back, not the data set
 
     @property
     def results(self) -> dict:
