@@ -128,7 +128,7 @@ def export_run(run_dir: str | os.PathLike, level: int, path: str | os.PathLike |
     if path is not None:
         refuse_run_file(path, "--out")
     cfg = run.config()
-    results = run.read_results() or {"levels": []}
+    results = run.read_results_lenient() or {"levels": []}
     done = sorted(e["level"] for e in results["levels"])
     if level not in done:
         raise ConfigError(f"{run.path} has no finished level {level}; finished levels: {done or 'none yet'}")

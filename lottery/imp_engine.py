@@ -146,7 +146,7 @@ class Engine:
             lambda: load_init(rundir, trainer.initial_state, trainer.model.state_dict(), given=trainer.given_init))
         trainer.init_state = self.init_state
         self.rewind_step = settings.rewind_step
-        self.results = trainer.share(lambda: rundir.load_results() or {**header, "status": "running", "levels": []})
+        self.results = trainer.share(lambda: rundir.load_results_strict() or {**header, "status": "running", "levels": []})
 
     # -- masks and rewind states --------------------------------------------------------------------------
     def stored_mask(self, level: int) -> Mask | None:

@@ -77,3 +77,19 @@ def test_a_planted_pickle_in_a_tensor_file_is_refused_unrun(tmp_path):
     with pytest.raises(CorruptFileError, match="pickled code"):
         atomic.load_tensors(tmp_path / "init.pt")
     assert not (tmp_path / "ran").exists()
+
+
+def test_the_two_results_readers_say_how_strict_they_are(tmp_path):
+    """RunDir.load_results_strict refuses a bad entry in one line; read_results_lenient leaves it out and says so;
+    the earlier names are the same methods."""
+    from lottery.storage.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    good = {"level": 0, "density": 1.0, "test_accuracy": 0.5, "early_stop_step": 10, "status": "ok", "controls": {}}
+    run.save_results({"status": "running", "levels": [good, {**good, "level": 1, "density": "most"}]})
+    with pytest.raises(CorruptFileError, match="level 1"):
+        run.load_results_strict()
+    notes = []
+    assert [e["level"] for e in run.read_results_lenient(notes.append)["levels"]] == [0]
+    assert len(notes) == 1 and "skipped" in notes[0]
+    assert RunDir.load_results is RunDir.load_results_strict and RunDir.read_results is RunDir.read_results_lenient

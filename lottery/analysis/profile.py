@@ -65,7 +65,7 @@ def sparsity_profile(source: dict | str | os.PathLike, measure: str = "sparsity"
 
 def _load(path) -> dict:
     path = Path(path)
-    results = RunDir(path.parent if path.is_file() else path).load_results()
+    results = RunDir(path.parent if path.is_file() else path).load_results_strict()
     if results is None:
         raise LotteryError(f"{path} has no results.json yet; start the run with `lottery run`")
     return results

@@ -162,7 +162,7 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "gradual",
             "status": "running", "levels": []})
         if not any(e["level"] == 0 for e in results["levels"]):
-            level0 = next((e for e in (run.load_results() or {}).get("levels", []) if e["level"] == 0), None)
+            level0 = next((e for e in (run.load_results_strict() or {}).get("levels", []) if e["level"] == 0), None)
             if level0 is None:
                 result = session.train_from(session.init_state, Mask.ones_like(session.model), "dense",
                                             point="train:dense")
@@ -291,7 +291,7 @@ def report_gradual(results: dict, cfg: Config, _) -> str:
     text = format_table(results)
     if (run_path / "results.json").exists():
         text += ("\n\nIMP ticket vs gradual pruning (nearest IMP level):\n"
-                 + compare_table(RunDir(run_path).load_results(), results))
+                 + compare_table(RunDir(run_path).load_results_strict(), results))
     return f"{text}\n\nresults: {run_path / RESULTS_FILE}"
 
 

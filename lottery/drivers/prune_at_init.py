@@ -122,7 +122,7 @@ class PruneAtInit:
         """The dense baseline: IMP's level 0 when that run exists (same config, same init), else trained here."""
         if self.results.get("dense"):
             return
-        level0 = next((e for e in (self.rundir.load_results() or {}).get("levels", []) if e["level"] == 0), None)
+        level0 = next((e for e in (self.rundir.load_results_strict() or {}).get("levels", []) if e["level"] == 0), None)
         if level0 is None:
             result = self.session.train_from(self.session.init_state, Mask.ones_like(self.session.model), "dense",
                                          point="train:dense")

@@ -111,7 +111,7 @@ def stability_run(run_dir: str | Path, level: int = 0, k: int = 0, seeds: tuple[
     distributed.refuse_processes("stability")
     run = RunDir(run_dir)
     cfg = run.config()
-    results = run.load_results()  # the level must be finished and ok: checked before anything is written
+    results = run.load_results_strict()  # the level must be finished and ok: checked before anything is written
     entry = next((e for e in (results or {}).get("levels", []) if e["level"] == level), None)
     if entry is None or (level > 0 and run.load_mask(level) is None):
         raise ConfigError(f"{run.path} has no finished level {level} yet; run that level first")

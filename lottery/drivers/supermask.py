@@ -166,7 +166,7 @@ def supermask_run(run_dir: str | Path, densities=(0.5, 0.2, 0.1, 0.05), criteria
     final = run.load_state("level_00/final.pt")
     if final is None:
         raise ConfigError(f"{run.path} has no level_00/final.pt yet; run level 0 first (`lottery run --levels 0`)")
-    dense = next((e for e in (run.load_results() or {}).get("levels", []) if e["level"] == 0), None)
+    dense = next((e for e in (run.load_results_strict() or {}).get("levels", []) if e["level"] == 0), None)
     if dense is not None and dense["status"] != "ok":
         raise ConfigError(f"the dense run (level 0) of {run.path} diverged: its final weights rank nothing; "
                           "supermasks need a run whose level 0 is ok")

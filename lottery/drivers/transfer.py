@@ -261,7 +261,7 @@ def _check_aligns(align: Iterable[str]) -> tuple[str, ...]:
 def _source_entry(run: RunDir, level: int) -> dict:
     if level < 1:
         raise ConfigError("level 0 is the dense network, it has no mask to transfer; pick a level >= 1")
-    entry = next((e for e in (run.load_results() or {}).get("levels", []) if e["level"] == level), None)
+    entry = next((e for e in (run.load_results_strict() or {}).get("levels", []) if e["level"] == level), None)
     if entry is None or run.load_mask(level) is None:
         raise ConfigError(f"{run.path} has no finished level {level} yet; run IMP to that level first")
     if entry["status"] != "ok":

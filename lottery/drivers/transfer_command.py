@@ -17,7 +17,7 @@ def report_transfer(results: dict, run_dir, opts: TransferOptions) -> str:
         from lottery.reporting.plots.transfer import transfer_plots  # matplotlib: loaded only to plot
 
         run = RunDir(run_dir)
-        text += f"\n\nplots: {', '.join(str(p) for p in transfer_plots(run.path, results, run.load_results()))}"
+        text += f"\n\nplots: {', '.join(str(p) for p in transfer_plots(run.path, results, run.load_results_strict()))}"
     return text
 
 

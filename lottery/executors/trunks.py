@@ -41,7 +41,7 @@ def run_finished(cfg: Config) -> dict | None:
     if not (path / "results.json").is_file():
         return None
     run = RunDir.for_config(cfg)  # refuses a directory holding another experiment
-    results = run.load_results()
+    results = run.load_results_strict()
     return results if results and results.get("status") in ("complete", "diverged", "exhausted") else None
 
 

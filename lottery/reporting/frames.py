@@ -40,7 +40,7 @@ def _run_dirs(path: Path) -> list[tuple[Path, str | None]]:
 def _rows(run_dir: Path, label: str | None) -> list[dict]:
     run = RunDir(run_dir)
     config = run.settings()
-    results = run.read_results() or {"levels": []}
+    results = run.read_results_lenient() or {"levels": []}
     base = {"run": run.path.name, "seed": config.get("seed"), "init": label or config.get("init"),
             "model": config.get("model"), "dataset": config.get("dataset"),
             "hash": results.get("hash") or run.path.name.rpartition("-")[2]}
@@ -62,7 +62,9 @@ def load_results(run_dirs: str | os.PathLike | Iterable[str | os.PathLike]):
     """A tidy DataFrame of one or more runs: one row per run × level × arm (``ticket``, ``reinit``,
     ``random_mask``) with the columns of ``COLUMNS`` first, then any other per-run numbers (``test_loss``,
     ``wall_time``, a ``find_tickets`` loop's own metrics). Takes run directories, directories holding runs, or
-    ``compare-inits`` directories (``init`` is then the variant's label).
+    ``compare-inits`` directories (``init`` is then the variant's label). Each run is read leniently
+    (``RunDir.read_results_lenient``: a damaged entry is left out with one line, the rest is read); code that
+    resumes or builds on a run reads it strictly (``RunDir.load_results_strict``).
 
     >>> import tempfile, lottery as lt
     >>> results = lt.run_imp({"dataset": "synthetic", "levels": 1, "steps": 20, "controls": "random_mask",

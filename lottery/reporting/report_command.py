@@ -122,7 +122,7 @@ def _report_seeds(opts: ReportOptions) -> None:
 def _run_results(path: str) -> dict:
     run = RunDir(path)
     run.settings()  # refuses a directory that is not a run (any driver's: run_imp, find_tickets)
-    results = run.read_results()
+    results = run.read_results_lenient()
     if results is None:
         raise LotteryError(f"{run.path} has no results.json yet; start the run with `lottery run`")
     return results

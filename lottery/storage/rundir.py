@@ -235,9 +235,13 @@ class RunDir:
             raise CorruptFileError(f"{path} is not a lottery results file (no list of levels); {keep}")
         return path, results
 
-    def load_results(self) -> dict | None:
-        """results.json for resuming: every entry must be valid (a driver builds on them), else one line naming
-        the first bad one."""
+    def load_results_strict(self) -> dict | None:
+        """results.json for resuming or building on it (the engine, the drivers that read a run's levels): every
+        entry must be valid, else a one-line CorruptFileError naming the first bad one; None when there is none.
+
+        Strict vs lenient is the only difference from ``read_results_lenient``; whoever only looks at a run
+        (reports, tables, DataFrames, plots) reads it leniently, and users want ``lt.load_results`` (a DataFrame
+        of one or many runs, read leniently)."""
         read = self._read_results()
         if read is None:
             return None
@@ -248,9 +252,10 @@ class RunDir:
                                        "that entry by hand (the other levels' measurements are in this file)")
         return results
 
-    def read_results(self, note=None) -> dict | None:
-        """results.json for reading (reports, DataFrames): a bad entry is left out — a level, or only its curve or
-        one control — with one line to ``note`` (stderr by default) naming them; the rest is read."""
+    def read_results_lenient(self, note=None) -> dict | None:
+        """results.json for looking at (reports, tables, DataFrames, plots): a bad entry is left out — a level, or
+        only its curve or one control — with one line to ``note`` (stderr by default) naming them; the rest is read.
+        Never use it to resume or build on a run: ``load_results_strict`` refuses what this skips."""
         read = self._read_results()
         if read is None:
             return None
@@ -269,6 +274,10 @@ class RunDir:
         if skipped:
             (note or _stderr)(f"lottery: warning: {path}: skipped {'; '.join(skipped)}; the rest is read")
         return {**results, "levels": levels}
+
+    # the earlier names, kept for scripts and notebooks: they say less than the ones above
+    load_results = load_results_strict
+    read_results = read_results_lenient
 
     def save_results(self, results: dict) -> None:
         save_json(refuse_symlink(self.path / "results.json", self.path), results)
