@@ -259,7 +259,8 @@ def compare_levels(runs: Mapping[int, dict], metric: str = "early_stop", toleran
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     seeds = list(runs)
-    levels = sorted({e["level"] for r in runs.values() for e in r.get("levels", [])})
+    # early-bird mask searches (``search``) are not tickets: they have no test accuracy; their steps count in cost
+    levels = sorted({e["level"] for r in runs.values() for e in r.get("levels", []) if not e.get("search")})
     costs = {s: run_costs(r) for s, r in runs.items()}
     dense = {s: arm_value(_entry(r, 0), "ticket", metric) for s, r in runs.items()}
     rows = []

@@ -258,3 +258,12 @@ def test_one_listed_seed_is_a_single_run(tmp_path, capsys):
     import json
 
     assert str(run) in out and json.loads((run / "config.json").read_text())["config"]["seed"] == 4
+
+
+def test_early_bird_searches_are_not_rows_but_count_in_the_cost():
+    runs = {s: _results(s, 0.8, [0.8, 0.81 + 0.001 * s]) for s in range(3)}
+    for r in runs.values():  # level 1 was a mask search of 300 steps; level 2 trains its mask fully
+        r["levels"][1].update(search=True, test_accuracy=None, early_stop_test_accuracy=None, steps=300)
+    c = compare_levels(runs)
+    assert [r["level"] for r in c["levels"]] == [0, 2] and c["levels"][1]["verdict"] == "beats"
+    assert c["levels"][1]["cost"] == pytest.approx(2.3) and c["smallest_matching_density"] == pytest.approx(0.64)
