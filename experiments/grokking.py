@@ -136,7 +136,8 @@ def summary(out: Path) -> str:
         trunks.setdefault(scale[5:], {})[int(seed[4:])] = json.loads(path.read_text())
     lines = [f"steps until held-out accuracy >= {TARGET:.0%} ('>': some seed stopped at its cap, a multiple of "
              "the dense network's steps)",
-             "scale  arm                   n  mean steps [95% CI]    reached  arm - dense [95% CI]  arm / dense [95% CI]"]
+             "scale  arm                   n  mean steps [95% CI]    reached  arm - dense [95% CI]  "
+             "arm / dense [95% CI]"]
     fmt = lambda r, f=".0f": "-" if r.get("lo") is None else \
         f"{r['mean']:{f}} [{r['lo']:{f}}, {r['hi']:{f}}]"  # noqa: E731
     for scale, runs in trunks.items():

@@ -28,7 +28,7 @@ from lottery.reporting.tables import format_table
 from lottery.storage.rundir import RunDir
 
 RUN_DIR = os.environ.get("LOTTERY_RUN_DIR")  # or a path, e.g. "runs/vit_fashion-1a2b3c4d5e\""""),
-    new_code_cell("""if RUN_DIR is None:  # no run given: make a small one (finished levels are reused on a second execution)
+    new_code_cell("""if RUN_DIR is None:  # no run given: make a small one (finished levels are reused when run again)
     from lottery.config import Config
     from lottery.drivers.imp import run_imp
 

@@ -288,7 +288,9 @@ def test_killed_imp_resumes_bit_for_bit(model, tmp_path):
     from lottery.cli import build_parser, config_from_args
     from tests.test_faults import _killed_run, _same, _tensors  # the fault tests' SIGKILL and comparison
 
-    cfg = lambda out: config_from_args(build_parser().parse_args(["run", *cli_args(model), "--out", str(out)]))  # noqa: E731
+    def cfg(out):
+        return config_from_args(build_parser().parse_args(["run", *cli_args(model), "--out", str(out)]))
+
     reference = strip_times(lt.run_imp(cfg(tmp_path / "ref")))
     out = tmp_path / "killed"
     _killed_run("train:level1#10", out, subprocess_cli=False, args=cli_args(model))

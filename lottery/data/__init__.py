@@ -18,7 +18,9 @@ from lottery.data.base import DATASETS, DataNotFoundError, Dataset, Source, cach
 from lottery.errors import ConfigError
 
 # each import registers its data sets
-from lottery.data import cifar, fashion_mnist, image_folder, mnist, mnist1d, modular, synthetic  # noqa: E402,F401  isort: skip
+from lottery.data import (  # noqa: E402,F401  isort: skip
+    cifar, fashion_mnist, image_folder, mnist, mnist1d, modular, synthetic,
+)
 
 __all__ = ["DATASETS", "Dataset", "DataNotFoundError", "Source", "cache_dir", "load_dataset", "split_train_val"]
 

@@ -30,7 +30,8 @@ def positive_int(model: str, name: str, value: object) -> int:
     return int(value)
 
 
-def check_sizes(model: str, width: object, depth: object, heads: object, mlp_ratio: object) -> tuple[int, int, int, int]:
+def check_sizes(model: str, width: object, depth: object, heads: object, mlp_ratio: object
+                ) -> tuple[int, int, int, int]:
     """``(width, depth, heads, mlp hidden units)``, or one line naming the bad size."""
     width, depth, heads = (positive_int(model, n, v) for n, v in (("width", width), ("depth", depth),
                                                                     ("heads", heads)))
