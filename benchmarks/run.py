@@ -292,19 +292,19 @@ def profile_trainer(data, steps: int) -> dict[str, float]:
 # -- IMP: overhead per level and memory across levels (child process) -----------------------------------------
 IMP_CHILD = r"""
 import json, sys, time
-import lottery.drivers.imp as imp
+import lottery.imp_engine as engine
 from lottery.drivers.imp import run_imp
 def rss(field):
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-samples, original = [], imp.Experiment._finish_level
+samples, original = [], engine.Engine._finish_level
 def finish_level(self, pending, entry):
     entry = original(self, pending, entry)
     samples.append({"level": pending.level, "rss_mb": rss("VmRSS"), "peak_mb": rss("VmHWM")})
     return entry
-imp.Experiment._finish_level = finish_level
+engine.Engine._finish_level = finish_level
 start = time.perf_counter()
 results = run_imp(json.loads(sys.argv[1]))
 print(json.dumps({"results": results, "rss": samples, "wall": time.perf_counter() - start}))
