@@ -74,8 +74,9 @@ def test_a_search_stops_once_its_mask_is_stable_and_the_ticket_then_trains_in_fu
     assert results["plan_end"] == "the deepest searched mask is trained fully"
     # costs are counted with the steps trained: 1 + 2 x 0.3 + 1
     assert stats.run_costs(results)[3]["ticket"] == pytest.approx(2.6)
-    # the verdict reads no accuracy for a search level
-    assert stats.compare_levels({0: results})["levels"][1]["verdict"] == "no data"
+    # search levels are not tickets: the verdict table skips them and compares the trained ticket, its cost included
+    rows = stats.compare_levels({0: results})["levels"]
+    assert [r["level"] for r in rows] == [0, 3] and rows[1]["cost"] == pytest.approx(2.6)
 
 
 def test_without_a_stable_mask_the_search_trains_to_the_end(tmp_path):

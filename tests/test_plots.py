@@ -31,7 +31,7 @@ def assert_png(path):
 def run(tmp_path_factory):
     """A tiny run on 1x12x12 synthetic images with both controls (two levels)."""
     tmp = tmp_path_factory.mktemp("plots")
-    cfg = tiny(tmp, model_options={"hidden": [8]}, steps=20, eval_every=10, levels=2)
+    cfg = tiny(tmp, model_options={"hidden": [8]}, steps=20, eval_every=10, levels=2, barrier_points=3)
     results = run_imp(cfg)
     return tmp / "runs" / cfg.run_name(), results
 
