@@ -59,9 +59,12 @@ class RunOptions(Options):
 
 
 def resolve_jobs(jobs: int | str, seeds: int) -> int:
-    """``auto``: one worker per seed up to the cores (two single-thread processes are the fastest way through the
-    default experiment's seeds on a 2-core CPU); 1 for a single seed."""
-    return min(seeds, cores()) if jobs == "auto" else jobs
+    """``auto``: one worker per seed while there are at most two per core, else one per core; 1 for a single seed.
+    One seed per worker keeps the cores busy to the end (3 seeds in 2 workers leave one core idle for the last
+    seed's whole run: measured 213 s for the default run, against ~160 s for 3 single-thread workers on 2 cores)."""
+    if jobs != "auto":
+        return jobs
+    return seeds if seeds <= 2 * cores() else cores()
 
 
 def default_seeds(cfg: Config) -> int:
