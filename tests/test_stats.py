@@ -267,3 +267,17 @@ def test_early_bird_searches_are_not_rows_but_count_in_the_cost():
     c = compare_levels(runs)
     assert [r["level"] for r in c["levels"]] == [0, 2] and c["levels"][1]["verdict"] == "beats"
     assert c["levels"][1]["cost"] == pytest.approx(2.3) and c["smallest_matching_density"] == pytest.approx(0.64)
+
+
+def test_gradual_and_prune_at_init_take_seeds_and_give_verdicts(tmp_path, capsys):
+    base = ["--dataset", "synthetic", "--steps", "40", "--eval-every", "20", "--out", str(tmp_path), "--no-progress"]
+    assert main(["gradual", *base, "--final-densities", "0.3", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "gradual pruning over seeds" in out and "2 seeds [0, 1]" in out
+    assert main(["prune-at-init", *base, "--strategies", "random", "--densities", "0.2", "--ablations", "none",
+                 "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "over seeds [0, 1]: subnetwork − dense" in out
+    row = [line for line in out.splitlines() if line.startswith("random ")][-1]  # the table over seeds comes last
+    assert row.split()[-1] in ("beats", "matches", "below", "inconclusive")
+    assert len([p for p in tmp_path.iterdir() if (p / "config.json").exists()]) == 2  # one run directory per seed

@@ -28,12 +28,12 @@ from lottery.drivers.imp import run_imp
 from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.masks import Mask
-from lottery.options import Options, densities_option, int_option, switch_option
+from lottery.options import Options, densities_option, int_option, parse_seeds, seeds_option, switch_option
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
-from lottery.reporting.tables import format_table
+from lottery.reporting.tables import format_table, format_verdicts
 from lottery.contract import check_pruned_zero
 from lottery.session import Session, build_network, read_dataset
-from lottery.stats import run_costs
+from lottery.stats import compare_levels, run_costs
 from lottery.storage.atomic import load_json, save_json
 from lottery.storage.rundir import RunDir, valid_level
 from lottery.train import TrainResult, budget_steps, train
@@ -219,6 +219,8 @@ class GradualOptions(Options):
     begin_step: int | None = int_option(None, "first pruning step (default 10% of the budget)", metavar="STEP")
     end_step: int | None = int_option(None, "last pruning step (default ~60% of the budget)", metavar="STEP")
     with_imp: bool = switch_option(False, "also run (or resume) IMP with the same config and compare")
+    seeds: int | tuple = seeds_option(1, "seeds (a count from --seed up, or a list): one run directory each, then the "
+                                      "verdict of each final density against dense over the seeds")
 
     def check(self) -> None:
         check_options(self.final_densities, self.prune_every, self.begin_step, self.end_step)
@@ -285,8 +287,13 @@ def compare_table(imp: dict | None, gradual: dict) -> str:
     return "\n".join(lines)
 
 
-def report_gradual(results: dict, cfg: Config, _) -> str:
-    """The gradual run's table, beside the IMP run of the same config when there is one (ticket vs gradual)."""
+def report_gradual(results: dict, cfg: Config, opts) -> str:
+    """The gradual run's table, beside the IMP run of the same config when there is one (ticket vs gradual);
+    several seeds: each seed's, then the verdict table over them (lottery/stats.py)."""
+    if "seeds" in results:
+        parts = [report_gradual(r, cfg.replace(seed=s), opts) for s, r in results["seeds"].items()]
+        return "\n\n".join([*parts, "gradual pruning over seeds (level L = the L-th final density):",
+                              format_verdicts(compare_levels(results["seeds"]))])
     run_path = RunDir.path_for(cfg)
     text = format_table(results)
     if (run_path / "results.json").exists():
@@ -300,7 +307,12 @@ def report_gradual(results: dict, cfg: Config, _) -> str:
 def gradual_command(cfg: Config, opts: GradualOptions) -> dict:
     """``lottery gradual``: with ``--with-imp``, the IMP run of the same config first (its checks before it)."""
     schedule = (opts.final_densities, opts.prune_every, opts.begin_step, opts.end_step)
+    seeds = parse_seeds(opts.seeds, cfg.seed)
     if opts.with_imp:
         preflight(cfg, *schedule)
-        run_imp(cfg)
-    return run_gradual(cfg, *schedule)
+    outcomes = {}
+    for seed in seeds:
+        if opts.with_imp:
+            run_imp(cfg.replace(seed=seed))
+        outcomes[seed] = run_gradual(cfg.replace(seed=seed), *schedule)
+    return outcomes[seeds[0]] if seeds == [cfg.seed] else {"seeds": outcomes}

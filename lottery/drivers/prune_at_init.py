@@ -21,10 +21,10 @@ from lottery.config import Config, from_dict, validate
 from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError, CorruptFileError
 from lottery.masks import Mask
-from lottery.options import Options, densities_option, known, option, read_list
+from lottery.options import Options, densities_option, known, option, parse_seeds, read_list, seeds_option
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
 from lottery.session import Session
-from lottery.stats import single_run_cost
+from lottery.stats import paired_interval, single_run_cost, verdict
 from lottery.storage.atomic import finite, load_json, save_json
 from lottery.storage.rundir import RunDir, refuse_symlink, set_aside, valid_level
 from lottery.train import derived_seed
@@ -54,6 +54,8 @@ class PruneAtInitOptions(Options):
     ablations: tuple = option(("shuffled", "reinit"), "ablations of each pruned network: shuffled,reinit or none",
                               parse=read_list(str), check=known(ABLATIONS, "ablations from"),
                               metavar="A1,A2")
+    seeds: int | tuple = seeds_option(1, "seeds (a count from --seed up, or a list): one run directory each, then "
+                                      "each subnetwork against dense over the seeds, paired, with its verdict")
 
 
 def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0.1, 0.02),
@@ -213,11 +215,35 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def report_prune_at_init(results: dict, cfg: Config, _) -> str:
+def report_prune_at_init(results: dict, cfg: Config, opts) -> str:
+    if "seeds" in results:
+        parts = [report_prune_at_init(r, cfg.replace(seed=s), opts) for s, r in results["seeds"].items()]
+        return "\n\n".join([*parts, seeds_table(results["seeds"])])
     return f"{format_table(results)}\n\nresults: {RunDir.path_for(cfg) / RESULTS_FILE}"
+
+
+def seeds_table(by_seed: dict) -> str:
+    """Each (strategy, density) against dense over the seeds: accuracy − dense paired by seed, 95 % interval and
+    verdict (lottery/stats.py; test accuracy of the final weights)."""
+    dense = {s: (r.get("dense") or {}).get("test_accuracy") for s, r in by_seed.items()}
+    keys = sorted({(e["strategy"], e["target_density"]) for r in by_seed.values() for e in r["entries"]},
+                  key=lambda k: (-k[1], k[0]))
+    lines = [f"over seeds {list(by_seed)}: subnetwork − dense, paired by seed (points, 95 % interval)",
+             f"{'strategy':<15} {'weights %':>9} {'minus dense':>20}  verdict"]
+    for strategy, density in keys:
+        acc = {s: next((e.get("test_accuracy") for e in r["entries"] if (e["strategy"], e["target_density"]) ==
+                        (strategy, density) and e.get("status") == "ok"), None) for s, r in by_seed.items()}
+        d = paired_interval(acc, dense)
+        shown = "-" if d["mean"] is None else (f"{100 * d['mean']:+.2f}" if d["lo"] is None else
+                                               f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f},{100 * d['hi']:+.1f}]")
+        lines.append(f"{strategy:<15} {100 * density:9.2f} {shown:>20}  {verdict(d)}")
+    return "\n".join(lines)
 
 
 @register_driver("prune-at-init", "prune at init (snip, grasp, synflow, ...) with shuffle/reinit ablations",
                  options=PruneAtInitOptions, report=report_prune_at_init)
 def prune_at_init_command(cfg: Config, opts: PruneAtInitOptions) -> dict:
-    return run_prune_at_init(cfg, opts.strategies, opts.densities, opts.ablations)
+    seeds = parse_seeds(opts.seeds, cfg.seed)
+    outcomes = {s: run_prune_at_init(cfg.replace(seed=s), opts.strategies, opts.densities, opts.ablations)
+                for s in seeds}
+    return outcomes[seeds[0]] if seeds == [cfg.seed] else {"seeds": outcomes}
