@@ -25,10 +25,11 @@ def test_rewind_step_equal_to_the_steps_is_one_line_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "at the end of the 20 training steps" in err, err
 
 
-def test_augment_on_non_image_data_is_refused_before_anything_is_written(tmp_path, capsys):
-    argv = ["run", "--dataset", "synthetic", "--dataset-options", "input_shape=[12]", "--model", "mlp",
+@pytest.mark.parametrize("command", ["run", "gradual", "prune-at-init"])
+def test_augment_on_non_image_data_is_refused_before_anything_is_written(tmp_path, capsys, command):
+    argv = [command, "--dataset", "synthetic", "--dataset-options", "input_shape=[12]", "--model", "mlp",
             "--augment", "crop_flip", "--steps", "10", "--levels", "1", "--out", str(tmp_path), "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "crops and flips images" in err and "drop --augment" in err, err
-    assert not list(tmp_path.rglob("config.json")) and not list(tmp_path.rglob("init.pt"))
+    assert not any(tmp_path.rglob("*"))  # no run directory, not even config.json or a lock

@@ -32,7 +32,7 @@ from lottery.options import Options, densities_option, int_option, parse_seeds, 
 from lottery.pruning import cubic_sparsity, kept_counts, prune_to_counts
 from lottery.reporting.tables import format_table, format_verdicts
 from lottery.contract import check_pruned_zero
-from lottery.session import Session, build_network, read_dataset
+from lottery.session import Session, build_network, load_data, read_dataset
 from lottery.stats import compare_levels, run_costs
 from lottery.storage.atomic import load_json, save_json
 from lottery.storage.rundir import RunDir, valid_level
@@ -153,9 +153,10 @@ def run_gradual(config: Config | dict, final_densities=(0.2, 0.05), every: int =
     refuse_early_bird(cfg, "gradual pruning")
     distributed.refuse_processes("gradual pruning")
     densities = check_options(final_densities, every, begin_step, end_step)
+    data = load_data(cfg)  # data the config cannot use (--augment on non-images) is refused before the run directory
     run = RunDir.for_config(cfg)
     with run:
-        session = Session(cfg, run)
+        session = Session(cfg, run, data=data)
         check_plan(session.model, session.total_steps, densities, every, begin_step, end_step)  # before training
         path = run.path / RESULTS_FILE
         results = run.driver_results(RESULTS_FILE, valid_results, lambda: {

@@ -23,7 +23,7 @@ from lottery.errors import ConfigError, CorruptFileError
 from lottery.masks import Mask
 from lottery.options import Options, densities_option, known, option, parse_seeds, read_list, seeds_option
 from lottery.pruning import PRUNERS, collapsed_layers, random_mask_like
-from lottery.session import Session
+from lottery.session import Session, load_data
 from lottery.stats import paired_interval, single_run_cost, verdict
 from lottery.storage.atomic import finite, load_json, save_json
 from lottery.storage.rundir import RunDir, refuse_symlink, set_aside, valid_level
@@ -78,18 +78,19 @@ def run_prune_at_init(config: Config | dict, strategies=STRATEGIES, densities=(0
         raise ConfigError("init 'checkpoint' loads the same weights whatever the seed, so the reinit ablation would "
                           "be the subnetwork itself; use --ablations shuffled (or none)")
     densities = check_densities(densities)
+    data = load_data(cfg)  # data the config cannot use (--augment on non-images) is refused before the run directory
     run = RunDir.for_config(cfg)
     with run:
-        return PruneAtInit(cfg, run).run(tuple(strategies), densities, tuple(ablations))
+        return PruneAtInit(cfg, run, data).run(tuple(strategies), densities, tuple(ablations))
 
 
 class PruneAtInit:
     """Runs on the ``Session`` of the config's run directory: its data, model, init state and verified training
     runs (``train_from`` / ``train_many``)."""
 
-    def __init__(self, cfg: Config, run: RunDir):
+    def __init__(self, cfg: Config, run: RunDir, data=None):
         self.cfg, self.rundir = cfg, run
-        self.session = Session(cfg, run)
+        self.session = Session(cfg, run, data=data)
         self.results = run.driver_results(RESULTS_FILE, valid_results, lambda: {
             "config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__, "mode": "prune_at_init",
             "status": "running", "dense": None, "entries": []})
