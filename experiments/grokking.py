@@ -10,12 +10,18 @@ mask that is not faster than dense did not remove the delay; the cap keeps the s
 - ``ticket``: magnitude mask of the final (generalised) weights, rewound to init (Minegishi et al.'s grokked ticket);
 - ``memorised``: magnitude mask of the weights at the memorisation point, rewound to init;
 - ``random_mask``: a random mask with the ticket's per-layer counts (IMP's control);
-- ``snip``, ``synflow``: lottery's prune-at-init strategies on the init.
+- ``snip``, ``synflow``: lottery's prune-at-init strategies on the init;
+- ``dense_norm``, ``dense_norm_layerwise`` (on request): the dense network with every prunable weight of its init
+  multiplied by one factor, so that its weights have the L2 norm of the ticket's (``ticket`` or ``ticket_layerwise``)
+  rewound init: the same norm without the sparsity (Minegishi et al.'s weight-norm control). Nothing else is
+  pruned, so the whole network's norm then equals the ticket's too.
 
 Held-out accuracy is the validation split (pairs never trained on; ``test_accuracy`` is measured on the test pairs
 when a run stops). Every finished run is saved before the next starts, so the same command resumes::
 
     nice -n 19 python experiments/grokking.py --out runs/grokking --seeds 0,1,2 --scales 1,0.5 --densities 0.4,0.15
+    nice -n 19 python experiments/grokking.py --out runs/grokking --seeds 0,1,2 --scales 1 --densities 0.4 \
+        --arms dense_norm,dense_norm_layerwise                         # the weight-norm controls
     python experiments/grokking.py --out runs/grokking --summary      # table with paired 95 % t intervals
 """
 from __future__ import annotations
@@ -32,7 +38,7 @@ from lottery.config import from_dict
 from lottery.pruning import PRUNERS, random_mask_like
 from lottery.stats import interval, paired_interval
 from lottery.storage.atomic import save_json
-from lottery.train import evaluate, train
+from lottery.train import derived_seed, evaluate, train
 
 DATA = dict(p=97, train_fraction=0.4)
 MODEL = dict(width=64, depth=1, heads=4, mlp_ratio=2)
@@ -40,7 +46,8 @@ TRAINING = dict(optimizer="adamw", lr=1e-3, weight_decay=1.0, batch_size=512, st
                 warmup_steps=10, record_signal=False)
 CHECK_EVERY, TARGET, MEMORISED, GENERALISED = 50, 0.95, 0.99, 0.99
 ARMS = ("ticket", "random_mask", "memorised", "snip", "synflow")  # in this order: a cut-short study has the first
-EXTRA_ARMS = ("ticket_layerwise", "random_layerwise")  # on request (--arms)
+EXTRA_ARMS = ("ticket_layerwise", "random_layerwise", "dense_norm", "dense_norm_layerwise")  # on request (--arms)
+NORM_ARMS = {"dense_norm": "ticket", "dense_norm_layerwise": "ticket_layerwise"}  # arm -> the ticket it matches
 
 
 class Reached(Exception):
@@ -71,10 +78,11 @@ class Probe:
         return None
 
 
-def run_arm(model, init, mask, data, cfg, seed) -> tuple[dict, Probe]:
-    """Train from ``init`` under ``mask`` (None: dense, which runs on to GENERALISED) until it stops."""
+def run_arm(model, init, mask, data, cfg, seed, reference=False) -> tuple[dict, Probe]:
+    """Train from ``init`` under ``mask`` (None: dense) until it stops: at TARGET, or for the ``reference`` dense
+    run at GENERALISED (it also records training accuracy, for the memorisation point)."""
     lt.rewind(model, init, mask) if mask is not None else model.load_state_dict(init)
-    probe = Probe(model, data, TARGET if mask is not None else GENERALISED, fit=mask is None)
+    probe = Probe(model, data, GENERALISED if reference else TARGET, fit=reference)
     try:
         train(model, data, cfg, mask, seed=seed, step_hook=probe)
     except Reached:
@@ -91,12 +99,25 @@ def arm_mask(arm: str, model, dense: dict, init: dict, density: float, data, see
     model.load_state_dict(dense["memorised" if arm == "memorised" else "final"] if arm not in PRUNERS else init)
     if arm in ("ticket", "memorised"):
         return lt.prune_magnitude(model, ones, fraction)
+    # A random control draws from a seed of its own: drawn from the init's seed, its scores would follow the init's
+    # draws and keep its larger weights (at 40 %, 0.79 of the init's norm where a random 40 % keeps 0.63).
+    draw = derived_seed(seed, "random_mask")
     if arm in ("ticket_layerwise", "random_layerwise"):  # the same fraction of every layer: none starved
         ticket = lt.prune_magnitude(model, ones, fraction, scope="layer")
-        return ticket if arm == "ticket_layerwise" else random_mask_like(ticket, seed)
+        return ticket if arm == "ticket_layerwise" else random_mask_like(ticket, draw)
     if arm == "random_mask":  # the ticket's per-layer counts at random positions
-        return random_mask_like(lt.prune_magnitude(model, ones, fraction), seed)
+        return random_mask_like(lt.prune_magnitude(model, ones, fraction), draw)
     return PRUNERS.get(arm)(model, ones, fraction, data=data.train, seed=seed)
+
+
+@torch.no_grad()
+def norm_matched(init: dict, mask: lt.Mask, p: float = 2.0) -> tuple[dict, float]:
+    """``init`` with every weight ``mask`` covers multiplied by one factor c: the Lp norm of those weights becomes
+    that of ``mask`` applied to them (the ticket's rewound init); everything else is kept as it is. Returns the new
+    state and c. The factor is one number, not one per layer: the weights keep their directions and ratios."""
+    norm = lambda tensors: float(sum(t.double().abs().pow(p).sum() for t in tensors) ** (1 / p))  # noqa: E731
+    factor = norm(init[name][kept] for name, kept in mask.items()) / norm(init[name] for name in mask)
+    return {k: v * factor if k in mask else v.clone() for k, v in init.items()}, factor
 
 
 def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float, arms=ARMS) -> None:
@@ -108,7 +129,7 @@ def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float, 
     init = lt.snapshot(lt.init_weights(model, "gpt2", seed=seed, scale=scale))
     states = out / f"seed{seed}-scale{scale:g}-dense.pt"
     if "dense" not in done or not states.exists():
-        done["dense"], probe = run_arm(model, init, None, data, cfg, seed)
+        done["dense"], probe = run_arm(model, init, None, data, cfg, seed, reference=True)
         if probe.memorised_state is None or probe.reached is None:
             raise SystemExit(f"seed {seed} scale {scale}: the dense net did not memorise and generalise in "
                              f"{cfg.steps} steps; raise TRAINING['steps']")
@@ -120,11 +141,16 @@ def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float, 
     for density in densities:
         for arm in arms:
             key = f"{arm}@{density:g}"
-            if key not in done:
+            if key in done:
+                continue
+            if arm in NORM_ARMS:  # dense, from the init scaled to the norm of the ticket's rewound init
+                start, factor = norm_matched(init, arm_mask(NORM_ARMS[arm], model, dense, init, density, data, seed))
+                done[key] = {**run_arm(model, start, None, data, cap, seed)[0], "norm_factor": factor}
+            else:
                 mask = arm_mask(arm, model, dense, init, density, data, seed)
                 done[key] = run_arm(model, init, mask, data, cap, seed)[0]
-                save_json(path, done)
-                print(f"seed {seed} scale {scale:g} {key}: steps to 95 % {done[key]['steps_to_95']}", flush=True)
+            save_json(path, done)
+            print(f"seed {seed} scale {scale:g} {key}: steps to 95 % {done[key]['steps_to_95']}", flush=True)
 
 
 def summary(out: Path) -> str:
