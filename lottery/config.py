@@ -153,6 +153,10 @@ class Config:
     target_density: float | None = _pruning(None, "stop pruning at this density, in (0, 1); unset = no target")
     budget: float | None = _pruning(None, "stop pruning before the cost exceeds this many dense trainings (> 1: "
                                     "the dense run costs 1); unset = no budget")
+    plan_seeds: tuple = _pruning((), "adaptive steps judged over these seeds together (set by lottery run --seeds "
+                                 "and lottery budget: every seed trains the same levels, each judged by the verdict "
+                                 "over all of them); unset = this run's seed alone (the one-seed rule)",
+                                 parse=lambda text: parse_list(text, int))
     barrier_points: int = _pruning(0, "measure the error barrier between each level's and its parent's trained "
                                    "weights at this many points on the line (validation split); 0 = off")
     barrier_stop: float | None = _pruning(None, "stop pruning once the barrier exceeds this error (e.g. 0.02); needs "
@@ -272,9 +276,9 @@ def from_dict(d: dict, source: str = "config") -> Config:
     d = dict(d)
     if isinstance(d.get("init"), str) and any(c in d["init"] for c in ":*"):
         d = _expand_init(d)
-    for k in ("controls", "milestones"):
+    for k in ("controls", "milestones", "plan_seeds"):
         if k in d and isinstance(d[k], (list, str)):
-            d[k] = parse_list(d[k], int if k == "milestones" else str)
+            d[k] = parse_list(d[k], str if k == "controls" else int)
     _check_types(d, source)
     if isinstance(d.get("steps"), str) and d["steps"] != "auto":
         raise ConfigError(f"{source} key 'steps' must be an integer or auto, got {d['steps']!r}")

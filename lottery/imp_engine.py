@@ -31,12 +31,12 @@ from lottery.pruning import collapsed_layers
 from lottery.pruning.structure import limit_note
 from lottery.pruning.calibrate import scale_to_fan_in
 from lottery.pruning.early_bird import EarlyBird
-from lottery.pruning.level_plan import LevelPlan, plan_level
+from lottery.pruning.level_plan import LevelPlan, Waiting, end_record, plan_level
 from lottery.rewind import rewind_state, snapshot
 from lottery.storage.rundir import RunDir
 from lottery.testing import crash_point
 from lottery.train import derived_seed
-from lottery.imp_levels import ImpSettings, level_mask, random_control  # noqa: F401  (public here too)
+from lottery.imp_levels import ImpSettings, level_mask, random_control, step_density  # noqa: F401  (public here too)
 
 @dataclass
 class Arm:
@@ -137,7 +137,10 @@ class Pending:
 
 class Engine:
     """One IMP experiment in ``rundir``: the results so far (``results``, ``header`` when there are none), the
-    level loop, its masks, rewind states and controls, trained by ``trainer``."""
+    level loop, its masks, rewind states and controls, trained by ``trainer``. ``siblings(level)``: the entries of
+    the seeds judged together with this run (lottery/drivers/plan_seeds.py), or a Waiting."""
+
+    siblings: Callable[[int], dict | str] | None = None
 
     def __init__(self, trainer: Trainer, rundir: RunDir, settings: ImpSettings, header: dict):
         self.trainer, self.rundir, self.settings = trainer, rundir, settings
@@ -172,8 +175,12 @@ class Engine:
 
     def plan(self, level: int) -> LevelPlan | str:
         """Level ``level``'s plan (its parent level and fraction; lottery/pruning/level_plan.py), or why IMP ends
-        before it, from the finished entries before it."""
-        return plan_level(self.settings, [e for e in self.results["levels"] if e["level"] < level], level)
+        before it, from the finished entries before it (and the sibling seeds', or a Waiting until they have them)."""
+        others = self.siblings(level) if self.siblings is not None and level > 0 else None
+        if isinstance(others, Waiting):
+            return others
+        return plan_level(self.settings, [e for e in self.results["levels"] if e["level"] < level], level, others,
+                          step_density(self.settings, self.mask))
 
     def mask(self, level: int) -> Mask:
         """Level 0 is dense; level L prunes its parent's final weights (level L-1 unless planned otherwise; saved,
@@ -332,9 +339,12 @@ class Engine:
                 if entry["status"] != "ok":
                     break
                 ends = t.share(lambda: self.plan(level + 1))
+                if isinstance(ends, Waiting):  # seeds judged together: resumed once they have finished this level
+                    self.results["waiting"] = str(ends)
+                    return self._save()
                 if isinstance(ends, str):  # the plan ends here (the fixed one: after `levels` levels)
                     if self.settings.planned:
-                        self.results["plan_end"] = ends
+                        self.results.update(end_record(ends))
                     break
                 why = t.share(lambda: self.exhausted(level, entry))
                 if why:
@@ -342,6 +352,7 @@ class Engine:
                     break
                 level += 1
         diverged = any(e["status"] != "ok" for e in self.results["levels"])
+        self.results.pop("waiting", None)
         self.results["status"] = "diverged" if diverged else "exhausted" if why else "complete"
         if why:
             self.results["exhausted"] = why

@@ -6,13 +6,14 @@ bit for bit, and ``lottery transfer`` draws the very control the engine trained.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from lottery.config import CONTROLS, Config, parse_rewind
 from lottery.masks import Mask
 from lottery.pruning import PRUNERS, prune_structured, random_mask_like, random_structured_like
+from lottery.pruning.budgets import kept_counts
 from lottery.pruning.level_plan import scaled_layer_fractions
 from lottery.train import derived_seed
 
@@ -39,6 +40,7 @@ class ImpSettings:
     prune_schedule: str = "fixed"
     target_density: float | None = None
     budget: float | None = None
+    plan_seeds: tuple = ()  # adaptive steps judged over these seeds' runs together (lottery/drivers/plan_seeds.py)
     barrier_points: int = 0
     barrier_stop: float | None = None
     control_init: str = "dense"  # or sparse: the controls' weights scaled to their surviving fan-in
@@ -64,7 +66,7 @@ class ImpSettings:
                    structure_options=cfg.structure_options, control_init=cfg.control_init, early_bird=cfg.early_bird,
                    early_bird_epsilon=cfg.early_bird_epsilon, early_bird_window=cfg.early_bird_window,
                    prune_schedule=cfg.prune_schedule, target_density=cfg.target_density, budget=cfg.budget,
-                   barrier_points=cfg.barrier_points, barrier_stop=cfg.barrier_stop)
+                   plan_seeds=tuple(cfg.plan_seeds), barrier_points=cfg.barrier_points, barrier_stop=cfg.barrier_stop)
 
 
 def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: int, data=None,
@@ -85,6 +87,25 @@ def level_mask(settings: ImpSettings, model: nn.Module, previous: Mask, level: i
         seed=derived_seed(settings.seed, "prune", level), data=data,
         **({"min_kept": settings.min_kept} if settings.min_kept else {}),
     )
+
+
+def step_density(settings: ImpSettings, mask_of: Callable[[int], Mask]) -> Callable[[int, float], float | None]:
+    """``density(parent, fraction)``: the density ``level_mask`` reaches pruning level ``parent``'s mask
+    (``mask_of(parent)``, read once) by ``fraction``, from the exact counts every unstructured pruner keeps
+    (lottery/pruning/budgets.py); None under a structure or ``min_kept``, whose counts are not known in advance.
+    The level plan uses it to make a target density an upper bound."""
+    masks: dict[int, Mask] = {}
+
+    def density(parent: int, fraction: float) -> float | None:
+        if settings.structure != "unstructured" or settings.min_kept:
+            return None
+        if parent not in masks:
+            masks[parent] = mask_of(parent)
+        mask = masks[parent]
+        fractions = scaled_layer_fractions(dict(settings.layer_fractions), settings.prune_fraction, fraction)
+        return sum(kept_counts(mask, fraction, settings.scope, fractions).values()) / mask.num_total
+
+    return density
 
 
 def random_control(model: nn.Module, mask: Mask, seed: int, level: int, structure: str = "unstructured",

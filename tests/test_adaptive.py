@@ -15,7 +15,7 @@ import pytest
 import lottery as lt
 from lottery.imp_engine import ImpSettings
 from lottery.pruning import level_plan
-from lottery.pruning.level_plan import LevelPlan, grow, matches, plan_level, scaled_layer_fractions
+from lottery.pruning.level_plan import LevelPlan, grow, judge, matches, plan_level, scaled_layer_fractions
 from lottery.testing import ENV
 from tests.engine_helpers import strip_times, tiny
 from tests.test_cli import _one_line_error
@@ -102,6 +102,7 @@ def test_early_bird_with_adaptive_retrains_the_deepest_matching_search():
 
 def test_matches_uses_the_verdict_with_several_seeds_and_says_which_rule():
     assert matches({0: 0.90}, {0: 0.905}) == (True, "one seed: ticket − dense >= −1 points")
+    assert judge(entry(1, 0.8, 0.90), entry(0, 1.0, 0.905), seed=4)["seeds"] == [4]  # a run alone: labelled
     assert matches({0: 0.88}, {0: 0.90})[0] is False
     ok, rule = matches({0: 0.901, 1: 0.899, 2: 0.900}, {0: 0.900, 1: 0.900, 2: 0.900})
     assert ok and rule == "verdict over 3 seeds: matches"
@@ -114,13 +115,12 @@ def test_layer_fractions_scale_with_the_step():
 
 
 def test_a_level_made_to_fail_makes_the_run_back_off(tmp_path, monkeypatch):
-    real = level_plan.judge
+    real = level_plan.judge_level
 
-    def fail_level_2(e, dense, seed=0):
-        out = real(e, dense, seed)
-        return {**out, "matched": False} if e["level"] == 2 else {**out, "matched": True}
+    def fail_level_2(runs, level):
+        return {**real(runs, level), "matched": level != 2}
 
-    monkeypatch.setattr(level_plan, "judge", fail_level_2)
+    monkeypatch.setattr(level_plan, "judge_level", fail_level_2)
     results = lt.run_imp(tiny(tmp_path, levels=4, controls=(), prune_schedule="adaptive"))
     levels = results["levels"]
     assert [e.get("parent") for e in levels] == [None, 0, 1, 1, 3]

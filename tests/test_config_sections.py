@@ -19,7 +19,8 @@ OTHER = {"dataset": "synthetic", "dataset_options": {"n": 3}, "data_root": "/tmp
          "min_kept_per_layer": 1, "strategy": "random",
          "structure": "neuron", "structure_options": {"norm": "l1"}, "rewind": "lr", "controls": (),
          "early_bird": True, "early_bird_epsilon": 0.2, "early_bird_window": 3, "prune_schedule": "adaptive",
-         "target_density": 0.1, "budget": 3.0, "barrier_points": 5, "barrier_stop": 0.02, "control_init": "sparse",
+         "target_density": 0.1, "budget": 3.0, "plan_seeds": (0, 1), "barrier_points": 5, "barrier_stop": 0.02,
+         "control_init": "sparse",
          "seed": 3, "name": "other", "pack": 4, "device": "cpu", "out": "elsewhere", "progress": False,
          "log": "tensorboard"}
 

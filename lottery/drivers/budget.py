@@ -18,6 +18,7 @@ from typing import ClassVar
 from lottery import stats
 from lottery.config import Config
 from lottery.drivers.imp import run_imp
+from lottery.drivers.plan_seeds import run_together, together
 from lottery.drivers.registry import register_driver
 from lottery.errors import ConfigError
 from lottery.options import Options, metric_option, parse_seeds, seeds_option, tolerance_option
@@ -77,9 +78,9 @@ def ticket_verdict(runs: dict, metric: str = "early_stop", tolerance: float = st
                  options=BudgetOptions, report=lambda r, *_: format_budget(r))
 def run_budget(cfg: Config, opts: BudgetOptions) -> dict:
     """Every seed of the cheaper config (a run directory each, resumable), then the ticket's verdict."""
-    base = cheaper(cfg)
     seeds = parse_seeds(opts.seeds, cfg.seed)
-    runs = {seed: run_imp(base.replace(seed=seed)) for seed in seeds}
+    base = together(cheaper(cfg), seeds)  # the seeds' levels judged together (lottery/drivers/plan_seeds.py)
+    runs = run_together(lambda: {seed: run_imp(base.replace(seed=seed)) for seed in seeds})
     out = ticket_verdict(runs, opts.metric, opts.tolerance)
     out.update(budget=cfg.budget, target_density=cfg.target_density,
                ends={seed: r.get("plan_end") for seed, r in runs.items()},

@@ -18,6 +18,7 @@ from lottery.config import Config, from_dict, validate
 from lottery import distributed
 from lottery.imp_engine import Arm, Engine, ImpSettings, Pending, Trained, Trainer
 from lottery.cost import layer_macs, step_flops
+from lottery.drivers.plan_seeds import siblings_reader
 from lottery.barrier import error_barrier
 from lottery.passes import Run, train_passes
 from lottery.masks import Mask
@@ -97,6 +98,7 @@ class Experiment(Session, Trainer):
         self.engine = Engine(self, run, ImpSettings.from_config(cfg),
                              {"config": cfg.to_dict(), "hash": cfg.hash(), "version": __version__,
                               **data_shapes(self.data)})  # what export reads back, not the data set
+        self.engine.siblings = siblings_reader(cfg)  # adaptive steps judged over seeds (lottery/drivers/plan_seeds.py)
 
     @property
     def results(self) -> dict:

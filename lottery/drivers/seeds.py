@@ -20,6 +20,7 @@ from typing import Callable, ClassVar
 from lottery.config import Config
 from lottery.distributed import is_main_process
 from lottery.drivers import imp
+from lottery.drivers.plan_seeds import run_together, together
 from lottery.drivers.registry import register_driver
 from lottery.fused import resolve_pack
 from lottery.errors import ConfigError
@@ -90,13 +91,16 @@ def run_seeds(cfg: Config, seeds, *, metric: str = "early_stop", tolerance: floa
     from lottery.executors.trunks import run_trunks  # the executors import the IMP driver this module sits beside
 
     seed_list = parse_seeds(seeds, cfg.seed)
+    cfg = together(cfg, seed_list)  # adaptive steps: the seeds judged together (lottery/drivers/plan_seeds.py)
     configs = {s: cfg.replace(seed=s) for s in seed_list}
     data = load_data(cfg)
     model = build_network(cfg, data.input_shape, data.num_classes, data.train[0].device)  # auto pack: its device
     out = seeds_dir(cfg, [c.run_name() for c in configs.values()])
-    runs = run_trunks(configs, cfg, data, resolve_pack(cfg.pack, model), jobs=resolve_jobs(jobs, len(configs)),
-                      folder=out / "submitit",
-                      log=log)
+    def run_round() -> dict:
+        return run_trunks(configs, cfg, data, resolve_pack(cfg.pack, model), jobs=resolve_jobs(jobs, len(configs)),
+                          folder=out / "submitit", log=log)
+
+    runs = run_together(run_round, lambda r: r["results"], log) if cfg.plan_seeds else run_round()
     comparison = compare_levels({s: runs[s]["results"] for s in seed_list}, metric, tolerance)
     comparison["run_dirs"] = {str(s): runs[s]["run_dir"] for s in seed_list}
     comparison["config"] = cfg.replace(seed=seed_list[0]).to_dict()
@@ -135,6 +139,7 @@ def run_command(cfg: Config, opts: RunOptions | None) -> dict:
     opts = opts or RunOptions()
     seeds = parse_seeds(opts.seeds if opts.seeds is not None else default_seeds(cfg), cfg.seed)
     if len(seeds) == 1:  # one seed (--seeds 4, too): that run's own table, no seeds directory
+        together(cfg, seeds)  # plan_seeds by hand on one seed: refused
         return {"single": imp.run_imp(cfg.replace(seed=seeds[0])), "options": opts, "config": cfg.replace(seed=seeds[0])}
     return {"seeds": run_seeds(cfg, seeds, metric=opts.metric, tolerance=opts.tolerance, jobs=opts.jobs,
                                log=lambda line: print(line, file=sys.stderr)), "options": opts}
