@@ -153,31 +153,55 @@ def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float, 
             print(f"seed {seed} scale {scale:g} {key}: steps to 95 % {done[key]['steps_to_95']}", flush=True)
 
 
+PAIRS = (("ticket", "random_mask"), ("ticket", "memorised"), ("ticket", "snip"), ("ticket", "synflow"),
+         ("ticket_layerwise", "random_layerwise"), ("ticket_layerwise", "ticket"), ("ticket", "dense_norm"),
+         ("ticket_layerwise", "dense_norm_layerwise"))  # the summary's arm-against-arm comparisons
+
+
+def _steps(runs: dict, key: str) -> tuple[dict, dict]:
+    """Steps to TARGET per seed (a run stopped at its cap counts as the cap) and whether each seed reached it."""
+    got = {s: r[key] for s, r in runs.items() if key in r}
+    return ({s: g["steps_to_95"] if g["steps_to_95"] is not None else g["steps"] for s, g in got.items()},
+            {s: g["steps_to_95"] is not None for s, g in got.items()})
+
+
 def summary(out: Path) -> str:
-    """Per scale and arm: steps to 95 % (mean with its 95 % t interval over seeds; a run stopped at its cap
-    counts as the cap, flagged '>'), and the paired difference arm − dense by seed."""
+    """Per scale and arm: steps to 95 % (mean with its 95 % t interval over seeds, and each seed's; a run stopped at
+    its cap counts as the cap, flagged '>'), and the paired difference arm − dense by seed; then the PAIRS of arms
+    at the same density, paired by seed (a capped run makes its arm's steps a lower bound)."""
     trunks = {}
     for path in sorted(out.glob("seed*-scale*.json")):
         seed, scale = path.stem.split("-")
         trunks.setdefault(scale[5:], {})[int(seed[4:])] = json.loads(path.read_text())
-    lines = [f"steps until held-out accuracy >= {TARGET:.0%} ('>': some seed stopped at its cap, a multiple of "
-             "the dense network's steps)",
-             "scale  arm                   n  mean steps [95% CI]    reached  arm - dense [95% CI]  "
-             "arm / dense [95% CI]"]
+    lines = [f"steps until held-out accuracy >= {TARGET:.0%} ('>': stopped at its cap, the dense network's steps; "
+             "counted as the cap)",
+             "scale  arm                       n  mean steps [95% CI]    reached  arm - dense [95% CI]  "
+             "arm / dense [95% CI]  per seed"]
     fmt = lambda r, f=".0f": "-" if r.get("lo") is None else \
         f"{r['mean']:{f}} [{r['lo']:{f}}, {r['hi']:{f}}]"  # noqa: E731
+    pairs = []
     for scale, runs in trunks.items():
         keys = sorted({k for r in runs.values() for k in r}, key=lambda k: (k != "dense", k))
         dense = {s: r["dense"]["steps_to_95"] for s, r in runs.items() if "dense" in r}
         for key in keys:
-            steps = {s: (r[key]["steps_to_95"] if r[key]["steps_to_95"] is not None else r[key]["steps"])
-                     for s, r in runs.items() if key in r}
-            reached = sum(r[key]["steps_to_95"] is not None for r in runs.values() if key in r)
+            steps, reached = _steps(runs, key)
             diff = paired_interval(steps, dense) if key != "dense" else {}
             ratio = interval(steps[s] / dense[s] for s in steps if s in dense) if key != "dense" else {}
-            lines.append(f"{scale:5}  {key:20} {len(steps):2}  {fmt(interval(steps.values())):22} "
-                         f"{reached}/{len(steps)}{'' if reached == len(steps) else ' >':3}   {fmt(diff):20}  "
-                         f"{fmt(ratio, '.2f')}")
+            each = " / ".join(f"{'' if reached[s] else '>'}{steps[s]}" for s in sorted(steps))
+            n_reached = sum(reached.values())
+            lines.append(f"{scale:5}  {key:24} {len(steps):2}  {fmt(interval(steps.values())):22} "
+                         f"{n_reached}/{len(steps)}{'' if n_reached == len(steps) else ' >':3}   {fmt(diff):20}  "
+                         f"{fmt(ratio, '.2f'):20}  {each}")
+        for density in sorted({k.split("@")[1] for k in keys if "@" in k}, key=float, reverse=True):
+            for a, b in PAIRS:
+                (sa, ra), (sb, rb) = _steps(runs, f"{a}@{density}"), _steps(runs, f"{b}@{density}")
+                d = paired_interval(sa, sb)
+                if d["n"]:
+                    capped = sum(not ra[s] for s in d["seeds"]), sum(not rb[s] for s in d["seeds"])
+                    pairs.append(f"{scale:5}  {density:5}  {a + ' - ' + b:40} {d['n']:2}  {fmt(d):22} "
+                                 f"{capped[0]} / {capped[1]}")
+    lines += ["", "arm a - arm b at the same density, steps, paired by seed (capped: seeds a / b stopped at the cap)",
+              "scale  dens.  a - b                                     n  mean [95% CI]          capped"] + pairs
     return "\n".join(lines)
 
 

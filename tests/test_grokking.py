@@ -1,11 +1,13 @@
 """experiments/grokking.py's weight-norm control: a dense network whose init is rescaled to the ticket's norm."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 import lottery as lt
+from lottery.stats import paired_interval
 
 _spec = importlib.util.spec_from_file_location("grokking", Path(__file__).parent.parent / "experiments/grokking.py")
 grokking = importlib.util.module_from_spec(_spec)
@@ -75,3 +77,23 @@ def test_random_controls_are_drawn_independently_of_the_init(seed, arm):
 def test_norm_arms_are_known_and_match_a_ticket():
     for arm, ticket in grokking.NORM_ARMS.items():
         assert arm in grokking.EXTRA_ARMS and ticket in grokking.ARMS + grokking.EXTRA_ARMS
+
+
+def test_summary_counts_a_capped_run_as_its_cap_and_pairs_arms_by_seed(tmp_path):
+    def run(reached, steps):
+        return {"steps_to_95": reached, "steps": steps}
+
+    dense, ticket, random = (1000, 800, 1200), (500, None, 600), (900, None, None)
+    for seed in range(3):
+        trunk = {"dense": run(dense[seed], dense[seed] + 200),
+                 "ticket@0.4": run(ticket[seed], ticket[seed] or dense[seed]),
+                 "random_mask@0.4": run(random[seed], random[seed] or dense[seed])}
+        (tmp_path / f"seed{seed}-scale1.json").write_text(json.dumps(trunk))
+    table = grokking.summary(tmp_path).splitlines()
+    row = next(line for line in table if line.startswith("1      ticket@0.4"))
+    assert row.endswith("500 / >800 / 600") and " 2/3 >" in row
+    expected = paired_interval({0: 500, 1: 800, 2: 600}, dict(enumerate(dense)))
+    assert f"{expected['mean']:.0f} [{expected['lo']:.0f}, {expected['hi']:.0f}]" in row
+    pair = next(line for line in table if "ticket - random_mask" in line)
+    expected = paired_interval({0: 500, 1: 800, 2: 600}, {0: 900, 1: 800, 2: 1200})
+    assert f"{expected['mean']:.0f} [{expected['lo']:.0f}, {expected['hi']:.0f}]" in pair and pair.endswith("1 / 2")
