@@ -154,7 +154,8 @@ def one_trunk(out: Path, seed: int, scale: float, densities, cap_factor: float, 
 
 
 PAIRS = (("ticket", "random_mask"), ("ticket", "memorised"), ("ticket", "snip"), ("ticket", "synflow"),
-         ("ticket_layerwise", "random_layerwise"), ("ticket_layerwise", "ticket"), ("ticket", "dense_norm"),
+         ("ticket_layerwise", "random_layerwise"), ("ticket_layerwise", "ticket"), ("ticket_layerwise", "memorised"),
+         ("ticket_layerwise", "snip"), ("ticket_layerwise", "synflow"), ("ticket", "dense_norm"),
          ("ticket_layerwise", "dense_norm_layerwise"))  # the summary's arm-against-arm comparisons
 
 
