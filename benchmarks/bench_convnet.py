@@ -170,7 +170,7 @@ def report(whole: dict, steps: dict, threads: int, loads: tuple, cmd: str, n_ste
         "What makes the difference: convnets train in channels_last (lottery/models/layout.py; `fused = false` keeps "
         "torch's default layout for bit-identity with a plain loop), the data set is one in-memory tensor sliced by "
         "a seeded permutation (no DataLoader, no PIL), and a process never runs more threads than the cores the "
-        "load average leaves free (lottery/threads.py): on a busy machine two OpenMP threads wait at every "
+        "other running work leaves free (lottery/threads.py): on a busy machine two OpenMP threads wait at every "
         "barrier for a descheduled one.",
     ]
     return "\n".join(lines)
