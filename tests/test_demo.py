@@ -178,6 +178,11 @@ def test_ticket_and_random_mask_at_a_density():
     weights = torch.cat([p.detach().abs().flatten() for n, p in pg.model.named_parameters() if n in ticket.mask])
     kept = torch.cat([ticket.mask[n].flatten() for n, p in pg.model.named_parameters() if n in ticket.mask])
     assert weights[kept].min() >= weights[~kept].max()
+    # the random mask is IMP's control draw (a seed derived from the run's, not the init's own seed, whose draw
+    # favoured the init's larger weights in the grokking study)
+    from lottery.imp_levels import random_control
+
+    assert control.mask == random_control(pg.model, ticket.mask, pg.settings.seed, 1)
     assert pg.ticket(0.2) is arms  # cached: moving the slider back costs nothing
     assert pg.ticket(1.0)["ticket"].mask.density == 1.0
     for bad in (0, 1.5, -0.1, "half"):

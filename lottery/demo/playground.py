@@ -30,6 +30,7 @@ from lottery.config import from_dict
 from lottery.data.base import Dataset
 from lottery.demo.data2d import DATASETS_2D, make_2d
 from lottery.errors import ConfigError
+from lottery.imp_levels import random_control
 from lottery.inits import INIT_SCHEMES
 from lottery.models.common import check_activation
 from lottery.train import evaluate, make_optimizer, train
@@ -211,7 +212,8 @@ class Playground:
 
         One-shot pruning (a single IMP level straight to ``density``, not many 20 % levels), so each arm costs one
         retraining and the slider answers in seconds. The ticket keeps the trained net's largest weights (global magnitude), rewound to their initial values;
-        the random mask keeps as many weights in every layer, chosen at random. Both train as the dense net did.
+        the random mask keeps as many weights in every layer, chosen at random (IMP's control draw, from a seed
+        derived from the run's: a draw from the init's own seed would favour the init's larger weights). Both train as the dense net did.
         Results are cached per density.
         """
         if self.status != "trained":
@@ -223,7 +225,7 @@ class Playground:
             full = lt.Mask.ones_like(self.model)
             mask = full if key == 1 else lt.prune_magnitude(self.model, full, 1 - key, scope="global")
             self._arms[key] = {"ticket": self._retrain(mask),
-                               "random": self._retrain(lt.random_mask_like(mask, seed=self.settings.seed))}
+                               "random": self._retrain(random_control(self.model, mask, self.settings.seed, 1))}
         return self._arms[key]
 
     def _retrain(self, mask: lt.Mask) -> Arm:
