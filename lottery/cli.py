@@ -15,7 +15,7 @@ import typing
 from lottery import commands  # noqa: F401  (registers the built-in subcommands)
 from lottery.config import FIELDS, Config, from_dict
 from lottery.drivers.registry import DRIVERS, Driver, formatter
-from lottery.errors import LotteryError
+from lottery.errors import LotteryError, Terminated, terminate
 from lottery.options import Options, add_flags, experiment_settings, load_toml, options_from_args
 from lottery.threads import fit_threads
 
@@ -100,12 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's time limit, `kill`): unwinds like Ctrl-C, so the run ends the same resumable way."""
-
-
 def _on_sigterm(signum, frame) -> None:
-    raise _Terminated()
+    terminate()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
               "data set", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:
-        how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+        terminate(False)
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(f"lottery: {how}; finished levels are saved — run the same command to resume", file=sys.stderr)
-        return 143 if isinstance(e, _Terminated) else 130
+        return 143 if isinstance(e, Terminated) else 130
 
 
 def out_of_memory(e: BaseException) -> str | None:

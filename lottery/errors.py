@@ -31,3 +31,24 @@ class StructureExhausted(LotteryError):
 
 class StructureCheckError(RuntimeError):
     """An internal invariant failed: a mask that should satisfy a structure (neuron, n:m) does not."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, `kill`): unwinds like Ctrl-C, so the run ends the same resumable way."""
+
+
+_termination = {"requested": False}
+
+
+def terminate(requested: bool = True) -> None:
+    """SIGTERM's handler (``requested``): note it and raise ``Terminated``; ``terminate(False)`` clears the note."""
+    _termination["requested"] = requested
+    if requested:
+        raise Terminated()
+
+
+def raise_if_terminated() -> None:
+    """Raise ``Terminated`` once SIGTERM has come: a handler's exception raised inside a ``__del__`` or a garbage
+    collector callback is only printed by Python, and the run would go on; the training loop asks every step."""
+    if _termination["requested"]:
+        raise Terminated()

@@ -23,7 +23,7 @@ from torch import nn
 
 from lottery.config import Config
 from lottery.data.augment import augment_batch
-from lottery.errors import ConfigError
+from lottery.errors import ConfigError, raise_if_terminated
 from lottery.masks import Mask
 from lottery.models.layout import conv_layout
 from lottery.rewind import snapshot
@@ -252,6 +252,7 @@ class Bookkeeping:
     def indices(self, step: int, device) -> torch.Tensor:
         """Each data order's batch of update ``step`` as a ``(orders, batch)`` tensor on ``device``: one seeded
         permutation per epoch (the last partial batch dropped), sliced, so no epoch copies the training set."""
+        raise_if_terminated()  # a SIGTERM whose exception was swallowed still ends the run here
         if step % self.per_epoch == 0:  # reshuffle once per epoch
             self.perms, self._perm = [torch.randperm(self.n_train, generator=g) for g in self.orders], None
         if self._perm is None:
