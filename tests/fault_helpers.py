@@ -1,6 +1,10 @@
 """The target of the fault tests' forked children: the `lottery` command with a crash point armed."""
 import os
+import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli_with_crash(point: str, argv: list[str]) -> None:
@@ -9,6 +13,20 @@ def run_cli_with_crash(point: str, argv: list[str]) -> None:
 
     os.environ[ENV] = point
     sys.exit(main(argv))
+
+
+def lottery_process(argv: list[str], out: Path, crash: str | None = None, timeout: int = 300,
+                    **env: str) -> subprocess.CompletedProcess:
+    """``python -m lottery ARGV --out OUT`` in a fresh process from the repository root, with the crash point
+    ``crash`` armed (None: none, even if this process has one set) and extra environment ``env``."""
+    from lottery.testing import ENV
+
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    environ.pop(ENV, None)
+    if crash:
+        environ[ENV] = crash
+    return subprocess.run([sys.executable, "-m", "lottery", *argv, "--out", str(out)], env=environ,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 class DropoutNet:

@@ -4,10 +4,8 @@ new result field resuming after a kill bit for bit."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +14,9 @@ import lottery as lt
 from lottery.imp_engine import ImpSettings
 from lottery.pruning import level_plan
 from lottery.pruning.level_plan import LevelPlan, grow, judge, matches, plan_level, scaled_layer_fractions
-from lottery.testing import ENV
 from tests.engine_helpers import strip_times, tiny
+from tests.fault_helpers import lottery_process
 from tests.test_cli import _one_line_error
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def settings(**over) -> ImpSettings:
@@ -152,12 +148,7 @@ ARGS = ["--dataset", "synthetic", "--model", "mlp", "--model-options", "hidden=[
 
 
 def _cli(out: Path, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop(ENV, None)
-    if crash:
-        env[ENV] = crash
-    return subprocess.run([sys.executable, "-m", "lottery", "run", *ARGS, "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return lottery_process(["run", *ARGS], out, crash)
 
 
 @pytest.mark.parametrize("point", ["train:level2#5", pytest.param("write:results.json#3", marks=pytest.mark.slow)])

@@ -17,6 +17,7 @@ from lottery.drivers.compare_inits import compare_inits, parse_init_variant
 from lottery.config import from_dict
 from lottery.storage.rundir import RunDir
 from lottery.storage.summary import load_summary
+from tests.fault_helpers import lottery_process
 
 N_TEST = 512  # the synthetic data set's test split: one sample is 1/512 of accuracy
 SETTINGS = dict(dataset="synthetic", model_options={"hidden": [8]}, steps=20, eval_every=10, batch_size=32,
@@ -83,12 +84,7 @@ def test_a_diverged_trunk_drops_out(unpacked, tmp_path):
 
 
 def _cli(out, crash=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("LOTTERY_CRASH_AT", None)
-    if crash:
-        env["LOTTERY_CRASH_AT"] = crash
-    return subprocess.run([sys.executable, "-m", "lottery", *CLI, "--out", str(out)], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return lottery_process(CLI, out, crash, timeout=600, OMP_NUM_THREADS="1")
 
 
 def _levels_done(out):

@@ -5,10 +5,8 @@ target density is an upper bound even with per-layer fractions."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,12 +16,10 @@ from lottery.drivers.plan_seeds import run_together, together
 from lottery.drivers.seeds import run_seeds
 from lottery.imp_engine import ImpSettings
 from lottery.pruning.level_plan import PlanEnd, _to_target, judge_level, plan_level
-from lottery.testing import ENV
 from tests.engine_helpers import strip_times, tiny
+from tests.fault_helpers import lottery_process
 from tests.test_adaptive import entry
 from tests.test_cli import _one_line_error
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def adaptive(seed=0, **over) -> ImpSettings:
@@ -145,12 +141,7 @@ ARGS = ["--dataset", "synthetic", "--model", "mlp", "--model-options", "hidden=[
 
 
 def _cli(out: Path, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop(ENV, None)
-    if crash:
-        env[ENV] = crash
-    return subprocess.run([sys.executable, "-m", "lottery", "run", *ARGS, "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return lottery_process(["run", *ARGS], out, crash)
 
 
 @pytest.mark.parametrize("point", ["train:level2#5", pytest.param("write:results.json#4", marks=pytest.mark.slow)])
