@@ -233,3 +233,48 @@ def test_sigterm_cancels_the_submitit_jobs(tmp_path):
     for run in runs:
         with RunDir(run):  # a job still training would hold it: RunLockedError
             pass
+
+
+def test_cancel_sends_sigterm_again_to_a_job_that_was_still_starting(tmp_path):
+    """A submitit task ignores SIGTERM until its own handler is installed (submitit's handler bypasses it): the
+    launcher sends SIGTERM again each second, so such a task still stops cleanly, and the controller is never
+    interrupted (SIGINT prints its traceback into the launcher's stderr)."""
+    import signal
+    import time
+
+    from lottery.executors.grid import _cancel
+
+    ready = tmp_path / "ready"
+    script = ("import signal, sys, time, pathlib\n"
+              "seen = []\n"
+              "def on_term(*a):\n"
+              "    seen.append(1)\n"
+              "    if len(seen) > 1: sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, on_term)\n"
+              f"pathlib.Path({str(ready)!r}).touch()\n"
+              "while True: time.sleep(0.05)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        while not ready.exists():
+            time.sleep(0.05)
+
+        class Job:
+            job_id = str(proc.pid)
+            cancelled = False
+
+            @property
+            def state(self):
+                return "RUNNING" if proc.poll() is None else "FINISHED"
+
+            def cancel(self, check=True):
+                self.cancelled = True
+                proc.send_signal(signal.SIGINT)
+
+        job = Job()
+        start = time.monotonic()
+        _cancel([job], wait_s=10.0)
+        assert proc.wait(timeout=5) == 0 and not job.cancelled
+        assert time.monotonic() - start < 5
+    finally:
+        proc.kill()
+        proc.wait()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from lottery.config import Config
-from lottery.errors import ConfigError, LotteryError
+from lottery.errors import ConfigError, LotteryError, terminate
 
 EXECUTORS = ("local", "submitit")
 LOST = (ConnectionError, EOFError)  # what a call through a dead multiprocessing manager's proxy raises
@@ -66,8 +66,9 @@ def run_trunk(cfg: Config, threads: int | None = None) -> dict | None:
 
 
 def _stop_trunk(signum, frame) -> None:
-    """SIGTERM in a trunk's process: unwind like Ctrl-C (the run's lock is released; it resumes later)."""
-    raise KeyboardInterrupt("SIGTERM")
+    """SIGTERM in a trunk's process: unwind like Ctrl-C (the run's lock is released; it resumes later). Noted as
+    well as raised, so a signal that lands inside a ``__del__`` still stops the training loop at its next step."""
+    terminate()
 
 
 def run_group(cfgs: Sequence[Config], pack: int, threads: int | None = None, ticks=None) -> list[dict | None]:
@@ -280,12 +281,19 @@ def _cancel(jobs, wait_s: float = 20.0) -> None:
     them, so without this they would go on training and hold their trunks' locks."""
     import time
 
-    for job in jobs:  # a local job's id is its controller's pid; the controller passes SIGTERM to its task
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(job.job_id), signal.SIGTERM)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and any(job.state == "RUNNING" for job in jobs):
-        time.sleep(0.1)
+    while time.monotonic() < deadline:
+        running = [job for job in jobs if job.state == "RUNNING"]
+        if not running:
+            return
+        # A local job's id is its controller's pid; the controller passes SIGTERM to its task. Sent again every
+        # second: a task still starting up runs under submitit's own handler, which ignores SIGTERM.
+        for job in running:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(job.job_id), signal.SIGTERM)
+        pause = time.monotonic() + 1.0
+        while time.monotonic() < min(pause, deadline) and any(job.state == "RUNNING" for job in running):
+            time.sleep(0.1)
     for job in jobs:
         if job.state == "RUNNING":  # deaf to SIGTERM: SIGINT to the controller stops its task (SIGKILL after 1 s)
             job.cancel(check=False)
