@@ -14,8 +14,9 @@ import typing
 
 from lottery import commands  # noqa: F401  (registers the built-in subcommands)
 from lottery.config import FIELDS, Config, from_dict
+from lottery.distributed import leave_together
 from lottery.drivers.registry import DRIVERS, Driver, formatter
-from lottery.errors import LotteryError, Terminated, terminate
+from lottery.errors import LotteryError, Terminated, on_sigterm, terminate
 from lottery.options import Options, add_flags, experiment_settings, load_toml, options_from_args
 from lottery.threads import fit_threads
 
@@ -100,18 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum, frame) -> None:
-    terminate()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     fit_threads()  # never more threads than free cores (lottery/threads.py): a busy machine must not collapse a run
     if threading_is_main():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe (`lottery list | head -1`) shows here, not at interpreter exit
+        if code == 0:
+            leave_together()
         return code
     except BrokenPipeError as e:
         if not stdout_closed():  # a pipe to another process (a grid's worker or manager) broke: an error

@@ -156,6 +156,14 @@ def from_env(device: str = "auto") -> Dist:
     return Dist(rank=td.get_rank(), world_size=td.get_world_size(), local_rank=local_rank, device=comm)
 
 
+def leave_together() -> None:
+    """Under torchrun, after a command succeeded on this rank: wait until every rank has finished (rank 0 writes
+    the table and plots after the others are done), so no rank tears its process group down while another still
+    uses it. A no-op in one process."""
+    if td.is_initialized():
+        td.barrier()
+
+
 def _shutdown() -> None:
     if td.is_initialized():
         td.destroy_process_group()

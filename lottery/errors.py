@@ -47,6 +47,11 @@ def terminate(requested: bool = True) -> None:
         raise Terminated()
 
 
+def on_sigterm(signum, frame) -> None:
+    """The SIGTERM handler of the ``lottery`` command and of a grid's trunk processes."""
+    terminate()
+
+
 def raise_if_terminated() -> None:
     """Raise ``Terminated`` once SIGTERM has come: a handler's exception raised inside a ``__del__`` or a garbage
     collector callback is only printed by Python, and the run would go on; the training loop asks every step."""

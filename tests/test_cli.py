@@ -269,3 +269,14 @@ def test_a_sigterm_swallowed_by_python_still_ends_the_run(tmp_path):
         pass  # as if Python had swallowed it in a __del__
     assert main(["run", *TINY, "--out", str(tmp_path)]) == 143
     assert main(["run", *TINY, "--out", str(tmp_path)]) == 0  # the note is cleared: the same command resumes
+
+
+def test_ranks_leave_together_only_after_a_command_succeeded(monkeypatch, tmp_path):
+    """cli.main waits for every torchrun rank (a barrier) after success, so no rank tears its process group down
+    while rank 0 still writes; never after a failure, where the other ranks may not come."""
+    import lottery.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "leave_together", lambda: calls.append(1))
+    assert cli.main(["list"]) == 0 and calls == [1]
+    assert cli.main(["run", "--dataset", "no_such_data", "--out", str(tmp_path)]) == 2 and calls == [1]

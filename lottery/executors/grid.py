@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from lottery.config import Config
-from lottery.errors import ConfigError, LotteryError, terminate
+from lottery.errors import ConfigError, LotteryError, on_sigterm
 
 EXECUTORS = ("local", "submitit")
 LOST = (ConnectionError, EOFError)  # what a call through a dead multiprocessing manager's proxy raises
@@ -58,17 +58,12 @@ def run_trunk(cfg: Config, threads: int | None = None) -> dict | None:
 
     if threads:
         torch.set_num_threads(threads)
-    signal.signal(signal.SIGTERM, _stop_trunk)  # under submitit, whose own handler ignores SIGTERM
+    # under submitit, whose own handler ignores SIGTERM: unwind like Ctrl-C (the run's lock is released; it resumes)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return run_imp(cfg.replace(progress=False))
     except RunLockedError:
         return None
-
-
-def _stop_trunk(signum, frame) -> None:
-    """SIGTERM in a trunk's process: unwind like Ctrl-C (the run's lock is released; it resumes later). Noted as
-    well as raised, so a signal that lands inside a ``__del__`` still stops the training loop at its next step."""
-    terminate()
 
 
 def run_group(cfgs: Sequence[Config], pack: int, threads: int | None = None, ticks=None) -> list[dict | None]:
