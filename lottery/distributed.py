@@ -13,8 +13,8 @@ to float rounding (summation order). Evaluation runs on every rank over the full
 to training), so no rank waits for another to learn a result.
 
 After a successful command every rank waits for the others (:func:`leave_together`) before the process group is
-torn down at exit. A plain ``lottery run`` (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) gets :data:`SINGLE`, for which every call here is
-a no-op.
+torn down at exit. A plain ``lottery run`` (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) gets :data:`SINGLE`, for which
+every call here is a no-op.
 """
 from __future__ import annotations
 
