@@ -48,8 +48,11 @@ def terminate(requested: bool = True) -> None:
 
 
 def on_sigterm(signum, frame) -> None:
-    """The SIGTERM handler of the ``lottery`` command and of a grid's trunk processes."""
-    terminate()
+    """The SIGTERM handler of the ``lottery`` command and of a grid's trunk processes. A SIGTERM that comes while
+    an earlier one is still unwinding (a grid's launcher sends it again every second) does not raise again: it
+    would interrupt the clean-up (the run's lock, its last atomic writes)."""
+    if not _termination["requested"]:
+        terminate()
 
 
 def raise_if_terminated() -> None:

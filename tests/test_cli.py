@@ -271,6 +271,22 @@ def test_a_sigterm_swallowed_by_python_still_ends_the_run(tmp_path):
     assert main(["run", *TINY, "--out", str(tmp_path)]) == 0  # the note is cleared: the same command resumes
 
 
+def test_a_second_sigterm_does_not_interrupt_the_unwinding_of_the_first():
+    import signal
+
+    from lottery import errors
+
+    try:
+        with pytest.raises(errors.Terminated):
+            errors.on_sigterm(signal.SIGTERM, None)
+        errors.on_sigterm(signal.SIGTERM, None)  # the run is already unwinding: no second exception in its clean-up
+        with pytest.raises(errors.Terminated):
+            errors.raise_if_terminated()
+    finally:
+        errors.terminate(False)
+    errors.raise_if_terminated()  # cleared
+
+
 def test_ranks_leave_together_only_after_a_command_succeeded(monkeypatch, tmp_path):
     """cli.main waits for every torchrun rank (a barrier) after success, so no rank tears its process group down
     while rank 0 still writes; never after a failure, where the other ranks may not come."""
