@@ -166,8 +166,8 @@ NOTE = ("How to read it. The hand loop pays torchvision's per-image PIL decoding
         "most of its slowdown there. The grid's packed workers each train 4 networks per fused pass on one "
         "thread: at this size (12 x 128) a fused step is matrix-multiply bound (section \"Fused training and "
         "grids\": fusing K networks ran 0.8-2.0x as fast as K separate ones), so on a quiet machine two "
-        "workers give less than the two cores' 2x over one run at a time, which itself uses both cores; a larger "
-        "pack gains little. Identical commands differ between rounds on this VM: its cores' "
+        "workers give less than the two cores' 2x over one run at a time, which itself uses both cores. "
+        "Identical commands differ between rounds on this VM: its cores' "
         "speed changes over time, and two threads suffer most, as each waits for the slower core. On a busy "
         "machine the ratio also holds the CPU share: two worker processes get more of a contended machine than "
         "one process does.")
